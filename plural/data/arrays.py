@@ -1,0 +1,146 @@
+"""`PreferenceData`: a validated preference table as aligned numpy arrays plus user / group indices."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+
+from plural.errors import PluralError
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class PreferenceData:
+    """N comparisons, as arrays aligned row by row with the source table (file order).
+
+    Shapes: `chosen`, `rejected` (N, D) float32; `prompt` (N, Dp) float32 with Dp = 0 when the table has
+    no prompt embeddings ("one fixed context"); `user` (N,) int32 index into `users`; `group` (N,) int32
+    index into `groups` (-1 without a group column); `attr_chosen`, `attr_rejected` (N, A) float32 for the
+    A attributes named in `attr_names`. `frame` keeps every non-embedding column (ids, text, metadata).
+    """
+
+    chosen: np.ndarray
+    rejected: np.ndarray
+    prompt: np.ndarray
+    user: np.ndarray
+    users: np.ndarray
+    group: np.ndarray
+    groups: tuple[str, ...]
+    attr_chosen: np.ndarray
+    attr_rejected: np.ndarray
+    attr_names: tuple[str, ...]
+    frame: pd.DataFrame
+    source: str = "<memory>"
+
+    @classmethod
+    def from_frame(cls, df: pd.DataFrame, emb: dict[str, np.ndarray], source: str = "<memory>") -> "PreferenceData":
+        """Index a validated frame; users and groups are numbered in order of first appearance."""
+        df = df.reset_index(drop=True)
+        user, users = pd.factorize(df["user_id"], sort=False)
+        if "group" in df.columns:
+            group, groups = pd.factorize(df["group"], sort=False)
+            groups = tuple(str(g) for g in groups)
+        else:
+            group, groups = np.full(len(df), -1), ()
+        n = len(df)
+        prompt = emb.get("prompt_embedding", np.zeros((n, 0), np.float32))
+        attr_names = tuple(sorted(c[len("chosen_attr_"):] for c in df.columns if c.startswith("chosen_attr_")))
+        ac = np.stack([df[f"chosen_attr_{a}"].to_numpy(np.float32) for a in attr_names], 1) if attr_names else np.zeros((n, 0), np.float32)
+        ar = np.stack([df[f"rejected_attr_{a}"].to_numpy(np.float32) for a in attr_names], 1) if attr_names else np.zeros((n, 0), np.float32)
+        return cls(
+            chosen=np.ascontiguousarray(emb["chosen_embedding"], np.float32),
+            rejected=np.ascontiguousarray(emb["rejected_embedding"], np.float32),
+            prompt=np.ascontiguousarray(prompt, np.float32),
+            user=user.astype(np.int32),
+            users=np.asarray(users, dtype=object),
+            group=np.asarray(group, np.int32),
+            groups=groups,
+            attr_chosen=ac,
+            attr_rejected=ar,
+            attr_names=attr_names,
+            frame=df,
+            source=source,
+        )
+
+    # -- sizes ---------------------------------------------------------------------------------------
+    @property
+    def n_pairs(self) -> int:
+        return len(self.user)
+
+    @property
+    def n_users(self) -> int:
+        return len(self.users)
+
+    @property
+    def dim(self) -> int:
+        return self.chosen.shape[1]
+
+    @property
+    def prompt_dim(self) -> int:
+        return self.prompt.shape[1]
+
+    @property
+    def user_group(self) -> np.ndarray:
+        """(U,) int32 group index of each user (-1 without groups)."""
+        out = np.full(self.n_users, -1, np.int32)
+        out[self.user] = self.group
+        return out
+
+    def user_rows(self) -> list[np.ndarray]:
+        """Row indices of each user, in file order."""
+        order = np.argsort(self.user, kind="stable")
+        bounds = np.cumsum(np.bincount(self.user, minlength=self.n_users))[:-1]
+        return np.split(order, bounds)
+
+    # -- subsets -------------------------------------------------------------------------------------
+    def take(self, rows: np.ndarray) -> "PreferenceData":
+        """The rows `rows` (in that order) as new data, users and groups re-indexed."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if rows.size == 0:
+            raise PluralError(f"{self.source}: selection is empty")
+        emb = {"chosen_embedding": self.chosen[rows], "rejected_embedding": self.rejected[rows]}
+        if self.prompt_dim:
+            emb["prompt_embedding"] = self.prompt[rows]
+        return PreferenceData.from_frame(self.frame.iloc[rows], emb, self.source)
+
+    def spec(self) -> dict:
+        """What a model needs to know about the data it will see (JSON-ready)."""
+        return {"dim": self.dim, "prompt_dim": self.prompt_dim, "n_users": self.n_users,
+                "attr_names": list(self.attr_names)}
+
+
+def split_users(data: PreferenceData, unseen_fraction: float, seed: int = 0) -> tuple[PreferenceData, PreferenceData | None]:
+    """Hold out whole users: returns (seen-user rows, unseen-user rows or None). Deterministic per seed.
+
+    Within each group the same fraction is held out (at least one user per group stays seen).
+    """
+    if unseen_fraction <= 0:
+        return data, None
+    rng = np.random.default_rng(seed)
+    ug = data.user_group
+    unseen = []
+    for g in np.unique(ug):
+        members = np.flatnonzero(ug == g)
+        k = min(int(round(unseen_fraction * len(members))), len(members) - 1)
+        unseen.extend(rng.choice(members, size=k, replace=False).tolist())
+    is_unseen = np.isin(data.user, np.asarray(unseen, dtype=np.int64))
+    if not is_unseen.any():
+        return data, None
+    return data.take(np.flatnonzero(~is_unseen)), data.take(np.flatnonzero(is_unseen))
+
+
+def split_pairs(data: PreferenceData, test_fraction: float, seed: int = 0) -> tuple[PreferenceData, PreferenceData | None]:
+    """Hold out a fraction of each user's pairs (at least one pair of each user stays in train)."""
+    if test_fraction <= 0:
+        return data, None
+    rng = np.random.default_rng(seed)
+    test = []
+    for rows in data.user_rows():
+        k = min(int(round(test_fraction * len(rows))), len(rows) - 1)
+        test.extend(rng.choice(rows, size=k, replace=False).tolist())
+    mask = np.zeros(data.n_pairs, bool)
+    mask[test] = True
+    if not mask.any():
+        return data, None
+    return data.take(np.flatnonzero(~mask)), data.take(np.flatnonzero(mask))

@@ -1,0 +1,87 @@
+"""Batches drawn on device, as pure functions of a PRNG key (so data order = f(seed, step)).
+
+`DeviceData` holds the training arrays once on the device(s); samplers gather a batch inside the
+jitted training step, so no host work happens per step.
+
+Two kinds of batch:
+- pairs: B independent comparisons (BT, MiCRo, ...): dict(prompt (B,Dp), chosen (B,D), rejected (B,D),
+  user (B,), attr_chosen / attr_rejected (B,A), mask (B,)).
+- users: U users, each with a context set of C pairs and T disjoint target pairs drawn from that user's
+  own rows (VPL, few-shot, ...): dict(user (U,), context=pairs (U,C,..) + mask (U,C), target=pairs
+  (U,T,..) + mask (U,T)). The number of valid context pairs is drawn uniformly in
+  [context_min, context_max], capped at n_u - 1 so that every user keeps at least one target.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from plural.data.arrays import PreferenceData
+
+PAIR_FIELDS = ("prompt", "chosen", "rejected", "attr_chosen", "attr_rejected", "user")
+
+
+def device_data(data: PreferenceData, sharding=None) -> dict:
+    """The arrays a sampler needs, as a pytree of jax arrays (replicated with `sharding` if given).
+
+    `user_rows` (U, max_n) int32 lists each user's rows (padded with 0), `user_count` (U,) their number.
+    """
+    rows = data.user_rows()
+    max_n = max(len(r) for r in rows)
+    table = np.zeros((data.n_users, max_n), np.int32)
+    for u, r in enumerate(rows):
+        table[u, : len(r)] = r
+    host = {
+        "prompt": data.prompt, "chosen": data.chosen, "rejected": data.rejected,
+        "attr_chosen": data.attr_chosen, "attr_rejected": data.attr_rejected, "user": data.user,
+        "user_rows": table, "user_count": np.asarray([len(r) for r in rows], np.int32),
+    }
+    if sharding is None:
+        return jax.tree.map(jnp.asarray, host)
+    # make_array_from_callback works on one host and many: each process fills its addressable shards.
+    return {k: jax.make_array_from_callback(v.shape, sharding, lambda idx, v=v: v[idx]) for k, v in host.items()}
+
+
+def gather(dd: dict, rows: jax.Array) -> dict:
+    """The pair fields of `rows` (any shape); adds nothing else."""
+    return {k: dd[k][rows] for k in PAIR_FIELDS}
+
+
+def sample_pairs(key: jax.Array, dd: dict, batch_size: int) -> dict:
+    """B comparisons drawn uniformly with replacement from all rows."""
+    rows = jax.random.randint(key, (batch_size,), 0, dd["user"].shape[0])
+    batch = gather(dd, rows)
+    batch["mask"] = jnp.ones((batch_size,), jnp.float32)
+    return batch
+
+
+def sample_users(key: jax.Array, dd: dict, users_per_batch: int, context_min: int, context_max: int,
+                 targets: int) -> dict:
+    """U users (without replacement when possible), each with context and disjoint target pairs."""
+    n_users, max_n = dd["user_rows"].shape
+    k_users, k_rows = jax.random.split(key)
+    if users_per_batch <= n_users:
+        users = jax.random.permutation(k_users, n_users)[:users_per_batch]
+    else:
+        users = jax.random.randint(k_users, (users_per_batch,), 0, n_users)
+
+    def one(k, u):
+        n = dd["user_count"][u]
+        k_perm, k_c = jax.random.split(k)
+        slot = jnp.arange(max_n)
+        order = jnp.argsort(jnp.where(slot < n, jax.random.uniform(k_perm, (max_n,)), 2.0))
+        c = jnp.minimum(jax.random.randint(k_c, (), context_min, context_max + 1), n - 1)
+        c_slots = jnp.arange(context_max)
+        t_slots = c + jnp.arange(targets)
+        c_rows = dd["user_rows"][u, order[jnp.minimum(c_slots, max_n - 1)]]
+        t_rows = dd["user_rows"][u, order[jnp.minimum(t_slots, max_n - 1)]]
+        return c_rows, (c_slots < c), t_rows, (t_slots < n)
+
+    c_rows, c_mask, t_rows, t_mask = jax.vmap(one)(jax.random.split(k_rows, users_per_batch), users)
+    context = gather(dd, c_rows)
+    context["mask"] = c_mask.astype(jnp.float32)
+    target = gather(dd, t_rows)
+    target["mask"] = t_mask.astype(jnp.float32)
+    return {"user": users, "context": context, "target": target}

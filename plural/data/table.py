@@ -1,0 +1,289 @@
+"""Reading and validating the preference table of CONTRACT.md section 1.
+
+`read_table(path)` accepts a parquet file, a JSON Lines file or a directory of them and returns a
+validated `PreferenceData`. Every check runs before any training and fails with a one-line
+`PluralError` naming the file, the column and the first offending row (0-based; JSON Lines errors
+also give the 1-based line).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from plural.data.arrays import PreferenceData
+from plural.errors import PluralError, where
+
+EMBEDDING_COLUMNS = ("prompt_embedding", "chosen_embedding", "rejected_embedding")
+TEXT_COLUMNS = ("prompt", "chosen", "rejected")
+SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl"}
+
+
+def read_table(path: str | Path) -> PreferenceData:
+    """Read, validate and index a preference table (file or directory of files)."""
+    path = Path(path)
+    files = _list_files(path)
+    frames, embeddings, dim = [], [], None
+    for f in files:
+        table, is_jsonl = _read_file(f)
+        df, emb = _validate(table, f, is_jsonl)
+        d = emb["chosen_embedding"].shape[1]
+        if dim is not None and d != dim:
+            raise PluralError(f"{where(f, 'chosen_embedding', 0)}: embedding length {d}, but earlier files have {dim}")
+        dim = d
+        frames.append(df)
+        embeddings.append(emb)
+    df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    emb = {k: np.concatenate([e[k] for e in embeddings]) for k in embeddings[0]}
+    for k in emb:
+        if any(k not in e for e in embeddings):
+            raise PluralError(f"{path}: column '{k}' is present in some files of the directory but not all")
+    _check_groups(df, files, [len(fr) for fr in frames])
+    return PreferenceData.from_frame(df, emb, source=str(path))
+
+
+def _list_files(path: Path) -> list[Path]:
+    if not path.exists():
+        raise PluralError(f"{path}: no such file or directory")
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in SUFFIXES and p.is_file())
+        if not files:
+            raise PluralError(f"{path}: directory holds no .parquet or .jsonl files")
+        return files
+    if path.suffix.lower() not in SUFFIXES:
+        raise PluralError(f"{path}: unknown file type '{path.suffix}' (expected .parquet or .jsonl)")
+    return [path]
+
+
+def _read_file(f: Path) -> tuple[pa.Table, bool]:
+    """Read one file into an arrow table; JSON Lines is parsed line by line for exact error locations."""
+    is_jsonl = SUFFIXES[f.suffix.lower()] == "jsonl"
+    try:
+        if not is_jsonl:
+            table = pq.read_table(f)
+        else:
+            records = []
+            with open(f, encoding="utf-8") as fh:
+                for lineno, line in enumerate(fh, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        rec = json.loads(line)
+                    except json.JSONDecodeError as e:
+                        raise PluralError(f"{f}: row {len(records)} (line {lineno}): not valid JSON ({e.msg})")
+                    if not isinstance(rec, dict):
+                        raise PluralError(f"{f}: row {len(records)} (line {lineno}): expected a JSON object")
+                    records.append(rec)
+            table = _records_to_table(records)
+    except PluralError:
+        raise
+    except (OSError, UnicodeDecodeError, pa.ArrowException) as e:
+        raise PluralError(f"{f}: cannot read file ({type(e).__name__}: {str(e).splitlines()[0][:200]})")
+    if table.num_rows == 0:
+        raise PluralError(f"{f}: the table is empty (no rows)")
+    return table, is_jsonl
+
+
+def _records_to_table(records: list[dict]) -> pa.Table:
+    """Column-wise arrow table from JSON records; a column with mixed types stays Python objects."""
+    columns = {}
+    for rec in records:
+        for k in rec:
+            columns.setdefault(k, None)
+    arrays = {}
+    for k in columns:
+        values = [rec.get(k) for rec in records]
+        try:
+            arrays[k] = pa.array(values)
+        except (pa.ArrowException, TypeError, ValueError, OverflowError):
+            arrays[k] = _ObjectColumn(values)
+    return _MixedTable(arrays, len(records))
+
+
+class _ObjectColumn(list):
+    """A column arrow could not type (mixed types); validated element by element."""
+
+
+class _MixedTable:
+    """Minimal stand-in for a `pa.Table` whose columns may be `_ObjectColumn`s."""
+
+    def __init__(self, arrays: dict, num_rows: int):
+        self.arrays, self.num_rows, self.column_names = arrays, num_rows, list(arrays)
+
+    def column(self, name):
+        return self.arrays[name]
+
+
+def _line(is_jsonl: bool, row: int, f: Path) -> int | None:
+    """1-based line of data row `row` in a JSON Lines file (blank lines counted)."""
+    if not is_jsonl:
+        return None
+    seen = -1
+    with open(f, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if line.strip():
+                seen += 1
+                if seen == row:
+                    return lineno
+    return None
+
+
+def _validate(table, f: Path, is_jsonl: bool) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """Check one file; return its non-embedding columns as a DataFrame and its embeddings as arrays."""
+    cols = set(table.column_names)
+
+    def fail(column, row, msg):
+        raise PluralError(f"{where(f, column, row, _line(is_jsonl, row, f) if row is not None else None)}: {msg}")
+
+    if "user_id" not in cols:
+        raise PluralError(f"{where(f, 'user_id')}: required column is missing")
+    has_emb = {"chosen_embedding", "rejected_embedding"} <= cols
+    if not has_emb:
+        missing = [c for c in ("chosen_embedding", "rejected_embedding") if c not in cols]
+        if {"chosen", "rejected"} <= cols:
+            raise PluralError(
+                f"{where(f, missing[0])}: required column is missing; this table has only text responses, "
+                "and plural has no offline embedder yet: add chosen_embedding / rejected_embedding columns"
+            )
+        raise PluralError(f"{where(f, missing[0])}: required column is missing (need chosen_embedding and rejected_embedding, or chosen and rejected text)")
+
+    out: dict[str, object] = {}
+    out["user_id"] = _string_column(table.column("user_id"), "user_id", fail, required=True)
+    if "group" in cols:
+        out["group"] = _string_column(table.column("group"), "group", fail, required=True)
+    for c in TEXT_COLUMNS:
+        if c in cols:
+            out[c] = _string_column(table.column(c), c, fail, required=False)
+
+    emb: dict[str, np.ndarray] = {}
+    dim = None
+    for c in ("chosen_embedding", "rejected_embedding", "prompt_embedding"):
+        if c in cols:
+            emb[c] = _embedding_column(table.column(c), c, fail, dim)
+            dim = emb[c].shape[1]
+
+    attrs = sorted(c[len("chosen_attr_"):] for c in cols if c.startswith("chosen_attr_"))
+    for c in sorted(cols):
+        if c.startswith("rejected_attr_") and c[len("rejected_attr_"):] not in attrs:
+            fail(c, None, f"has no matching 'chosen_attr_{c[len('rejected_attr_'):]}' column")
+    for a in attrs:
+        for side in ("chosen", "rejected"):
+            c = f"{side}_attr_{a}"
+            if c not in cols:
+                fail(c, None, f"required column is missing (paired with '{'rejected' if side == 'chosen' else 'chosen'}_attr_{a}')")
+            out[c] = _float_column(table.column(c), c, fail)
+
+    known = {"user_id", "group", *TEXT_COLUMNS, *EMBEDDING_COLUMNS} | {c for c in out}
+    for c in table.column_names:  # pass-through columns (ground truth, metadata) are kept, unvalidated
+        if c not in known:
+            col = table.column(c)
+            out[c] = list(col) if isinstance(col, _ObjectColumn) else col.to_pandas()
+    return pd.DataFrame(out), emb
+
+
+def _as_list(col) -> list:
+    return list(col) if isinstance(col, _ObjectColumn) else col.to_pylist()
+
+
+def _string_column(col, name, fail, required: bool) -> np.ndarray:
+    values = _as_list(col)
+    for i, v in enumerate(values):
+        if v is None:
+            if required:
+                fail(name, i, "missing value")
+            continue
+        if not isinstance(v, str):
+            fail(name, i, f"wrong type: expected a string, got {type(v).__name__} {v!r:.40}")
+    return np.asarray(values, dtype=object)
+
+
+def _float_column(col, name, fail) -> np.ndarray:
+    if not isinstance(col, _ObjectColumn) and (pa.types.is_floating(col.type) or pa.types.is_integer(col.type)):
+        if col.null_count:
+            fail(name, int(np.flatnonzero(np.asarray(col.is_null()))[0]), "missing value")
+        arr = np.asarray(col.to_numpy(), dtype=np.float64)
+    else:
+        values = _as_list(col)
+        for i, v in enumerate(values):
+            if v is None:
+                fail(name, i, "missing value")
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                fail(name, i, f"wrong type: expected a number, got {type(v).__name__} {v!r:.40}")
+        arr = np.asarray(values, dtype=np.float64)
+    bad = np.flatnonzero(~np.isfinite(arr))
+    if bad.size:
+        fail(name, int(bad[0]), f"non-finite value {arr[bad[0]]}")
+    return arr
+
+
+def _embedding_column(col, name, fail, dim: int | None) -> np.ndarray:
+    """Validate a list-of-float column and return it as a (rows, dim) float32 matrix."""
+    if isinstance(col, _ObjectColumn) or not (pa.types.is_list(col.type) or pa.types.is_large_list(col.type)) \
+            or not (pa.types.is_floating(col.type.value_type) or pa.types.is_integer(col.type.value_type)):
+        return _embedding_slow(_as_list(col), name, fail, dim)
+    arr = pa.concat_arrays(col.chunks) if isinstance(col, pa.ChunkedArray) else col
+    if arr.null_count:
+        fail(name, int(np.flatnonzero(np.asarray(arr.is_null()))[0]), "missing value (expected a list of floats)")
+    lengths = np.asarray(pa.compute.list_value_length(arr))
+    expect = dim if dim is not None else int(lengths[0])
+    bad = np.flatnonzero(lengths != expect)
+    if bad.size:
+        r = int(bad[0])
+        fail(name, r, f"ragged embeddings: length {lengths[r]}, expected {expect}")
+    if expect == 0:
+        fail(name, 0, "empty embedding")
+    values = arr.flatten()
+    if values.null_count:
+        r = int(np.flatnonzero(np.asarray(values.is_null()))[0]) // expect
+        fail(name, r, "null value inside the embedding")
+    mat = np.asarray(values.to_numpy(zero_copy_only=False), dtype=np.float32).reshape(-1, expect)
+    bad = np.flatnonzero(~np.isfinite(mat).all(axis=1))
+    if bad.size:
+        fail(name, int(bad[0]), "non-finite value (NaN or inf) in the embedding")
+    return mat
+
+
+def _embedding_slow(values: list, name, fail, dim: int | None) -> np.ndarray:
+    """Element-by-element check of a column arrow could not type as list<float>."""
+    expect = dim
+    for i, v in enumerate(values):
+        if v is None:
+            fail(name, i, "missing value (expected a list of floats)")
+        if not isinstance(v, (list, tuple)):
+            fail(name, i, f"wrong type: expected a list of floats, got {type(v).__name__}")
+        if expect is None:
+            expect = len(v)
+        if len(v) != expect:
+            fail(name, i, f"ragged embeddings: length {len(v)}, expected {expect}")
+        for x in v:
+            if isinstance(x, bool) or not isinstance(x, (int, float)):
+                fail(name, i, f"wrong type: expected a list of floats, found {type(x).__name__} {x!r:.40}")
+            if not math.isfinite(x):
+                fail(name, i, "non-finite value (NaN or inf) in the embedding")
+    if not expect:
+        fail(name, 0, "empty embedding")
+    return np.asarray(values, dtype=np.float32)
+
+
+def _check_groups(df: pd.DataFrame, files: list[Path], sizes: list[int]) -> None:
+    """A user's group label must not contradict itself across rows (or files)."""
+    if "group" not in df.columns:
+        return
+    first = df.groupby("user_id", sort=False)["group"].transform("first")
+    bad = np.flatnonzero((df["group"] != first).to_numpy())
+    if bad.size:
+        r = int(bad[0])
+        ends = np.cumsum(sizes)
+        k = int(np.searchsorted(ends, r, side="right"))
+        local = r - (int(ends[k - 1]) if k else 0)
+        is_jsonl = SUFFIXES[files[k].suffix.lower()] == "jsonl"
+        raise PluralError(
+            f"{where(files[k], 'group', local, _line(is_jsonl, local, files[k]))}: user {df['user_id'].iat[r]!r} "
+            f"has group {df['group'].iat[r]!r} here but {first.iat[r]!r} earlier; a user's group label contradicts itself"
+        )

@@ -1,0 +1,24 @@
+"""Model families, chosen by name (CONTRACT.md section 2). A new family = one file + one entry here."""
+
+from __future__ import annotations
+
+from plural.errors import PluralError
+from plural.models.base import RewardModel
+from plural.models.bt import BT
+
+FAMILIES: dict[str, type[RewardModel]] = {"bt": BT}
+
+# Names reserved by the contract whose families have not landed yet.
+PLANNED = ("vpl", "pal-a", "pal-b", "micro", "maxmin", "fewshot", "palette")
+
+
+def get_family(name: str) -> type[RewardModel]:
+    """The family class registered as `name`; a one-line error for unknown or not-yet-built names."""
+    if name in FAMILIES:
+        return FAMILIES[name]
+    if name in PLANNED:
+        raise PluralError(f"--model {name}: this family is not implemented in this version (available: {', '.join(FAMILIES)})")
+    raise PluralError(f"--model {name}: unknown model family (available: {', '.join(FAMILIES)})")
+
+
+__all__ = ["FAMILIES", "RewardModel", "get_family"]
