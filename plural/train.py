@@ -165,7 +165,11 @@ class Trainer:
         keys = jnp.stack([seed_key(s, INIT_STREAM) for s in self.seeds])
         params, rest, opt_state = jax.jit(jax.vmap(self._init_one))(keys)
         train_keys = jnp.stack([seed_key(s, TRAIN_STREAM) for s in self.seeds])
-        return params, rest, opt_state, train_keys
+        return self._place((params, rest, opt_state, train_keys))
+
+    def _place(self, tree):
+        """Replicate a pytree over the mesh (a no-op on one device)."""
+        return tree if self.mesh is None else jax.device_put(tree, replicated(self.mesh))
 
     def boundaries(self) -> list[int]:
         """Steps at which a chunk ends: multiples of log_every and ckpt_every, and the last step."""
@@ -202,6 +206,7 @@ class Trainer:
                 raise PluralError(f"{workdir}: already holds checkpoints; pass --resume to continue, or use a new --out")
             if latest is not None:
                 params, opt_state, history, start = self._restore(mngr, latest, params, opt_state)
+                params, opt_state = self._place((params, opt_state))
                 if start not in self.boundaries() or start > self.cfg.steps:
                     raise PluralError(f"{workdir}: checkpoint at step {start} does not match this configuration")
         bar = tqdm(total=self.cfg.steps, initial=start, disable=not progress or None, desc=self.family.name,

@@ -1,0 +1,123 @@
+"""The `plural` command line (CONTRACT.md section 2). User errors exit 2 with one line, no traceback."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="plural", description="Pluralistic reward models in JAX.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("demo", help="simulate a population, fit every family, print a subgroup table, write figures")
+    d.add_argument("--out", default="plural_demo", help="output directory (default: plural_demo)")
+    d.add_argument("--seed", type=int, default=0)
+
+    f = sub.add_parser("fit", help="train a model on a preference table")
+    f.add_argument("--model", required=True, help="bt, vpl, pal-a, pal-b, micro, maxmin, fewshot, palette")
+    f.add_argument("--data", required=True, help="parquet / JSON Lines file or a directory of them")
+    f.add_argument("--out", required=True, help="run directory")
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")
+    f.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="hyper-parameter override, e.g. train.steps=2000 or model.hidden=(128,); repeatable")
+
+    e = sub.add_parser("evaluate", help="score a table with a fitted model")
+    e.add_argument("--run", required=True)
+    e.add_argument("--data", required=True)
+    e.add_argument("--shots", type=int, default=0, help="unseen users: adapt on their first K rows, score the rest")
+    e.add_argument("--out", required=True, help="metrics JSON file")
+    e.add_argument("--rows", default=None, help="also write the scored rows (parquet) here")
+
+    s = sub.add_parser("simulate", help="write a simulated ideal-point population (train/test parquet + truth.json)")
+    s.add_argument("--out", required=True)
+    s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="population parameter, e.g. n_groups=3 group_sizes=(0.6,0.3,0.1) dim=32")
+
+    b = sub.add_parser("bench", help="speed benchmarks")
+    bsub = b.add_subparsers(dest="bench", required=True)
+    bf = bsub.add_parser("fit", help="BT training throughput vs a bare matmul of equal FLOPs")
+    bf.add_argument("--dim", type=int, default=384)
+    bf.add_argument("--pairs", type=int, default=1024)
+    bf.add_argument("--steps", type=int, default=50)
+    bf.add_argument("--out", default=None)
+    bg = bsub.add_parser("grid", help="S seeds one after another vs at once")
+    bg.add_argument("--seeds", type=int, required=True)
+    bg.add_argument("--dim", type=int, default=384)
+    bg.add_argument("--pairs", type=int, default=1024)
+    bg.add_argument("--steps", type=int, default=20)
+    bg.add_argument("--out", required=True)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from plural.errors import PluralError
+
+    try:
+        from plural.parallel import init_distributed
+
+        init_distributed()
+        return _dispatch(args)
+    except PluralError as e:
+        print(f"plural: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("plural: interrupted", file=sys.stderr)
+        return 130
+
+
+def _dispatch(args) -> int:
+    if args.command == "fit":
+        from plural.run import fit
+
+        result = fit(args.model, args.data, args.out, seed=args.seed, resume=args.resume, overrides=args.overrides)
+        m = result.seed_metrics(0)
+        print(f"{args.model}: {m['steps']} steps, final loss {m['final_loss']:.4f}, "
+              f"train accuracy {m['final_train_accuracy']:.3f} -> {args.out}")
+    elif args.command == "evaluate":
+        from plural.data import read_table
+        from plural.evaluate import metrics, predict
+        from plural.run import dumps, load_run
+
+        result, users = load_run(args.run)
+        rows = predict(result, users, read_table(args.data), shots=args.shots)
+        m = metrics(rows, args.shots)
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(dumps(m))
+        if args.rows:
+            rows.to_parquet(args.rows, index=False)
+        groups = "  ".join(f"{g} {v:.3f}" for g, v in m["per_group"].items())
+        print(f"accuracy {m['accuracy']:.4f} on {m['n_pairs']} pairs" + (f"  |  {groups}" if groups else ""))
+    elif args.command == "simulate":
+        from personas.ideal_point import IdealPointConfig, simulate_ideal_point
+        from plural.config import apply_overrides
+
+        cfg = apply_overrides({"population": IdealPointConfig()}, args.overrides)["population"]
+        try:
+            pop = simulate_ideal_point(cfg)
+        except ValueError as e:
+            from plural.errors import PluralError
+            raise PluralError(f"--set: {e}")
+        out = pop.write(args.out)
+        t = pop.truth()["all"]
+        print(f"{len(pop.train)} train / {len(pop.test)} test pairs -> {out}  "
+              f"(oracle {t['oracle_accuracy']:.3f}, best single reward {t['single_accuracy']:.3f})")
+    elif args.command == "demo":
+        from plural.demo import run_demo
+
+        run_demo(Path(args.out), seed=args.seed)
+    elif args.command == "bench":
+        from plural import bench
+
+        if args.bench == "fit":
+            bench.bench_fit(args.dim, args.pairs, args.steps, args.out)
+        else:
+            bench.bench_grid(args.seeds, args.dim, args.pairs, args.steps, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,37 @@
+"""Test set-up: 8 fake CPU devices (so sharding is exercised everywhere) and shared small populations."""
+
+import os
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+
+import pytest  # noqa: E402
+
+from personas import IdealPointConfig, simulate_ideal_point  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def pop3(tmp_path_factory):
+    """3 groups (0.6 / 0.3 / 0.1), D = 32: a single reward cannot close the gap to the oracle."""
+    pop = simulate_ideal_point(IdealPointConfig(seed=0))
+    out = tmp_path_factory.mktemp("pop3")
+    pop.write(out)
+    return pop, out
+
+
+@pytest.fixture(scope="session")
+def pop1(tmp_path_factory):
+    """One group: a single reward is the oracle."""
+    pop = simulate_ideal_point(IdealPointConfig(n_groups=1, group_sizes=(1.0,), seed=1))
+    out = tmp_path_factory.mktemp("pop1")
+    pop.write(out)
+    return pop, out
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    """A small population for plumbing tests (fast to fit)."""
+    pop = simulate_ideal_point(IdealPointConfig(dim=8, n_users=12, n_unseen=6, train_pairs=20, test_pairs=12,
+                                                n_prompts=8, seed=2))
+    out = tmp_path_factory.mktemp("tiny")
+    pop.write(out)
+    return pop, out

@@ -1,0 +1,159 @@
+"""The one trainer: determinism per seed, resume to identical bytes, S seeds at once == one by one,
+sharded batches == one device, and the per-user batch sampler."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from plural.config import TrainConfig
+from plural.data import device_data, read_table, sample_pairs, sample_users
+from plural.models import get_family
+from plural.run import configs_for, fit
+from plural.train import Trainer, train
+
+FAST = ["model.hidden=(16,)", "train.steps=200", "train.log_every=50", "train.ckpt_every=100", "train.batch_size=64"]
+
+
+class Crash(Exception):
+    pass
+
+
+def _cfgs(*extra):
+    c = configs_for("bt", FAST + list(extra))
+    return c["model"], c["train"]
+
+
+def test_same_seed_gives_identical_metrics_files(tiny, tmp_path):
+    _, d = tiny
+    fit("bt", d / "train.parquet", tmp_path / "a", overrides=FAST, progress=False)
+    fit("bt", d / "train.parquet", tmp_path / "b", overrides=FAST, progress=False)
+    assert (tmp_path / "a/metrics.json").read_bytes() == (tmp_path / "b/metrics.json").read_bytes()
+    fit("bt", d / "train.parquet", tmp_path / "c", seed=1, overrides=FAST, progress=False)
+    assert (tmp_path / "a/metrics.json").read_bytes() != (tmp_path / "c/metrics.json").read_bytes()
+
+
+def test_resume_after_crash_gives_identical_metrics(tiny, tmp_path):
+    _, d = tiny
+    fit("bt", d / "train.parquet", tmp_path / "full", overrides=FAST, progress=False)
+
+    def crash(step):
+        if step == 150:  # after the checkpoint at 100, before the one at 200
+            raise Crash
+
+    with pytest.raises(Crash):
+        fit("bt", d / "train.parquet", tmp_path / "cut", overrides=FAST, progress=False, on_chunk=crash)
+    assert not (tmp_path / "cut/metrics.json").exists()
+    fit("bt", d / "train.parquet", tmp_path / "cut", overrides=FAST, progress=False, resume=True)
+    assert (tmp_path / "full/metrics.json").read_bytes() == (tmp_path / "cut/metrics.json").read_bytes()
+
+
+@pytest.mark.slow
+def test_cli_run_killed_then_resumed_is_identical(pop3, tmp_path):
+    """A real SIGKILL of `plural fit` after its first checkpoint, then `--resume`."""
+    _, d = pop3
+    args = ["--model", "bt", "--data", str(d / "train.parquet"), "--set", "train.steps=3000",
+            "--set", "train.ckpt_every=100", "--set", "train.log_every=100"]
+    cli = [sys.executable, "-m", "plural.cli", "fit"]
+    subprocess.run(cli + args + ["--out", str(tmp_path / "full")], check=True, capture_output=True)
+    proc = subprocess.Popen(cli + args + ["--out", str(tmp_path / "cut")], start_new_session=True)
+    ckpts = tmp_path / "cut/checkpoints"
+    while not (ckpts.exists() and any(p.name.isdigit() for p in ckpts.iterdir())):
+        assert proc.poll() is None, "fit ended before its first checkpoint"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "cut/metrics.json").exists()
+    subprocess.run(cli + args + ["--out", str(tmp_path / "cut"), "--resume"], check=True, capture_output=True)
+    assert (tmp_path / "full/metrics.json").read_bytes() == (tmp_path / "cut/metrics.json").read_bytes()
+
+
+def test_existing_run_needs_resume(tiny, tmp_path):
+    from plural.errors import PluralError
+    _, d = tiny
+    fit("bt", d / "train.parquet", tmp_path / "r", overrides=FAST, progress=False)
+    with pytest.raises(PluralError, match="--resume"):
+        fit("bt", d / "train.parquet", tmp_path / "r", overrides=FAST, progress=False)
+    with pytest.raises(PluralError, match="different"):
+        fit("bt", d / "train.parquet", tmp_path / "r", overrides=FAST + ["train.lr=0.1"], progress=False, resume=True)
+
+
+@pytest.mark.parametrize("batching", ["vmap", "map"])
+def test_seeds_at_once_equal_seeds_one_by_one(tiny, batching):
+    _, d = tiny
+    data = read_table(d / "train.parquet")
+    hp, cfg = _cfgs(f"train.seed_batching={batching}")
+    together = train(get_family("bt"), hp, cfg, data, seeds=(0, 1, 2), progress=False)
+    for i, s in enumerate((0, 1, 2)):
+        alone = train(get_family("bt"), hp, cfg, data, seeds=(s,), progress=False)
+        for a, b in zip(jax.tree.leaves(together.params), jax.tree.leaves(alone.params)):
+            np.testing.assert_allclose(np.asarray(a[i]), np.asarray(b[0]), atol=1e-5, rtol=1e-5)
+        np.testing.assert_allclose([h["loss"][i] for h in together.history],
+                                   [h["loss"][0] for h in alone.history], atol=1e-5, rtol=1e-5)
+    assert not np.allclose(jax.tree.leaves(together.params)[0][0], jax.tree.leaves(together.params)[0][1])
+
+
+def test_batches_sharded_over_eight_devices_match_one_device(tiny):
+    assert jax.device_count() == 8, "tests run with 8 fake CPU devices (conftest)"
+    _, d = tiny
+    data = read_table(d / "train.parquet")
+    hp, cfg = _cfgs()
+    one = Trainer(get_family("bt"), hp, TrainConfig(**{**cfg.__dict__, "mesh_data": 1}), data)
+    eight = Trainer(get_family("bt"), hp, TrainConfig(**{**cfg.__dict__, "mesh_data": 8}), data)
+    assert one.mesh is None and eight.mesh.shape == {"data": 8}
+    params, rest, opt, keys = eight.init()
+    hlo = eight.chunk_fn(10).lower(params, rest, opt, keys, 0, eight.dd).compile().as_text()
+    assert "all-reduce" in hlo  # gradients are reduced across the data shards
+    r1, r8 = one.run(progress=False), eight.run(progress=False)
+    for a, b in zip(jax.tree.leaves(r1.params), jax.tree.leaves(r8.params)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, rtol=1e-5)
+
+
+def test_pair_batches_are_a_pure_function_of_the_key(tiny):
+    _, d = tiny
+    dd = device_data(read_table(d / "train.parquet"))
+    k = jax.random.PRNGKey(3)
+    a, b = sample_pairs(k, dd, 32), sample_pairs(k, dd, 32)
+    c = sample_pairs(jax.random.fold_in(k, 1), dd, 32)
+    assert all(np.array_equal(a[f], b[f]) for f in a)
+    assert not np.array_equal(a["chosen"], c["chosen"])
+
+
+def test_user_batches_draw_disjoint_context_and_targets_from_the_users_own_rows(tiny):
+    _, d = tiny
+    data = read_table(d / "train.parquet")
+    dd = device_data(data)
+    rows_of = data.user_rows()
+    row_of_chosen = {data.chosen[r].tobytes(): r for r in range(data.n_pairs)}
+    sizes = []
+    for seed in range(5):
+        b = sample_users(jax.random.PRNGKey(seed), dd, users_per_batch=6, context_min=2, context_max=8, targets=6)
+        assert len(set(np.asarray(b["user"]).tolist())) == 6  # distinct users when possible
+        for i, u in enumerate(np.asarray(b["user"])):
+            cm, tm = np.asarray(b["context"]["mask"][i]) > 0, np.asarray(b["target"]["mask"][i]) > 0
+            ctx = {row_of_chosen[x.tobytes()] for x in np.asarray(b["context"]["chosen"][i])[cm]}
+            tgt = {row_of_chosen[x.tobytes()] for x in np.asarray(b["target"]["chosen"][i])[tm]}
+            assert ctx | tgt <= set(rows_of[u].tolist())
+            assert not ctx & tgt and len(ctx) == cm.sum() and len(tgt) == tm.sum()
+            assert 2 <= cm.sum() <= 8 and tm.sum() >= 1
+            assert (np.asarray(b["user"][i]) == np.asarray(b["context"]["user"][i])[cm]).all()
+            sizes.append(int(cm.sum()))
+    assert len(set(sizes)) > 2  # the context size varies
+
+
+def test_user_batches_keep_a_target_for_users_with_few_rows():
+    from plural.data import PreferenceData
+    import pandas as pd
+    df = pd.DataFrame({"user_id": ["a", "a", "b", "b", "b"]})
+    emb = {"chosen_embedding": np.eye(5, 3, dtype=np.float32), "rejected_embedding": np.zeros((5, 3), np.float32)}
+    dd = device_data(PreferenceData.from_frame(df, emb))
+    b = sample_users(jax.random.PRNGKey(0), dd, 2, context_min=4, context_max=4, targets=4)
+    assert np.asarray(b["target"]["mask"]).sum(1).min() >= 1
+    assert (np.asarray(b["context"]["mask"]).sum(1) + np.asarray(b["target"]["mask"]).sum(1)).tolist() == \
+        [int(jnp.asarray(dd["user_count"])[u]) for u in np.asarray(b["user"])]
