@@ -33,7 +33,8 @@ class TrainConfig:
     grad_clip: float = 1.0  # global-norm clip; 0 disables
     log_every: int = 100  # steps per compiled chunk; one running-loss entry per chunk
     ckpt_every: int = 500  # checkpoint interval in steps (0: only the final one)
-    seed_batching: str = "vmap"  # how S seeds train at once: vmap | map (lax.map, sequential in one program)
+    seed_batching: str = "auto"  # how S seeds train at once: vmap | map (lax.map in one program) | auto
+    # (auto: map on CPU, where batched matmuls are slower than plain ones; vmap on GPU/TPU)
     mesh_data: int = 0  # devices on the 'data' mesh axis; 0 = all local devices that divide the batch
 
 

@@ -150,13 +150,16 @@ class Trainer:
         """jit(params, rest, opt_state, train_keys, start, dd) -> advanced by n steps, for all seeds."""
         if n not in self._chunks:
             one = partial(self._chunk_one, n=n)
-            if self.cfg.seed_batching == "vmap":
+            mode = self.cfg.seed_batching
+            if mode == "auto":
+                mode = "map" if jax.default_backend() == "cpu" else "vmap"
+            if mode == "vmap":
                 many = jax.vmap(one, in_axes=(0, 0, 0, 0, None, None))
-            elif self.cfg.seed_batching == "map":
+            elif mode == "map":
                 def many(params, rest, opt_state, keys, start, dd):
                     return jax.lax.map(lambda a: one(*a, start, dd), (params, rest, opt_state, keys))
             else:
-                raise PluralError(f"--set train.seed_batching={self.cfg.seed_batching}: expected vmap or map")
+                raise PluralError(f"--set train.seed_batching={self.cfg.seed_batching}: expected vmap, map or auto")
             self._chunks[n] = jax.jit(many, donate_argnums=(0, 2))
         return self._chunks[n]
 

@@ -1,0 +1,131 @@
+"""Speed benchmarks. Targets are ratios measured in one run, never absolute timings in unit tests.
+
+- `bench_fit`: BT training throughput (pairs/s) at embedding size D against a bare jitted matmul doing
+  the same number of FLOPs per step, in the same process. Goal: >= 0.7 of the matmul's rate.
+- `bench_grid`: S seeds trained one after another vs at once (vmap, and lax.map), same steps each.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+
+from plural.config import TrainConfig
+from plural.data import PreferenceData
+from plural.models import get_family
+from plural.models.bt import BTHparams
+from plural.train import Trainer
+
+
+def random_table(n: int, dim: int, n_users: int = 64, seed: int = 0) -> PreferenceData:
+    """n random comparisons with prompt and response embeddings of size dim."""
+    rng = np.random.default_rng(seed)
+    df = pd.DataFrame({"user_id": [f"u{i % n_users}" for i in range(n)]})
+    emb = {k: rng.normal(size=(n, dim)).astype(np.float32) / math.sqrt(dim)
+           for k in ("prompt_embedding", "chosen_embedding", "rejected_embedding")}
+    return PreferenceData.from_frame(df, emb, source="<bench>")
+
+
+def _best_of(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+class _Runner:
+    """Times `steps` training steps of a trainer (compiled once, donated state threaded through)."""
+
+    def __init__(self, trainer: Trainer, steps: int):
+        self.t, self.steps = trainer, steps
+        self.state = list(trainer.init())
+        self.fn = trainer.chunk_fn(steps)
+        self()  # compile + warm up
+
+    def __call__(self):
+        p, r, o, k = self.state
+        p, o, m = self.fn(p, r, o, k, 0, self.t.dd)
+        jax.block_until_ready((p, o, m))
+        self.state = [p, r, o, k]
+
+
+def _environment() -> dict:
+    d = jax.devices()[0]
+    return {"backend": jax.default_backend(), "device": d.device_kind, "n_devices": jax.device_count(),
+            "cpu": platform.processor() or platform.machine(), "jax": jax.__version__}
+
+
+def step_flops(trainer: Trainer) -> float:
+    """FLOPs of one training step of seed 0, from XLA's cost analysis of the compiled step."""
+    p, r, o, k = trainer.init()
+    one = jax.tree.map(lambda x: x[0], (p, r, o, k))
+    step = jax.jit(lambda p, r, o, k, dd: trainer._step_one(p, r, o, k, 0, dd))
+    cost = step.lower(*one, trainer.dd).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    return float(cost["flops"])
+
+
+def bench_fit(dim: int = 384, pairs: int = 1024, steps: int = 50, out: str | None = None, repeats: int = 3) -> dict:
+    data = random_table(16 * pairs, dim)
+    cfg = TrainConfig(steps=steps, batch_size=pairs, log_every=steps, ckpt_every=0, mesh_data=1)
+    trainer = Trainer(get_family("bt"), BTHparams(), cfg, data, seeds=(0,))
+    flops = step_flops(trainer)
+    run = _Runner(trainer, steps)
+    train_s = _best_of(run, repeats)
+
+    n = max(int(round((flops / 2) ** (1 / 3))), 1)  # square matmul n x n x n with 2 n^3 = step FLOPs
+    a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
+    b = jax.random.normal(jax.random.PRNGKey(1), (n, n), jnp.float32)
+    mm = jax.jit(lambda a, b: a @ b)
+    jax.block_until_ready(mm(a, b))
+
+    def matmuls():
+        for _ in range(steps):
+            c = mm(a, b)
+        jax.block_until_ready(c)
+
+    mm_s = _best_of(matmuls, repeats) * flops / (2.0 * n**3)
+    res = {
+        "benchmark": "fit", "model": "bt", "hidden": list(BTHparams().hidden), "dim": dim, "pairs": pairs,
+        "steps": steps, "step_flops": flops, "train_s": train_s, "pairs_per_s": steps * pairs / train_s,
+        "train_gflops_per_s": steps * flops / train_s / 1e9, "matmul_n": n, "matmul_s_equal_flops": mm_s,
+        "matmul_gflops_per_s": steps * flops / mm_s / 1e9, "ratio_to_matmul": mm_s / train_s, **_environment(),
+    }
+    _report(res, out)
+    return res
+
+
+def bench_grid(seeds: int, dim: int = 384, pairs: int = 1024, steps: int = 20, out: str | None = None,
+               repeats: int = 2) -> dict:
+    data = random_table(16 * pairs, dim)
+    base = dict(steps=steps, batch_size=pairs, log_every=steps, ckpt_every=0, mesh_data=1)
+    fam, hp = get_family("bt"), BTHparams()
+    single = _Runner(Trainer(fam, hp, TrainConfig(**base), data, seeds=(0,)), steps)
+    sequential_s = _best_of(lambda: [single() for _ in range(seeds)], repeats)
+    res = {"benchmark": "grid", "seeds": seeds, "dim": dim, "pairs": pairs, "steps": steps, "sequential_s": sequential_s}
+    for mode in ("vmap", "map"):
+        runner = _Runner(Trainer(fam, hp, TrainConfig(**base, seed_batching=mode), data, seeds=tuple(range(seeds))), steps)
+        res[{"vmap": "vmapped_s", "map": "mapped_s"}[mode]] = _best_of(runner, repeats)
+    res["vmapped_over_sequential"] = res["vmapped_s"] / sequential_s
+    res["mapped_over_sequential"] = res["mapped_s"] / sequential_s
+    res.update(_environment())
+    _report(res, out)
+    return res
+
+
+def _report(res: dict, out: str | None) -> None:
+    for k, v in res.items():
+        print(f"{k:>26}: {v:.4g}" if isinstance(v, float) else f"{k:>26}: {v}")
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(res, indent=1) + "\n")

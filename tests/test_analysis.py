@@ -1,0 +1,56 @@
+"""Analysis: bootstrap CIs, noise-free accuracy, gap closed, and the simulator's ground truth."""
+
+import numpy as np
+import pandas as pd
+
+from analysis import accuracy_table, bootstrap_ci, expected_accuracy, gap_closed, group_report
+from personas import IdealPointConfig, simulate_ideal_point
+
+
+def test_gap_closed_and_expected_accuracy():
+    assert np.isclose(gap_closed(0.8, 0.7, 0.9), 0.5) and gap_closed(0.7, 0.7, 0.9) == 0.0
+    np.testing.assert_allclose(expected_accuracy([1.0, -1.0, 0.0], [0.9, 0.9, 0.9]), [0.9, 0.1, 0.1])
+
+
+def test_bootstrap_ci_covers_the_truth_and_shrinks_with_more_users():
+    rng = np.random.default_rng(0)
+    widths, covered = [], 0
+    for n_users in (20, 320):
+        for rep in range(20):
+            users = np.repeat(np.arange(n_users), 10)
+            user_acc = rng.uniform(0.5, 0.9, n_users)  # true mean 0.7, users differ
+            values = rng.random(len(users)) < user_acc[users]
+            lo, hi = bootstrap_ci(values, users, n_boot=400, seed=rep)
+            covered += lo <= 0.7 <= hi
+            widths.append((n_users, hi - lo))
+    assert covered >= 34  # ~95% of 40 intervals
+    small = np.mean([w for n, w in widths if n == 20])
+    large = np.mean([w for n, w in widths if n == 320])
+    assert 3 < small / large < 5.5  # width ~ 1/sqrt(users): 4x
+
+
+def test_simulator_truth_matches_monte_carlo_labels():
+    pop = simulate_ideal_point(IdealPointConfig(test_pairs=200, seed=3))
+    t = pop.test
+    # labels were drawn with P(chosen) = oracle_p: the oracle's realised accuracy matches its expectation
+    assert abs((t.oracle_p > 0.5).mean() - np.maximum(t.oracle_p, 1 - t.oracle_p).mean()) < 0.01
+    # the ideal points really induce oracle_p
+    u = t.user_id.to_numpy()
+    pts = np.stack([pop.ideal_points[x] for x in u])
+    c, r = np.stack(t.chosen_embedding), np.stack(t.rejected_embedding)
+    margin = -pop.scale * (((c - pts) ** 2).sum(1) - ((r - pts) ** 2).sum(1))
+    np.testing.assert_allclose(1 / (1 + np.exp(-margin)), t.oracle_p, rtol=1e-4, atol=1e-5)
+    sizes = pd.Series(pop.user_group).value_counts(normalize=True).sort_index()
+    assert sizes.idxmin() == "g2" and sizes["g2"] < 0.15  # a real minority
+
+
+def test_accuracy_table_and_report_from_scored_rows():
+    rows = pd.DataFrame({"user_id": ["a", "a", "b", "b", "c", "c"], "group": ["x", "x", "x", "x", "y", "y"],
+                         "margin": [1, 1, -1, 1, -1, -1], "correct": [True, True, False, True, False, False],
+                         "oracle_p": [0.9] * 6, "population_p": [0.6, 0.6, 0.6, 0.6, 0.4, 0.4]})
+    t = accuracy_table(rows, by="group").set_index("group")
+    assert t.loc["x", "accuracy"] == 0.75 and t.loc["y", "accuracy"] == 0.0
+    assert t.loc["x", "n_users"] == 2 and t.loc["y", "n_pairs"] == 2
+    assert np.isclose(t.loc["y", "single"], 0.1) and np.isclose(t.loc["x", "oracle"], 0.9)
+    rep = group_report(rows)
+    assert rep["worst_group"] == "y" and np.isclose(rep["spread"], t["expected"].max() - t["expected"].min())
