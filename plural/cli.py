@@ -31,6 +31,11 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--out", required=True, help="metrics JSON file")
     e.add_argument("--rows", default=None, help="also write the scored rows (parquet) here")
 
+    g = sub.add_parser("grid", help="run an experiment grid spec; results as parquet under --out")
+    g.add_argument("spec", help="a Python file defining get_config()")
+    g.add_argument("--out", required=True)
+    g.add_argument("--resume", action="store_true", help="skip the cells already finished")
+
     s = sub.add_parser("simulate", help="write a simulated ideal-point population (train/test parquet + truth.json)")
     s.add_argument("--out", required=True)
     s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -105,6 +110,11 @@ def _dispatch(args) -> int:
         t = pop.truth()["all"]
         print(f"{len(pop.train)} train / {len(pop.test)} test pairs -> {out}  "
               f"(oracle {t['oracle_accuracy']:.3f}, best single reward {t['single_accuracy']:.3f})")
+    elif args.command == "grid":
+        from plural.grid import run_grid
+
+        results = run_grid(args.spec, args.out, resume=args.resume)
+        print(f"{results['cell'].nunique()} cells, {len(results)} result rows -> {Path(args.out) / 'results.parquet'}")
     elif args.command == "demo":
         from plural.demo import run_demo
 

@@ -84,3 +84,13 @@ def test_simulate_writes_tables_and_truth(tmp_path):
     truth = json.loads((tmp_path / "p/truth.json").read_text())
     assert truth["accuracy"]["all"]["oracle_accuracy"] > truth["accuracy"]["all"]["single_accuracy"]
     assert len(pd.read_parquet(tmp_path / "p/train.parquet")) == 45
+
+
+def test_demo_prints_the_subgroup_table_and_writes_figures(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path / "demo")]) == 0
+    text = capsys.readouterr().out
+    assert "worst-off group" in text and "oracle" in text and "bt" in text
+    table = pd.read_csv(tmp_path / "demo/group_table.csv")
+    assert set(table["group"]) == {"g0", "g1", "g2"} and set(table["model"]) == {"bt"}
+    for ext in ("png", "pdf", "csv"):
+        assert (tmp_path / "demo/figures" / f"group_accuracy.{ext}").stat().st_size > 0
