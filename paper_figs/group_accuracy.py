@@ -45,8 +45,9 @@ def plot(table: pd.DataFrame, out_dir: str | Path) -> list[Path]:
         ax.set_ylim(0.4, 1.0)
         ax.set_xlabel("group")
     axes[0][0].set_ylabel("noise-free accuracy" if value == "expected" else "accuracy")
-    axes[0][-1].legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=7, loc="upper right", ncol=len(labels))
+    fig.tight_layout(rect=(0, 0, 1, 0.92))
     paths = [out / f"{NAME}.png", out / f"{NAME}.pdf"]
     for p in paths:
         fig.savefig(p, dpi=150)

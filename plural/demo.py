@@ -7,6 +7,7 @@ against the oracle and the best single reward, and writes the per-group figure.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -38,8 +39,9 @@ def run_demo(out: Path, seed: int = 0) -> pd.DataFrame:
     tables = []
     for name in FAMILIES:
         run_dir = out / "runs" / name
+        shutil.rmtree(run_dir, ignore_errors=True)  # the demo always trains from scratch
         result = fit(name, out / "population" / "train.parquet", run_dir, seed=seed, data=train,
-                     overrides=DEMO_OVERRIDES.get(name, []), resume=(run_dir / "config.json").exists())
+                     overrides=DEMO_OVERRIDES.get(name, []))
         rows = predict(result, list(train.users), test, shots=SHOTS)
         rows["split"] = rows["seen"].map({True: "seen", False: f"unseen ({SHOTS} shots)"})
         for split, r in rows.groupby("split"):
