@@ -41,8 +41,13 @@ def seed_key(seed: int, stream: int) -> jax.Array:
     return jax.random.fold_in(jax.random.PRNGKey(seed), stream)
 
 
-def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
-    """Global-norm clipping + AdamW under the configured schedule (warmup then constant/cosine/linear)."""
+def make_optimizer(cfg: TrainConfig, multipliers: dict[str, float] | None = None,
+                   labels: Callable | None = None) -> optax.GradientTransformation:
+    """Global-norm clipping + AdamW under the configured schedule (warmup then constant/cosine/linear).
+
+    With `multipliers` ({group: factor}) and `labels` (params -> pytree of group names), each group
+    gets its own AdamW at `factor * schedule` (per-parameter-group learning rates).
+    """
     warm = min(cfg.warmup_steps, max(cfg.steps - 1, 0))
     end = cfg.lr * cfg.end_lr_fraction
     if cfg.schedule == "constant":
@@ -55,8 +60,30 @@ def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
     else:
         raise PluralError(f"--set train.schedule={cfg.schedule}: expected constant, cosine or linear")
     parts = [optax.clip_by_global_norm(cfg.grad_clip)] if cfg.grad_clip > 0 else []
-    parts.append(optax.adamw(sched, weight_decay=cfg.weight_decay))
+    if not multipliers or set(multipliers) == {"default"} and multipliers["default"] == 1.0:
+        parts.append(optax.adamw(sched, weight_decay=cfg.weight_decay))
+    else:
+        parts.append(optax.multi_transform(
+            {g: optax.adamw(lambda t, f=f: f * sched(t), weight_decay=cfg.weight_decay) for g, f in multipliers.items()},
+            labels))
     return optax.chain(*parts)
+
+
+def _key_name(k):
+    for attr in ("key", "name", "idx"):
+        if hasattr(k, attr):
+            return getattr(k, attr)
+    return str(k)
+
+
+def optimizer_for(family: type[RewardModel], hp, cfg: TrainConfig) -> optax.GradientTransformation:
+    """The family's optimiser: `make_optimizer` with its parameter groups and learning-rate factors."""
+
+    def labels(params):
+        return jax.tree_util.tree_map_with_path(
+            lambda path, _: family.param_group(tuple(_key_name(k) for k in path)), params)
+
+    return make_optimizer(cfg, family.lr_multipliers(hp), labels)
 
 
 @dataclasses.dataclass
@@ -109,7 +136,7 @@ class Trainer:
         if self.mesh is not None and batch % self.mesh.size:
             raise PluralError(f"batch size {batch} is not divisible by the {self.mesh.size} devices of the mesh")
         self.dd = device_data(data, replicated(self.mesh))
-        self.tx = make_optimizer(cfg)
+        self.tx = optimizer_for(family, hp, cfg)
         self.graphdef = nnx.split(nnx.eval_shape(lambda: family(self.spec, hp, nnx.Rngs(0))))[0]
         self._chunks: dict[int, Callable] = {}
 
@@ -268,7 +295,7 @@ def train(family: type[RewardModel], hp, cfg: TrainConfig, data: PreferenceData,
 def restore_params(family: type[RewardModel], hp, spec: dict, cfg: TrainConfig, seeds, workdir) -> tuple:
     """(graphdef, params, rest) of the latest checkpoint under `workdir` (leading seed axis)."""
     graphdef = nnx.split(nnx.eval_shape(lambda: family(spec, hp, nnx.Rngs(0))))[0]
-    tx = make_optimizer(cfg)
+    tx = optimizer_for(family, hp, cfg)
 
     def init_one(key):
         _, p, r = nnx.split(family(spec, hp, nnx.Rngs(key)), nnx.Param, ...)

@@ -157,3 +157,40 @@ def test_user_batches_keep_a_target_for_users_with_few_rows():
     assert np.asarray(b["target"]["mask"]).sum(1).min() >= 1
     assert (np.asarray(b["context"]["mask"]).sum(1) + np.asarray(b["target"]["mask"]).sum(1)).tolist() == \
         [int(jnp.asarray(dd["user_count"])[u]) for u in np.asarray(b["user"])]
+
+
+def test_parameter_groups_get_their_own_learning_rates(tiny):
+    """A family can scale train.lr per parameter group: a frozen group (factor 0) must not move."""
+    from plural.models.bt import BT
+
+    class HalfFrozen(BT):
+        @classmethod
+        def param_group(cls, path):
+            return "first" if 0 in path else "rest"
+
+        @classmethod
+        def lr_multipliers(cls, hp):
+            return {"first": 0.0, "rest": 1.0}
+
+    _, d = tiny
+    data = read_table(d / "train.parquet")
+    hp, cfg = _cfgs("train.steps=50")
+    r = train(HalfFrozen, hp, cfg, data, progress=False)
+    init = Trainer(HalfFrozen, hp, cfg, data).init()[0]
+    before, after = init["mlp"]["layers"], r.params["mlp"]["layers"]
+    np.testing.assert_array_equal(np.asarray(before[0]["kernel"].value), np.asarray(after[0]["kernel"].value))
+    assert not np.allclose(np.asarray(before[1]["kernel"].value), np.asarray(after[1]["kernel"].value))
+
+
+def test_adapt_by_gradient_recovers_a_linear_user():
+    from plural.models.base import adapt_by_gradient
+
+    rng = np.random.default_rng(0)
+    w_true = np.array([2.0, -1.0, 0.5], np.float32)
+    c, r = rng.normal(size=(2, 200, 3)).astype(np.float32)
+    swap = (c - r) @ w_true < 0
+    c, r = np.where(swap[:, None], r, c), np.where(swap[:, None], c, r)
+    ctx = {"prompt": np.zeros((200, 0), np.float32), "chosen": c, "rejected": r, "mask": np.ones(200, np.float32)}
+    w = adapt_by_gradient(lambda w, p, a, b: (a - b) @ w, jnp.zeros(3), ctx, steps=300, lr=0.05)
+    cos = float(np.dot(w, w_true) / np.linalg.norm(w) / np.linalg.norm(w_true))
+    assert cos > 0.98

@@ -17,6 +17,13 @@ A user state is an array or a flat dict of arrays (it is stored in an .npz file)
 - `adapt(context, key) -> state`: a new user's state from K labelled pairs `context` (dict of (K, ...)
   arrays with a (K,) `mask`), without touching the shared parameters. BT's adapt is the identity.
 
+Optional hooks:
+- `param_group(path) -> str` (a classmethod) names the learning-rate group of the parameter at `path` (a tuple of
+  attribute names / indices), and `lr_multipliers(hp) -> {group: factor}` scales `train.lr` per group
+  (PAL's projector vs prototypes and weights). Default: one group, factor 1.
+- `adapt_by_gradient` below fits a small per-user state by a few jitted Adam steps on the K context
+  pairs (PAL mixture weights, LoRe user weights).
+
 Everything runs under `jax.jit` as a pure function of `nnx.split` state; no Python side effects.
 """
 
@@ -52,6 +59,15 @@ class RewardModel(nnx.Module):
         """r(x, y_w) - r(x, y_l) per pair; > 0 means the model agrees with the label."""
         return self.reward(prompt, chosen, state) - self.reward(prompt, rejected, state)
 
+    @classmethod
+    def param_group(cls, path: tuple) -> str:
+        """Learning-rate group of the parameter at `path`, e.g. ('mlp', 'layers', 0, 'kernel')."""
+        return "default"
+
+    @classmethod
+    def lr_multipliers(cls, hp) -> dict[str, float]:
+        return {"default": 1.0}
+
     def seen_states(self, dd: dict) -> Any:
         return jnp.zeros((dd["user_count"].shape[0], 0))
 
@@ -60,6 +76,32 @@ class RewardModel(nnx.Module):
 
     def adapt(self, context: dict, key: jax.Array) -> Any:
         return self.population_state()
+
+
+def adapt_by_gradient(margin_fn, init_state, context: dict, steps: int = 100, lr: float = 0.1,
+                      l2: float = 0.0):
+    """Fit a user state by `steps` Adam steps on the context pairs' BT loss (jit-friendly, no Python loop).
+
+    `margin_fn(state, prompt, chosen, rejected) -> (K,)` margins; `context` holds (K, ...) arrays and a
+    (K,) `mask`; `l2` pulls the state towards `init_state` (a prior for few shots). Returns the state.
+    """
+    import optax
+
+    tx = optax.adam(lr)
+
+    def loss(state):
+        m = margin_fn(state, context["prompt"], context["chosen"], context["rejected"])
+        reg = sum(jnp.sum((a - b) ** 2) for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(init_state)))
+        return bt_nll(m, context["mask"]) + l2 * reg
+
+    def body(_, carry):
+        state, opt = carry
+        g = jax.grad(loss)(state)
+        updates, opt = tx.update(g, opt, state)
+        return optax.apply_updates(state, updates), opt
+
+    state, _ = jax.lax.fori_loop(0, steps, body, (init_state, tx.init(init_state)))
+    return state
 
 
 def bt_nll(margin: jax.Array, mask: jax.Array | None = None) -> jax.Array:
