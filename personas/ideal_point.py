@@ -36,7 +36,7 @@ class IdealPointConfig:
     n_unseen: int = 30  # users that appear only in the test table
     train_pairs: int = 60  # pairs per seen user in train
     test_pairs: int = 40  # pairs per user (seen and unseen) in test
-    n_prompts: int = 64
+    n_prompts: int = 64  # 0: no prompt column (one fixed context)
     spread: float = 1.0  # prototype norm (between-group disagreement)
     user_noise: float = 0.1  # within-group spread of ideal points
     margin_scale: float = 4.0  # std of reward differences of random pairs (sharpness of labels)
@@ -104,7 +104,7 @@ def simulate_ideal_point(cfg: IdealPointConfig = IdealPointConfig()) -> Populati
     share = np.asarray(cfg.group_sizes, float) / np.sum(cfg.group_sizes)
     protos = rng.normal(size=(K, D))
     protos = cfg.spread * protos / np.linalg.norm(protos, axis=1, keepdims=True)
-    prompts = _unit(rng.normal(size=(cfg.n_prompts, D)))
+    prompts = _unit(rng.normal(size=(max(cfg.n_prompts, 1), D)))
 
     def assign(n):  # group sizes as close to the shares as integers allow, each group non-empty
         counts = np.maximum(np.floor(share * n).astype(int), 1)
@@ -128,15 +128,15 @@ def simulate_ideal_point(cfg: IdealPointConfig = IdealPointConfig()) -> Populati
         return -scale * ((y - point) ** 2).sum(-1)
 
     def pairs(uid, g, seen, point, n, split):
-        x = prompts[rng.integers(0, cfg.n_prompts, n)]
+        x = prompts[rng.integers(0, len(prompts), n)]
         ya, yb = _unit(rng.normal(size=(2, n, D)))
         p_a = _sigmoid(reward(ya, point) - reward(yb, point))
         q_a = sum(share[k] * _sigmoid(reward(ya, protos[k]) - reward(yb, protos[k])) for k in range(K))
         a_wins = rng.random(n) < p_a
         chosen, rejected = np.where(a_wins[:, None], ya, yb), np.where(a_wins[:, None], yb, ya)
+        cols = {"prompt_embedding": list(x.astype(np.float32))} if cfg.n_prompts > 0 else {}
         return pd.DataFrame({
-            "user_id": uid, "group": f"g{g}", "seen": seen,
-            "prompt_embedding": list(x.astype(np.float32)),
+            "user_id": uid, "group": f"g{g}", "seen": seen, **cols,
             "chosen_embedding": list(chosen.astype(np.float32)),
             "rejected_embedding": list(rejected.astype(np.float32)),
             "oracle_p": np.where(a_wins, p_a, 1 - p_a), "population_p": np.where(a_wins, q_a, 1 - q_a),

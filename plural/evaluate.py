@@ -55,7 +55,8 @@ def predict(result: TrainResult, train_users, data: PreferenceData, shots: int =
 
     `train_users`: the user ids seen during fit, in the order of the model's user index.
     Returns one row per scored comparison (file order), with the source row `row`, `user_id`, `group`,
-    `seen`, `margin` and `correct` (margin > 0), plus the table's pass-through columns.
+    `seen`, `margin` and `correct` (margin > 0), `uncertainty` (mean posterior variance of the user's
+    latent, for families whose states carry "var"), plus the table's pass-through columns.
     """
     if shots < 0:
         raise PluralError(f"--shots {shots}: must be >= 0")
@@ -103,6 +104,8 @@ def predict(result: TrainResult, train_users, data: PreferenceData, shots: int =
     df["seen"] = is_seen
     df["margin"] = margin
     df["correct"] = margin > 0
+    if isinstance(states, dict) and "var" in states:  # posterior variance: mean over latent dimensions
+        df["uncertainty"] = np.asarray(states["var"]).reshape(data.n_pairs, -1).mean(1)
     return df[scored].reset_index(drop=True)
 
 
@@ -123,4 +126,6 @@ def metrics(rows: pd.DataFrame, shots: int) -> dict:
         out["per_group"] = {}
     out["per_user"] = {str(u): float(v) for u, v in rows.groupby("user_id", sort=True)["correct"].mean().items()}
     out["shots"] = int(shots)
+    if "uncertainty" in rows.columns:  # families with a posterior over users (VPL)
+        out["per_user_uncertainty"] = {str(u): float(v) for u, v in rows.groupby("user_id", sort=True)["uncertainty"].first().items()}
     return out

@@ -28,7 +28,8 @@ def dumps(obj) -> str:
 def configs_for(model: str, overrides: list[str] = ()) -> dict:
     """{'model': Hparams, 'train': TrainConfig, 'data': DataConfig} with `--set` overrides applied."""
     family = get_family(model)
-    return apply_overrides({"model": family.Hparams(), "train": TrainConfig(), "data": DataConfig()}, list(overrides))
+    base = {"model": family.Hparams(), "train": TrainConfig(**family.train_defaults), "data": DataConfig()}
+    return apply_overrides(base, list(overrides))
 
 
 def save_states(path: Path, states) -> None:

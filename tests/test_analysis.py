@@ -54,3 +54,16 @@ def test_accuracy_table_and_report_from_scored_rows():
     assert np.isclose(t.loc["y", "single"], 0.1) and np.isclose(t.loc["x", "oracle"], 0.9)
     rep = group_report(rows)
     assert rep["worst_group"] == "y" and np.isclose(rep["spread"], t["expected"].max() - t["expected"].min())
+
+
+def test_adjusted_rand_index_and_kmeans():
+    from analysis import adjusted_rand_index, kmeans
+    assert adjusted_rand_index([0, 0, 1, 1, 2, 2], [5, 5, 3, 3, 9, 9]) == 1.0  # renaming does not matter
+    assert adjusted_rand_index([0, 0, 1, 1], [0, 1, 0, 1]) < 0  # worse than chance
+    rng = np.random.default_rng(0)
+    ari = [adjusted_rand_index(rng.integers(0, 3, 300), rng.integers(0, 3, 300)) for _ in range(20)]
+    assert abs(np.mean(ari)) < 0.02  # chance level
+    centers = np.array([[0, 0], [5, 0], [0, 5]])
+    truth = np.repeat([0, 1, 2], [50, 30, 5])  # includes a small cluster
+    x = centers[truth] + rng.normal(scale=0.5, size=(85, 2))
+    assert adjusted_rand_index(kmeans(x, 3), truth) == 1.0

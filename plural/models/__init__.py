@@ -5,11 +5,12 @@ from __future__ import annotations
 from plural.errors import PluralError
 from plural.models.base import RewardModel
 from plural.models.bt import BT
+from plural.models.vpl import VPL
 
-FAMILIES: dict[str, type[RewardModel]] = {"bt": BT}
+FAMILIES: dict[str, type[RewardModel]] = {"bt": BT, "vpl": VPL}
 
 # Names reserved by the contract whose families have not landed yet.
-PLANNED = ("vpl", "pal-a", "pal-b", "micro", "maxmin", "fewshot", "palette")
+PLANNED = ("pal-a", "pal-b", "micro", "maxmin", "fewshot", "palette")
 
 
 def get_family(name: str) -> type[RewardModel]:

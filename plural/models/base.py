@@ -48,6 +48,7 @@ class RewardModel(nnx.Module):
     name: ClassVar[str] = ""
     Hparams: ClassVar[type] = NoHparams
     batch_kind: ClassVar[str] = "pairs"
+    train_defaults: ClassVar[dict] = {}  # the family's own defaults for `train.*` (before --set)
 
     def loss(self, batch: dict, key: jax.Array, step: jax.Array) -> tuple[jax.Array, dict]:
         raise NotImplementedError  # abstract: each family defines its objective

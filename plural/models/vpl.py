@@ -1,0 +1,183 @@
+"""VPL: latent-user variational preference learning (Poddar et al., NeurIPS 2024).
+
+A user is a latent vector z inferred from a few of their labelled pairs (the context C):
+
+    encoder   e_j = MLP([e(x_j), e(y_w,j), e(y_l,j)])               one embedding per context pair
+              h = mean_j SelfAttention(e)_j                          masked mean over a variable-size set
+              mu = clip(W_mu h), log sigma^2 = clip(W_s [h, log(1+|C|)])
+              z ~ N(mu, sigma^2) (reparameterised; z = mu at evaluation)
+    decoder   r(x, y, z) = MLP([e(x), e(y), z])
+    loss      -mean_t log sigma(r(x_t, y_w,t, z) - r(x_t, y_l,t, z)) + beta_s * KL(N(mu, sigma^2) || N(0, I))
+
+over the user's target pairs t (disjoint from C), with beta_s cyclically annealed from 0 to `beta`.
+One deviation from the paper: the log-variance head also sees log(1 + |C|), the size of the context
+set, which mean pooling alone discards; with it the posterior variance can shrink as context grows.
+
+Seen users are scored with the posterior from (up to `eval_context` of) their training pairs, unseen
+users with the posterior from their K shots (no gradient steps), and `--shots 0` with the prior mean.
+User states are {"z": posterior mean (L,), "var": posterior variance (L,)}.
+
+Also here: VPL-SPO reward scaling (`spo_reward`) and active query selection (`select_queries`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from plural.models.base import MLP, RewardModel, bt_nll, masked_accuracy
+
+
+@dataclasses.dataclass(frozen=True)
+class VPLHparams:
+    latent_dim: int = 8  # L
+    width: int = 64  # pair-embedding / attention width
+    heads: int = 4
+    pair_hidden: tuple[int, ...] = (64,)  # pair encoder MLP
+    decoder_hidden: tuple[int, ...] = (64, 64)  # reward decoder MLP
+    activation: str = "gelu"
+    beta: float = 1e-2  # KL weight at the top of each annealing cycle
+    kl_cycle: int = 400  # steps per cyclical-annealing cycle (0: constant beta)
+    kl_ramp: float = 0.5  # fraction of a cycle spent ramping beta up from 0
+    mu_clip: float = 3.0  # mu clamped to [-mu_clip, mu_clip]
+    logvar_min: float = -6.0  # log sigma^2 clamped to [logvar_min, logvar_max]
+    logvar_max: float = 1.0
+    eval_context: int = 32  # training pairs used to infer a seen user's posterior (~ train.context_max)
+
+
+class VPL(RewardModel):
+    name = "vpl"
+    Hparams = VPLHparams
+    batch_kind = "users"
+    train_defaults = {"steps": 2000, "context_max": 32, "targets_per_user": 16}
+
+    def __init__(self, spec: dict, hp: VPLHparams, rngs: nnx.Rngs):
+        d_x, d_y, w = spec["prompt_dim"], spec["dim"], hp.width
+        self.hp = hp
+        self.pair = MLP(d_x + 2 * d_y, tuple(hp.pair_hidden), w, rngs, hp.activation)
+        self.attn = nnx.MultiHeadAttention(hp.heads, w, w, w, decode=False, keep_rngs=False, rngs=rngs)
+        self.norm = nnx.LayerNorm(w, rngs=rngs)
+        self.mu = nnx.Linear(w, hp.latent_dim, rngs=rngs)
+        self.logvar = nnx.Linear(w + 1, hp.latent_dim, rngs=rngs)
+        self.decoder = MLP(d_x + d_y + hp.latent_dim, tuple(hp.decoder_hidden), 1, rngs, hp.activation)
+
+    # -- encoder: a set of labelled pairs -> q(z | C) ---------------------------------------------------
+    def posterior(self, ctx: dict) -> tuple[jax.Array, jax.Array]:
+        """ctx: prompt (..., C, Dp), chosen / rejected (..., C, D), mask (..., C) -> mu, logvar (..., L)."""
+        mask = ctx["mask"]
+        e = self.pair(jnp.concatenate([ctx["prompt"], ctx["chosen"], ctx["rejected"]], -1))
+        att_mask = (mask[..., None, :, None] * mask[..., None, None, :]) > 0  # (..., 1, C, C)
+        e = self.norm(e + self.attn(e, mask=att_mask))
+        n = mask.sum(-1, keepdims=True)
+        h = (e * mask[..., None]).sum(-2) / jnp.maximum(n, 1.0)
+        mu = jnp.clip(self.mu(h), -self.hp.mu_clip, self.hp.mu_clip)
+        logvar = self.logvar(jnp.concatenate([h, jnp.log1p(n)], -1))
+        return mu, jnp.clip(logvar, self.hp.logvar_min, self.hp.logvar_max)
+
+    def state_from_context(self, ctx: dict) -> dict:
+        mu, logvar = self.posterior(ctx)
+        return {"z": mu, "var": jnp.exp(logvar)}
+
+    # -- decoder ------------------------------------------------------------------------------------------
+    def reward(self, prompt, response, state):
+        """prompt (..., Dp), response (..., D), state["z"] (..., L) -> reward (...)."""
+        return self.decoder(jnp.concatenate([prompt, response, state["z"]], -1))[..., 0]
+
+    def kl_weight(self, step):
+        hp = self.hp
+        if hp.kl_cycle <= 0:
+            return jnp.asarray(hp.beta)
+        phase = (step % hp.kl_cycle) / (hp.kl_cycle * hp.kl_ramp)
+        return hp.beta * jnp.minimum(phase, 1.0)
+
+    def loss(self, batch, key, step):
+        ctx, tgt = batch["context"], batch["target"]
+        mu, logvar = self.posterior(ctx)  # (U, L)
+        z = mu + jnp.exp(0.5 * logvar) * jax.random.normal(key, mu.shape)
+        zt = jnp.broadcast_to(z[:, None, :], (*tgt["mask"].shape, z.shape[-1]))
+        m = self.margin(tgt["prompt"], tgt["chosen"], tgt["rejected"], {"z": zt})
+        nll = bt_nll(m, tgt["mask"])
+        kl = 0.5 * jnp.sum(mu**2 + jnp.exp(logvar) - 1.0 - logvar, -1).mean()
+        return nll + self.kl_weight(step) * kl, {"accuracy": masked_accuracy(m, tgt["mask"]), "nll": nll, "kl": kl}
+
+    # -- users ----------------------------------------------------------------------------------------------
+    def seen_states(self, dd):
+        k = min(self.hp.eval_context, dd["user_rows"].shape[1])
+        rows = dd["user_rows"][:, :k]
+        ctx = {f: dd[f][rows] for f in ("prompt", "chosen", "rejected")}
+        ctx["mask"] = (jnp.arange(k)[None, :] < dd["user_count"][:, None]).astype(jnp.float32)
+        return self.state_from_context(ctx)
+
+    def population_state(self):
+        return {"z": jnp.zeros(self.hp.latent_dim), "var": jnp.ones(self.hp.latent_dim)}
+
+    def adapt(self, context, key):
+        return self.state_from_context(context)
+
+
+def spo_reward(model: VPL, prompt, response, state, references) -> jax.Array:
+    """VPL-SPO: expected win probability of `response` against reference responses under the same z.
+
+    prompt (N, Dp), response (N, D), state z (N, L), references (R, D) -> (N,) in [0, 1]. Rank-preserving
+    for one user, and invariant to any per-user shift of the reward, so values are comparable across users.
+    """
+    r = model.reward(prompt, response, state)
+    n, big_r = response.shape[0], references.shape[0]
+    ref = model.reward(jnp.repeat(prompt[:, None], big_r, 1), jnp.broadcast_to(references, (n, *references.shape)),
+                       {"z": jnp.repeat(state["z"][:, None], big_r, 1)})
+    return jax.nn.sigmoid(r[:, None] - ref).mean(-1)
+
+
+def select_queries(model: VPL, context: dict, pool: dict, k: int, key: jax.Array, n_answers: int = 32,
+                   exclude: jax.Array | None = None) -> jax.Array:
+    """Active learning: k pool pairs to ask a user next, the ones whose answers are expected to move the
+    posterior most.
+
+    context: the user's labelled pairs (C, ...) with mask (C,) (all-masked for a brand-new user);
+    pool: P candidate pairs whose `chosen` / `rejected` are just the two options (order carries no label);
+    `exclude` (P,) bool marks pool pairs already asked.
+
+    Answer vectors for the whole pool are sampled from the current posterior predictive: z_s ~ q(z | C)
+    (the N(0, I) prior when C is empty), answer_i ~ sigma(r(a_i, z_s) - r(b_i, z_s)). Queries are added
+    greedily; a candidate set S is scored by re-encoding C + S under each sampled answer vector. By the
+    law of total variance, Var[z | C] = E_a[Var[z | C, S_a]] + Var_a[E[z | C, S_a]], so the expected
+    variance reduction is the spread of the re-encoded posterior means across answer vectors,
+    sum_l Var_s[mu_l(C + S, answers_s)], which is maximised. (It relies on the encoder's means, which the
+    training objective fits directly, rather than on its amortised variances.) Returns k distinct pool
+    indices; jit-compatible.
+    """
+    n_pool = pool["chosen"].shape[0]
+    k_z, k_u = jax.random.split(key)
+    mu, logvar = model.posterior(context)
+    has_ctx = context["mask"].sum() > 0
+    mu, logvar = jnp.where(has_ctx, mu, 0.0), jnp.where(has_ctx, logvar, 0.0)
+    z = mu + jnp.exp(0.5 * logvar) * jax.random.normal(k_z, (n_answers, mu.shape[-1]))  # (S, L)
+    zz = jnp.broadcast_to(z[:, None], (n_answers, n_pool, z.shape[-1]))
+    rep = lambda x: jnp.broadcast_to(x, (n_answers, *x.shape))  # noqa: E731
+    margin = model.margin(rep(pool["prompt"]), rep(pool["chosen"]), rep(pool["rejected"]), {"z": zz})
+    a_wins = (jax.random.uniform(k_u, (n_answers, n_pool)) < jax.nn.sigmoid(margin))[..., None]  # (S, P, 1)
+    ctx = {f: rep(context[f]) for f in ("prompt", "chosen", "rejected", "mask")}
+    full = {  # per answer sample: the context, then every pool pair ordered by its sampled answer
+        "prompt": jnp.concatenate([ctx["prompt"], rep(pool["prompt"])], 1),
+        "chosen": jnp.concatenate([ctx["chosen"], jnp.where(a_wins, pool["chosen"], pool["rejected"])], 1),
+        "rejected": jnp.concatenate([ctx["rejected"], jnp.where(a_wins, pool["rejected"], pool["chosen"])], 1),
+    }
+    blocked = jnp.zeros(n_pool, bool) if exclude is None else exclude
+
+    def spread(selected):  # (P,) bool -> (P,) spread of posterior means after adding each candidate
+        def one(i):
+            use = (selected | (jnp.arange(n_pool) == i)).astype(jnp.float32)
+            m = jnp.concatenate([ctx["mask"], rep(use)], 1)
+            mus, _ = model.posterior({**full, "mask": m})  # (S, L)
+            return mus.var(0).sum()
+        return jax.lax.map(one, jnp.arange(n_pool))
+
+    def step(selected, _):
+        best = jnp.argmax(jnp.where(selected | blocked, -jnp.inf, spread(selected)))
+        return selected.at[best].set(True), best
+
+    _, picks = jax.lax.scan(step, jnp.zeros(n_pool, bool), None, length=k)
+    return picks

@@ -1,0 +1,116 @@
+"""VPL against ground truth: closes the single-to-oracle gap for seen and unseen users, its latent
+means recover the groups, its uncertainty shrinks with context, active queries beat random ones."""
+
+import json
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from analysis import accuracy_table, adjusted_rand_index, expected_accuracy, gap_closed, kmeans
+from personas import IdealPointConfig, simulate_ideal_point
+from plural.active import query_curve
+from plural.cli import main
+from plural.data import read_table
+from plural.evaluate import metrics, predict
+from plural.models import get_family
+from plural.models.vpl import spo_reward
+from plural.run import configs_for
+from plural.train import train
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    """3 groups (0.6 / 0.3 / 0.1), no prompt (one fixed context), 60 seen + 30 unseen users."""
+    pop = simulate_ideal_point(IdealPointConfig(n_prompts=0, test_pairs=80, seed=0))
+    d = pop.write(tmp_path_factory.mktemp("vpl_pop"))
+    tr, te = read_table(d / "train.parquet"), read_table(d / "test.parquet")
+    c = configs_for("vpl")
+    result = train(get_family("vpl"), c["model"], c["train"], tr, progress=False)
+    return pop, tr, te, result
+
+
+def _gap(rows):
+    t = accuracy_table(rows, by=None, n_boot=10).iloc[0]
+    return gap_closed(t["expected"], t["single"], t["oracle"])
+
+
+def test_vpl_closes_the_gap_for_seen_and_unseen_users(fitted):
+    pop, tr, te, result = fitted
+    rows = predict(result, list(tr.users), te, shots=10)
+    seen, unseen = rows[rows.seen], rows[~rows.seen]
+    assert _gap(seen) >= 0.8, accuracy_table(seen, by=None).to_dict("records")
+    assert _gap(unseen) >= 0.7, accuracy_table(unseen, by=None).to_dict("records")
+    # the minority group is served too, not just the majority
+    groups = accuracy_table(seen, by="group", n_boot=10).set_index("group")
+    assert groups.loc["g2", "expected"] > groups.loc["g2", "single"] + 0.15
+
+
+def test_latent_means_recover_the_groups(fitted):
+    pop, tr, te, result = fitted
+    z = np.asarray(result.seen["z"][0])  # (U, L) posterior means of the seen users
+    assert adjusted_rand_index(kmeans(z, 3), tr.user_group) >= 0.8
+
+
+def test_uncertainty_shrinks_as_context_grows(fitted):
+    pop, tr, te, result = fitted
+    u = []
+    for shots in (1, 2, 4, 8, 16):
+        rows = predict(result, list(tr.users), te, shots=shots)
+        u.append(rows.loc[~rows.seen].groupby("user_id")["uncertainty"].first().mean())
+        m = metrics(rows, shots)
+        assert set(m["per_user_uncertainty"]) == set(m["per_user"])
+    assert all(a > b for a, b in zip(u, u[1:])), u
+    assert u[0] > 1.1 * u[-1]
+
+
+def test_active_queries_reach_random_accuracy_with_fewer_queries(fitted):
+    pop, tr, te, result = fitted
+    model = result.model(0)
+    unseen = te.take(np.flatnonzero(~te.frame["seen"].to_numpy()))
+    p = unseen.frame["oracle_p"].to_numpy()
+
+    def curve(strategy, seed):
+        c = query_curve(model, unseen, budget=6, pool_size=30, strategy=strategy, seed=seed, n_answers=16)
+        return np.array([expected_accuracy(c["margin"][k], p[c["rows"]]).mean() for k in range(6)])
+
+    rand = np.mean([curve("random", s) for s in range(4)], 0)
+    active = curve("active", 0)
+    # queries active selection needs to match random's accuracy after k queries, for k = 1..6
+    needed = [1 + int(np.argmax(active >= r - 1e-9)) if (active >= r - 1e-9).any() else 7 for r in rand]
+    assert np.mean(needed) < np.mean(np.arange(1, 7)), (active, rand)
+    assert active[-1] >= rand[-1]
+
+
+def test_spo_rewards_are_win_probabilities_comparable_across_users(fitted):
+    pop, tr, te, result = fitted
+    model = result.model(0)
+    rng = np.random.default_rng(0)
+    y = jnp.asarray(tr.chosen[:50])
+    refs = jnp.asarray(tr.rejected[rng.choice(tr.n_pairs, 32, replace=False)])
+    x = jnp.zeros((50, 0))
+    z = jnp.broadcast_to(jnp.asarray(result.seen["z"][0][0]), (50, result.seen["z"].shape[-1]))
+    raw = np.asarray(model.reward(x, y, {"z": z}))
+    spo = np.asarray(spo_reward(model, x, y, {"z": z}, refs))
+    assert ((spo >= 0) & (spo <= 1)).all()
+    assert np.corrcoef(np.argsort(np.argsort(raw)), np.argsort(np.argsort(spo)))[0, 1] > 0.99  # rank-preserving
+
+    class Shifted:  # the same user with every reward shifted by a constant
+        def reward(self, p, r, s):
+            return model.reward(p, r, s) + 7.0
+
+    np.testing.assert_allclose(np.asarray(spo_reward(Shifted(), x, y, {"z": z}, refs)), spo, atol=1e-5)
+
+
+def test_vpl_from_the_cli(tiny, tmp_path):
+    _, d = tiny
+    run = tmp_path / "vpl"
+    assert main(["fit", "--model", "vpl", "--data", str(d / "train.parquet"), "--out", str(run),
+                 "--set", "train.steps=60", "--set", "width=16", "--set", "decoder_hidden=(16,)"]) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert config["train"]["context_max"] == 32 and config["model_hparams"]["latent_dim"] == 8
+    out = tmp_path / "m.json"
+    assert main(["evaluate", "--run", str(run), "--data", str(d / "test.parquet"), "--shots", "5", "--out", str(out)]) == 0
+    m = json.loads(out.read_text())
+    assert m["shots"] == 5 and set(m["per_user_uncertainty"]) == set(m["per_user"])
+    assert all(v > 0 for v in m["per_user_uncertainty"].values())
