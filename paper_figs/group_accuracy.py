@@ -1,30 +1,44 @@
 """Per-group accuracy of each model against the oracle and the best single reward (noise-free accuracy).
 
 Input: a table with columns model, split, group, expected (or accuracy), oracle, single, as written
-by `plural demo` (group_table.csv).
+by `plural demo` (group_table.csv); `from_results` derives it from a grid's results.parquet.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+from paper_figs.common import plt, save, score_column
 
 NAME = "group_accuracy"
 
 
-def plot(table: pd.DataFrame, out_dir: str | Path) -> list[Path]:
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    value = "expected" if "expected" in table else "accuracy"
+def from_results(results_dir: Path, out_dir: Path) -> list[Path] | None:
+    """Per dataset: groups of seen users, and of unseen users at the largest shot count, mean over seeds."""
+    path = Path(results_dir) / "results.parquet"
+    if not path.exists():
+        return None
+    r = pd.read_parquet(path)
+    r = r[(r.group != "all") & (r.split != "all")]
+    paths = []
+    for ds, d in r.groupby("dataset"):
+        top = d["shots"].max()
+        d = d[(d.split == "seen") | (d.shots == top)].copy()
+        d["split"] = d["split"].map({"seen": "seen", "unseen": f"unseen ({top} shots)"})
+        d = d[d.shots == d.groupby("split")["shots"].transform("max")]
+        cols = [c for c in ("expected", "accuracy", "oracle", "single") if c in d]
+        table = d.groupby(["method", "split", "group"], as_index=False)[cols].mean().rename(columns={"method": "model"})
+        paths += plot(table, out_dir, name=f"{NAME}_{ds}")
+    return paths
+
+
+def plot(table: pd.DataFrame, out_dir: str | Path, name: str = NAME) -> list[Path]:
+    value = score_column(table)
     cols = ["model", "split", "group", value] + [c for c in ("oracle", "single") if c in table]
     data = table[cols].sort_values(["split", "group", "model"]).reset_index(drop=True)
-    data.to_csv(out / f"{NAME}.csv", index=False)
     splits = list(dict.fromkeys(data["split"]))
     models = list(dict.fromkeys(data["model"]))
     fig, axes = plt.subplots(1, len(splits), figsize=(4.5 * len(splits), 3.4), squeeze=False, sharey=True)
@@ -48,8 +62,4 @@ def plot(table: pd.DataFrame, out_dir: str | Path) -> list[Path]:
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, fontsize=7, loc="upper right", ncol=len(labels))
     fig.tight_layout(rect=(0, 0, 1, 0.92))
-    paths = [out / f"{NAME}.png", out / f"{NAME}.pdf"]
-    for p in paths:
-        fig.savefig(p, dpi=150)
-    plt.close(fig)
-    return paths + [out / f"{NAME}.csv"]
+    return save(fig, data, out_dir, name)

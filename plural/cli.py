@@ -36,6 +36,11 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--out", required=True)
     g.add_argument("--resume", action="store_true", help="skip the cells already finished")
 
+    fg = sub.add_parser("figs", help="regenerate the paper figures from stored results")
+    fg.add_argument("--results", default="results/paper", help="a grid output directory (default results/paper)")
+    fg.add_argument("--quick", action="store_true", help="if --results holds no results, run experiments/smoke.py into it first")
+    fg.add_argument("--out", required=True)
+
     s = sub.add_parser("simulate", help="write a simulated ideal-point population (train/test parquet + truth.json)")
     s.add_argument("--out", required=True)
     s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -115,6 +120,19 @@ def _dispatch(args) -> int:
 
         results = run_grid(args.spec, args.out, resume=args.resume)
         print(f"{results['cell'].nunique()} cells, {len(results)} result rows -> {Path(args.out) / 'results.parquet'}")
+    elif args.command == "figs":
+        from paper_figs import make_all
+        from plural.errors import PluralError
+
+        results = Path(args.results)
+        if args.quick and not (results / "results.parquet").exists():
+            from plural.grid import run_grid
+
+            run_grid(Path(__file__).resolve().parents[1] / "experiments" / "smoke.py", results, resume=True)
+        if not (results / "results.parquet").exists():
+            raise PluralError(f"{results}: no results.parquet; run plural grid SPEC --out {results} first (or pass --quick)")
+        paths = make_all(results, args.out)
+        print(f"{len([p for p in paths if p.suffix == '.png'])} figures -> {args.out}")
     elif args.command == "demo":
         from plural.demo import run_demo
 

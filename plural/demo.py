@@ -1,6 +1,6 @@
 """`plural demo`: the main job on a built-in population, end to end in a few minutes on 2 CPU cores.
 
-Simulates a 3-group ideal-point population with a 10% minority, fits every registered family through
+Simulates a 3-group ideal-point population with a 10% minority (one fixed context), fits every registered family through
 the same `plural fit` path, scores seen users and unseen users (10 shots), prints the subgroup table
 against the oracle and the best single reward, and writes the per-group figure.
 """
@@ -21,15 +21,16 @@ from plural.models import FAMILIES
 from plural.run import fit
 
 SHOTS = 10
-# Per-family settings for the demo population (D = 32, 3600 training pairs).
+# Per-family settings for the demo population (D = 32, 3600 training pairs); absent = the family's defaults.
 DEMO_OVERRIDES: dict[str, list[str]] = {
     "bt": ["model.hidden=(64,)", "train.steps=1000"],
+    "vpl": [],
 }
 
 
 def run_demo(out: Path, seed: int = 0) -> pd.DataFrame:
     out.mkdir(parents=True, exist_ok=True)
-    pop = simulate_ideal_point(IdealPointConfig(seed=seed))
+    pop = simulate_ideal_point(IdealPointConfig(n_prompts=0, seed=seed))
     pop.write(out / "population")
     truth = pop.truth()["all"]
     print(f"population: 3 groups (shares 0.6 / 0.3 / 0.1), {pop.config.n_users} seen + {pop.config.n_unseen} unseen users, "

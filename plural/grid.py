@@ -7,6 +7,9 @@ A spec is a plain Python file with `get_config()` returning a dict:
     grid:     {key: [values, ...]}   cartesian sweep applied to every method (optional)
     seeds:    [0, 1, ...]            trained at once along the seed axis
     shots:    [0, 10, ...]           evaluation shot counts for unseen users
+    active:   {"budget": 8, "pool_size": 40, "n_answers": 16, "random_repeats": 3}   (optional)
+              active vs random query selection on the unseen users, for families with a posterior
+              (`state_from_context`, e.g. VPL); rows go to DIR/active.parquet
 
 Each (dataset, method, hyper-parameter point) is one cell; its summary table is written to
 DIR/cells/<cell>.parquet as soon as it finishes, so `--resume` skips finished cells. DIR/results.parquet
@@ -109,6 +112,10 @@ def run_grid(spec_path: str | Path, out: str | Path, resume: bool = False, progr
                         if t is not None:
                             tables.append(t.drop(columns=["subset"], errors="ignore").assign(
                                 seed=seed, shots=shots, split=split))
+        if spec.get("active") and hasattr(get_family(model), "state_from_context"):
+            _active_table(result, seeds, set(train_data.users), test_data, spec["active"]).assign(
+                cell=cid, dataset=ds, method=label, model=model, hparams=json.dumps(point, sort_keys=True)
+            ).to_parquet(out / "cells" / f"{cid}.active.parquet", index=False)
         cell = pd.concat(tables, ignore_index=True)
         cell.insert(0, "cell", cid)
         cell.insert(1, "dataset", ds)
@@ -119,4 +126,37 @@ def run_grid(spec_path: str | Path, out: str | Path, resume: bool = False, progr
         path.with_suffix(".tmp").rename(path)  # atomic: a crash never leaves half a cell
     results = pd.concat([pd.read_parquet(out / "cells" / f"{cid}.parquet") for cid, *_ in todo], ignore_index=True)
     results.to_parquet(out / "results.parquet", index=False)
+    active = [out / "cells" / f"{cid}.active.parquet" for cid, *_ in todo]
+    if any(p.exists() for p in active):
+        pd.concat([pd.read_parquet(p) for p in active if p.exists()], ignore_index=True).to_parquet(out / "active.parquet", index=False)
     return results
+
+
+def _active_table(result, seeds, train_users: set, test_data, opts: dict) -> pd.DataFrame:
+    """Expected (noise-free, when ground truth exists) and realised accuracy after 1..budget queries."""
+    import numpy as np
+
+    from analysis import expected_accuracy
+    from plural.active import query_curve
+
+    unseen = np.asarray([u not in train_users for u in test_data.users])[test_data.user]
+    if not unseen.any():
+        raise PluralError("active: the test table has no users unseen in training")
+    data = test_data.take(np.flatnonzero(unseen))
+    truth = data.frame["oracle_p"].to_numpy() if "oracle_p" in data.frame else None
+    budget, pool = int(opts.get("budget", 8)), int(opts.get("pool_size", 40))
+    lines = []
+    for i, seed in enumerate(seeds):
+        model = result.model(i)
+        for strategy, repeats in (("active", 1), ("random", int(opts.get("random_repeats", 3)))):
+            for rep in range(repeats):
+                c = query_curve(model, data, budget, pool, strategy, seed=1000 * seed + rep,
+                                n_answers=int(opts.get("n_answers", 16)))
+                for k in range(budget):
+                    m = c["margin"][k]
+                    line = {"seed": seed, "strategy": strategy, "repeat": rep, "queries": k + 1,
+                            "accuracy": float((m > 0).mean())}
+                    if truth is not None:
+                        line["expected"] = float(expected_accuracy(m, truth[c["rows"]]).mean())
+                    lines.append(line)
+    return pd.DataFrame(lines)

@@ -1,0 +1,47 @@
+"""Unseen users' accuracy vs the number of context pairs (shots), per method, with the oracle and the
+best single reward as references; seen users' accuracy as dotted lines. Mean over seeds, one panel per
+dataset. Input: a grid's results.parquet (rows with group == "all")."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from paper_figs.common import plt, save, score_column
+
+NAME = "accuracy_vs_shots"
+
+
+def from_results(results_dir: Path, out_dir: Path) -> list[Path] | None:
+    path = Path(results_dir) / "results.parquet"
+    if not path.exists():
+        return None
+    r = pd.read_parquet(path)
+    r = r[(r.group == "all") & r.split.isin(["seen", "unseen"])]
+    if r[r.split == "unseen"]["shots"].nunique() < 2:
+        return None
+    value = score_column(r)
+    cols = [c for c in (value, "oracle", "single") if c in r]
+    data = r.groupby(["dataset", "method", "split", "shots"], as_index=False)[cols].mean()
+    datasets = list(dict.fromkeys(data["dataset"]))
+    fig, axes = plt.subplots(1, len(datasets), figsize=(4.6 * len(datasets), 3.4), squeeze=False)
+    for ax, ds in zip(axes[0], datasets):
+        d = data[data.dataset == ds]
+        for i, (m, dm) in enumerate(d.groupby("method", sort=True)):
+            u = dm[dm.split == "unseen"].sort_values("shots")
+            line, = ax.plot(u["shots"], u[value], marker="o", label=f"{m} (unseen)")
+            s = dm[dm.split == "seen"]
+            if len(s):
+                ax.axhline(s[value].mean(), color=line.get_color(), linestyle=":", linewidth=1, label=f"{m} (seen)")
+        u = d[d.split == "unseen"]
+        for col, style in (("oracle", "-"), ("single", "--")):
+            if col in u:
+                ax.axhline(u[col].mean(), color="k", linestyle=style, linewidth=1, label=col)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("context pairs of an unseen user (shots)")
+        ax.set_title(ds)
+    axes[0][0].set_ylabel("noise-free accuracy" if value == "expected" else "accuracy")
+    axes[0][-1].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return save(fig, data, out_dir, NAME)
