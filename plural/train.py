@@ -86,6 +86,12 @@ def optimizer_for(family: type[RewardModel], hp, cfg: TrainConfig) -> optax.Grad
     return make_optimizer(cfg, family.lr_multipliers(hp), labels)
 
 
+def init_state(family: type[RewardModel], hp, spec: dict, tx: optax.GradientTransformation, key):
+    """(params, rest, opt_state) of one freshly initialised model (pure: vmap it over seed keys)."""
+    _, params, rest = nnx.split(family(spec, hp, nnx.Rngs(key)), nnx.Param, ...)
+    return params, rest, tx.init(params)
+
+
 @dataclasses.dataclass
 class TrainResult:
     """What `train` returns. Leaves of `params`, `rest` and `seen` carry a leading seed axis (S, ...)."""
@@ -142,9 +148,7 @@ class Trainer:
 
     # -- pure functions --------------------------------------------------------------------------------
     def _init_one(self, key):
-        model = self.family(self.spec, self.hp, nnx.Rngs(key))
-        _, params, rest = nnx.split(model, nnx.Param, ...)
-        return params, rest, self.tx.init(params)
+        return init_state(self.family, self.hp, self.spec, self.tx, key)
 
     def _sample(self, key, dd):
         c = self.cfg
@@ -295,12 +299,7 @@ def train(family: type[RewardModel], hp, cfg: TrainConfig, data: PreferenceData,
 def restore_params(family: type[RewardModel], hp, spec: dict, cfg: TrainConfig, seeds, workdir) -> tuple:
     """(graphdef, params, rest) of the latest checkpoint under `workdir` (leading seed axis)."""
     graphdef = nnx.split(nnx.eval_shape(lambda: family(spec, hp, nnx.Rngs(0))))[0]
-    tx = optimizer_for(family, hp, cfg)
-
-    def init_one(key):
-        _, p, r = nnx.split(family(spec, hp, nnx.Rngs(key)), nnx.Param, ...)
-        return p, r, tx.init(p)
-
+    init_one = partial(init_state, family, hp, spec, optimizer_for(family, hp, cfg))
     keys = jnp.stack([seed_key(s, INIT_STREAM) for s in seeds])
     params, rest, opt_state = jax.eval_shape(jax.vmap(init_one), keys)
     rest = jax.jit(jax.vmap(init_one))(keys)[1] if jax.tree.leaves(rest) else rest
