@@ -41,10 +41,20 @@ def _parser() -> argparse.ArgumentParser:
     fg.add_argument("--quick", action="store_true", help="if --results holds no results, run experiments/smoke.py into it first")
     fg.add_argument("--out", required=True)
 
-    s = sub.add_parser("simulate", help="write a simulated ideal-point population (train/test parquet + truth.json)")
+    s = sub.add_parser("simulate", help="write a simulated population (train/test parquet + truth.json)")
     s.add_argument("--out", required=True)
+    s.add_argument("--population", default="ideal-point", choices=["ideal-point", "statements"],
+                   help="ideal-point (embedding-space prototypes) or statements (persona statements, real text)")
     s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="population parameter, e.g. n_groups=3 group_sizes=(0.6,0.3,0.1) dim=32")
+
+    c = sub.add_parser("convert", help="convert a published dataset into a preference table (text columns, no embeddings)")
+    c.add_argument("source", help="prism, community-alignment, summarize-feedback or attribute-scores")
+    c.add_argument("input", help="the dataset's file or folder, as its publishers distribute it")
+    c.add_argument("out", help="output table (.parquet or .jsonl)")
+    c.add_argument("--group", default=None, help="column that becomes `group` (e.g. annotator_country, birth_region)")
+    c.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="converter option, e.g. turns=first, survey=PATH, attributes=helpfulness,verbosity")
 
     b = sub.add_parser("bench", help="speed benchmarks")
     bsub = b.add_subparsers(dest="bench", required=True)
@@ -102,12 +112,15 @@ def _dispatch(args) -> int:
         groups = "  ".join(f"{g} {v:.3f}" for g, v in m["per_group"].items())
         print(f"accuracy {m['accuracy']:.4f} on {m['n_pairs']} pairs" + (f"  |  {groups}" if groups else ""))
     elif args.command == "simulate":
-        from personas.ideal_point import IdealPointConfig, simulate_ideal_point
         from plural.config import apply_overrides
 
-        cfg = apply_overrides({"population": IdealPointConfig()}, args.overrides)["population"]
+        if args.population == "statements":
+            from personas.statements import StatementsConfig as Config, simulate_statements as simulate
+        else:
+            from personas.ideal_point import IdealPointConfig as Config, simulate_ideal_point as simulate
+        cfg = apply_overrides({"population": Config()}, args.overrides)["population"]
         try:
-            pop = simulate_ideal_point(cfg)
+            pop = simulate(cfg)
         except ValueError as e:
             from plural.errors import PluralError
             raise PluralError(f"--set: {e}")
@@ -115,6 +128,10 @@ def _dispatch(args) -> int:
         t = pop.truth()["all"]
         print(f"{len(pop.train)} train / {len(pop.test)} test pairs -> {out}  "
               f"(oracle {t['oracle_accuracy']:.3f}, best single reward {t['single_accuracy']:.3f})")
+    elif args.command == "convert":
+        from plural.data.sources import convert
+
+        print(convert(args.source, args.input, args.out, group=args.group, overrides=args.overrides).summary())
     elif args.command == "grid":
         from plural.grid import run_grid
 
