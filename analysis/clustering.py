@@ -42,3 +42,24 @@ def adjusted_rand_index(a, b) -> float:
     expected = rows * cols / comb(len(a), 2)
     top = (rows + cols) / 2 - expected
     return float((pairs - expected) / top) if top else 1.0
+
+
+def match_components(learned: np.ndarray, true: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Match learned components to true ones up to permutation, by the correlation of their profiles.
+
+    learned: (K, N), true: (G, N) -- e.g. each prototype's reward of N probe responses, or directions.
+    Returns (assignment, corr): `assignment[g]` is the learned component matched to true component g
+    (distinct components, the assignment maximising the summed correlation; needs K >= G, brute force
+    over permutations, fine for K <= 8) and `corr[g]` the Pearson correlation of that match.
+    """
+    import itertools
+
+    learned, true = np.asarray(learned, float), np.asarray(true, float)
+    if learned.shape[0] < true.shape[0]:
+        raise ValueError(f"need at least as many learned components ({learned.shape[0]}) as true ones ({true.shape[0]})")
+    z = lambda a: (a - a.mean(1, keepdims=True)) / (a.std(1, keepdims=True) + 1e-12)  # noqa: E731
+    c = z(true) @ z(learned).T / true.shape[1]  # (G, K)
+    best = max(itertools.permutations(range(learned.shape[0]), true.shape[0]),
+               key=lambda p: sum(c[g, k] for g, k in enumerate(p)))
+    assignment = np.asarray(best)
+    return assignment, c[np.arange(true.shape[0]), assignment]

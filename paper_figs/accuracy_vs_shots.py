@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from paper_figs.common import plt, save, score_column
+from paper_figs.common import at_defaults, plt, save, score_column
 
 NAME = "accuracy_vs_shots"
 
@@ -17,7 +17,7 @@ def from_results(results_dir: Path, out_dir: Path) -> list[Path] | None:
     path = Path(results_dir) / "results.parquet"
     if not path.exists():
         return None
-    r = pd.read_parquet(path)
+    r = at_defaults(pd.read_parquet(path))
     r = r[(r.group == "all") & r.split.isin(["seen", "unseen"])]
     if r[r.split == "unseen"]["shots"].nunique() < 2:
         return None

@@ -26,3 +26,38 @@ def save(fig, data: pd.DataFrame, out_dir: str | Path, name: str) -> list[Path]:
 def score_column(df: pd.DataFrame) -> str:
     """The noise-free accuracy when ground truth exists, else the realised one."""
     return "expected" if "expected" in df and df["expected"].notna().all() else "accuracy"
+
+
+def at_defaults(r: pd.DataFrame) -> pd.DataFrame:
+    """Rows of a grid's results at each method's default hyper-parameters.
+
+    A method swept over a grid (e.g. `model.n_prototypes` in experiments/pal.py) has several `hparams`
+    points; figures that show one line or bar per method keep the point whose swept values equal the
+    family's defaults (or, when no point does, every point, labelled `method (key=value)`).
+    """
+    import json
+
+    from plural.run import configs_for
+
+    keep = []
+    for (method, model), d in r.groupby(["method", "model"], sort=False):
+        points = d["hparams"].unique()
+        if len(points) == 1:
+            keep.append(d)
+            continue
+        defaults = configs_for(model)
+
+        def is_default(point: str) -> bool:
+            for key, value in json.loads(point).items():
+                section, _, name = key.rpartition(".")
+                if str(getattr(defaults[section or "model"], name, None)) != str(value):
+                    return False
+            return True
+
+        chosen = [p for p in points if is_default(p)]
+        if chosen:
+            keep.append(d[d["hparams"] == chosen[0]])
+        else:
+            label = d["hparams"].map(lambda p: ", ".join(f"{k.rpartition('.')[2]}={v}" for k, v in json.loads(p).items()))
+            keep.append(d.assign(method=d["method"] + " (" + label + ")"))
+    return pd.concat(keep, ignore_index=True) if keep else r

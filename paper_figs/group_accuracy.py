@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from paper_figs.common import plt, save, score_column
+from paper_figs.common import at_defaults, plt, save, score_column
 
 NAME = "group_accuracy"
 
@@ -21,7 +21,7 @@ def from_results(results_dir: Path, out_dir: Path) -> list[Path] | None:
     path = Path(results_dir) / "results.parquet"
     if not path.exists():
         return None
-    r = pd.read_parquet(path)
+    r = at_defaults(pd.read_parquet(path))
     r = r[(r.group != "all") & (r.split != "all")]
     paths = []
     for ds, d in r.groupby("dataset"):

@@ -3,6 +3,8 @@
 - `bench_fit`: BT training throughput (pairs/s) at embedding size D against a bare jitted matmul doing
   the same number of FLOPs per step, in the same process. Goal: >= 0.7 of the matmul's rate.
 - `bench_grid`: S seeds trained one after another vs at once (vmap, and lax.map), same steps each.
+- `bench_adapt`: time to adapt a new user from K shots (the family's `adapt`, jitted), per user: one
+  user per call (latency) and many users in one vmapped call (throughput). PAL's goal: well under 50 ms.
 """
 
 from __future__ import annotations
@@ -118,6 +120,39 @@ def bench_grid(seeds: int, dim: int = 384, pairs: int = 1024, steps: int = 20, o
         res[{"vmap": "vmapped_s", "map": "mapped_s"}[mode]] = _best_of(runner, repeats)
     res["vmapped_over_sequential"] = res["vmapped_s"] / sequential_s
     res["mapped_over_sequential"] = res["mapped_s"] / sequential_s
+    res.update(_environment())
+    _report(res, out)
+    return res
+
+
+def bench_adapt(models=("pal-a", "pal-b"), shots: int = 10, dim: int = 384, users: int = 256, out: str | None = None,
+                repeats: int = 20) -> dict:
+    """Per-user adaptation time of each family in `models` from `shots` pairs of embedding size `dim`."""
+    from flax import nnx
+
+    from plural.run import configs_for
+    from plural.train import train
+
+    data = random_table(4096, dim)
+    rng = np.random.default_rng(1)
+    ctx = {k: jnp.asarray(rng.normal(size=(users, shots, dim)).astype(np.float32) / math.sqrt(dim))
+           for k in ("prompt", "chosen", "rejected")}
+    ctx["mask"] = jnp.ones((users, shots), jnp.float32)
+    keys = jax.random.split(jax.random.key(0), users)
+    res = {"benchmark": "adapt", "shots": shots, "dim": dim, "users": users}
+    for name in models:
+        c = configs_for(name, ["train.steps=20", "train.log_every=20", "train.ckpt_every=0"])
+        result = train(get_family(name), c["model"], c["train"], data, progress=False)
+        graphdef, params = nnx.split(result.model(0))
+        one = jax.jit(lambda p, c, k: nnx.merge(graphdef, p).adapt(c, k))
+        many = jax.jit(jax.vmap(lambda c, k, p=params: nnx.merge(graphdef, p).adapt(c, k)))
+        first = jax.tree.map(lambda x: x[0], ctx)
+        jax.block_until_ready(one(params, first, keys[0]))
+        jax.block_until_ready(many(ctx, keys))
+        single_s = _best_of(lambda: jax.block_until_ready(one(params, first, keys[0])), repeats)
+        batch_s = _best_of(lambda: jax.block_until_ready(many(ctx, keys)), max(repeats // 5, 2))
+        res[f"{name}_ms_per_user_single"] = 1e3 * single_s
+        res[f"{name}_ms_per_user_batched"] = 1e3 * batch_s / users
     res.update(_environment())
     _report(res, out)
     return res

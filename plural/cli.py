@@ -43,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("simulate", help="write a simulated population (train/test parquet + truth.json)")
     s.add_argument("--out", required=True)
-    s.add_argument("--population", default="ideal-point", choices=["ideal-point", "statements"],
+    s.add_argument("--population", default="ideal-point", choices=["ideal-point", "statements"],  # = personas.POPULATIONS
                    help="ideal-point (embedding-space prototypes) or statements (persona statements, real text)")
     s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="population parameter, e.g. n_groups=3 group_sizes=(0.6,0.3,0.1) dim=32")
@@ -69,6 +69,12 @@ def _parser() -> argparse.ArgumentParser:
     bg.add_argument("--pairs", type=int, default=1024)
     bg.add_argument("--steps", type=int, default=20)
     bg.add_argument("--out", required=True)
+    ba = bsub.add_parser("adapt", help="time to adapt a new user from K shots (jitted adapt), per user")
+    ba.add_argument("--models", default="pal-a,pal-b", help="comma-separated families")
+    ba.add_argument("--shots", type=int, default=10)
+    ba.add_argument("--dim", type=int, default=384)
+    ba.add_argument("--users", type=int, default=256, help="users adapted at once in the batched timing")
+    ba.add_argument("--out", default=None)
     return p
 
 
@@ -114,10 +120,9 @@ def _dispatch(args) -> int:
     elif args.command == "simulate":
         from plural.config import apply_overrides
 
-        if args.population == "statements":
-            from personas.statements import StatementsConfig as Config, simulate_statements as simulate
-        else:
-            from personas.ideal_point import IdealPointConfig as Config, simulate_ideal_point as simulate
+        from personas import POPULATIONS
+
+        Config, simulate = POPULATIONS[args.population]
         cfg = apply_overrides({"population": Config()}, args.overrides)["population"]
         try:
             pop = simulate(cfg)
@@ -159,8 +164,10 @@ def _dispatch(args) -> int:
 
         if args.bench == "fit":
             bench.bench_fit(args.dim, args.pairs, args.steps, args.out)
-        else:
+        elif args.bench == "grid":
             bench.bench_grid(args.seeds, args.dim, args.pairs, args.steps, args.out)
+        elif args.bench == "adapt":
+            bench.bench_adapt(tuple(args.models.split(",")), args.shots, args.dim, args.users, args.out)
     return 0
 
 

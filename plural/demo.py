@@ -25,6 +25,8 @@ SHOTS = 10
 DEMO_OVERRIDES: dict[str, list[str]] = {
     "bt": ["model.hidden=(64,)", "train.steps=1000"],
     "vpl": [],
+    "pal-a": [],
+    "pal-b": [],
 }
 
 

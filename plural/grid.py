@@ -3,8 +3,9 @@
 A spec is a plain Python file with `get_config()` returning a dict:
 
     datasets: {name: {"simulate": {IdealPointConfig fields}} | {"train": path, "test": path}}
-    methods:  {label: {"model": family name, "set": [key=value, ...]}}
-    grid:     {key: [values, ...]}   cartesian sweep applied to every method (optional)
+              ({"simulate": {"population": "statements", StatementsConfig fields}} for persona statements)
+    methods:  {label: {"model": family name, "set": [key=value, ...], "grid": {...} (optional)}}
+    grid:     {key: [values, ...]}   cartesian sweep applied to every method without its own "grid" (optional)
     seeds:    [0, 1, ...]            trained at once along the seed axis
     shots:    [0, 10, ...]           evaluation shot counts for unseen users
     active:   {"budget": 8, "pool_size": 40, "n_answers": 16, "random_repeats": 3}   (optional)
@@ -29,7 +30,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from analysis import accuracy_table
-from personas import IdealPointConfig, simulate_ideal_point
+from personas import POPULATIONS
 from plural.config import apply_overrides
 from plural.data import read_table
 from plural.errors import PluralError
@@ -60,20 +61,27 @@ def load_spec(path: str | Path) -> dict:
 
 def _dataset(name: str, entry: dict, out: Path):
     if "simulate" in entry:
-        cfg = apply_overrides({"p": IdealPointConfig()}, [f"{k}={v}" for k, v in entry["simulate"].items()])["p"]
+        opts = dict(entry["simulate"])
+        population = opts.pop("population", "ideal-point")
+        if population not in POPULATIONS:
+            raise PluralError(f"dataset {name}: unknown population {population!r} (expected {' or '.join(POPULATIONS)})")
+        config_cls, simulate = POPULATIONS[population]
+        cfg = apply_overrides({"p": config_cls()}, [f"{k}={v}" for k, v in opts.items()])["p"]
         d = out / "data" / name
         if not (d / "test.parquet").exists():
-            simulate_ideal_point(cfg).write(d)
+            simulate(cfg).write(d)
         return read_table(d / "train.parquet"), read_table(d / "test.parquet")
     return read_table(entry["train"]), read_table(entry["test"])
 
 
+def _points(grid: dict) -> list[dict]:
+    return [dict(zip(grid, vals)) for vals in itertools.product(*grid.values())] or [{}]
+
+
 def cells(spec: dict):
-    grid = spec.get("grid", {})
-    points = [dict(zip(grid, vals)) for vals in itertools.product(*grid.values())] or [{}]
     for ds in spec["datasets"]:
         for label, m in spec["methods"].items():
-            for point in points:
+            for point in _points(m.get("grid", spec.get("grid", {}))):
                 sets = list(m.get("set", [])) + [f"{k}={v}" for k, v in point.items()]
                 key = json.dumps([ds, label, m["model"], sets])
                 cid = f"{ds}__{label}__{hashlib.sha1(key.encode()).hexdigest()[:10]}"

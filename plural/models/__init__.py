@@ -5,12 +5,13 @@ from __future__ import annotations
 from plural.errors import PluralError
 from plural.models.base import RewardModel
 from plural.models.bt import BT
+from plural.models.pal import PALA, PALB
 from plural.models.vpl import VPL
 
-FAMILIES: dict[str, type[RewardModel]] = {"bt": BT, "vpl": VPL}
+FAMILIES: dict[str, type[RewardModel]] = {"bt": BT, "vpl": VPL, "pal-a": PALA, "pal-b": PALB}
 
 # Names reserved by the contract whose families have not landed yet.
-PLANNED = ("pal-a", "pal-b", "micro", "maxmin", "fewshot", "palette")
+PLANNED = ("micro", "maxmin", "fewshot", "palette")
 
 
 def get_family(name: str) -> type[RewardModel]:

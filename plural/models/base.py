@@ -80,11 +80,12 @@ class RewardModel(nnx.Module):
 
 
 def adapt_by_gradient(margin_fn, init_state, context: dict, steps: int = 100, lr: float = 0.1,
-                      l2: float = 0.0):
+                      l2: float = 0.0, penalty=None):
     """Fit a user state by `steps` Adam steps on the context pairs' BT loss (jit-friendly, no Python loop).
 
     `margin_fn(state, prompt, chosen, rejected) -> (K,)` margins; `context` holds (K, ...) arrays and a
-    (K,) `mask`; `l2` pulls the state towards `init_state` (a prior for few shots). Returns the state.
+    (K,) `mask`; `l2` pulls the state towards `init_state` (a prior for few shots); `penalty(state)`, if
+    given, is added to the loss (another prior, e.g. PAL's entropy of the mixture). Returns the state.
     """
     import optax
 
@@ -93,7 +94,7 @@ def adapt_by_gradient(margin_fn, init_state, context: dict, steps: int = 100, lr
     def loss(state):
         m = margin_fn(state, context["prompt"], context["chosen"], context["rejected"])
         reg = sum(jnp.sum((a - b) ** 2) for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(init_state)))
-        return bt_nll(m, context["mask"]) + l2 * reg
+        return bt_nll(m, context["mask"]) + l2 * reg + (penalty(state) if penalty is not None else 0.0)
 
     def body(_, carry):
         state, opt = carry

@@ -1,0 +1,256 @@
+"""PAL: pluralistic alignment with ideal-point mixtures (Chen et al., ICLR 2025).
+
+Ideal-point model: user i prefers what is close to their ideal point u_i in a learned latent space of
+size d, and ideal points are mixtures of K shared prototypes with per-user weights
+
+    a_i = softmax(w_i),   w_i in R^K (a row of the (n_users, K) parameter W)
+    z(y) = f(e(y))        a shared item projector f (an MLP) of the response embedding
+
+PAL-A (`pal-a`), prototypes are points P = (p_1, ..., p_K) in R^{K x d}:
+
+    u_i = sum_k a_ik p_k,               r_i(x, y) = -||z(y) - u_i||
+
+PAL-B (`pal-b`), prototypes are functions of the prompt, g_k(e(x)) in R^d (K heads of one MLP;
+constant vectors when the table has no prompt embeddings):
+
+    u_i(x) = sum_k a_ik g_k(e(x)),      r_i(x, y) = exp(min(s, log s_max)) * cos(u_i(x), z(y))
+
+with a learned CLIP-style logit scale s (initialised at log(1/0.07), capped at s_max = 100).
+
+Loss over a batch of comparisons (x, y_w, y_l, i), with margin m = r_i(x, y_w) - r_i(x, y_l):
+Bradley-Terry -log sigma(m) (`loss="bt"`, PAL-B's default) or hinge max(0, hinge_margin - m)
+(`loss="hinge"`, PAL-A's default). Learning rates per parameter group (METHODS.md: projectors 1e-4,
+prototypes and weights 5e-3): `projector_lr_factor`, `prototype_lr_factor` and `weight_lr_factor` scale
+`train.lr` for f, for P / g (and the logit scale) and for W.
+
+Users. A seen user's state is the mixture a_i = softmax(w_i) (K,); `--shots 0` uses the mean mixture of
+the seen users. A new user with S labelled pairs: everything is frozen and only the K logits w are fitted.
+The start (`adapt_init="seen"`) is empirical Bayes over the seen users: their mixtures averaged with
+weights proportional to the likelihood of the S pairs under each, which puts a new user next to the
+seen users who answer alike; then `adapt_steps` jitted Adam steps on the pairs' BT loss with an L2 pull
+`adapt_l2` towards that start (a free fit of K logits from a few pairs overshoots to the simplex's
+corners, while the seen users' mixtures sit inside it). The pairs are projected once, so a step costs
+O(S * K * d) and one user takes well under a millisecond on a CPU (`plural bench adapt`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from plural.errors import PluralError
+from plural.models.base import MLP, RewardModel, adapt_by_gradient, bt_nll, masked_accuracy
+
+
+@dataclasses.dataclass(frozen=True)
+class PALHparams:
+    n_prototypes: int = 3  # K
+    latent_dim: int = 16  # d, the size of the ideal-point space
+    projector_hidden: tuple[int, ...] = (64,)  # item projector f: e(y) -> R^d
+    activation: str = "gelu"
+    loss: str = "hinge"  # "bt" | "hinge"
+    hinge_margin: float = 1.0
+    mixture_entropy: float = 0.0  # penalty on the entropy of the seen users' mixtures (sparse mixtures)
+    weight_init_std: float = 0.1  # per-user logits w ~ N(0, std^2)
+    prototype_init_std: float = 1.0  # PAL-A prototypes P ~ N(0, std^2 / d)
+    projector_lr_factor: float = 1.0  # x train.lr for f
+    prototype_lr_factor: float = 5.0  # x train.lr for P (PAL-A), g and the logit scale (PAL-B)
+    weight_lr_factor: float = 20.0  # x train.lr for the per-user logits W
+    adapt_steps: int = 100  # Adam steps fitting a new user's K logits
+    adapt_lr: float = 0.1
+    adapt_l2: float = 1.0  # pull towards the starting logits (see adapt_init)
+    adapt_entropy: float = 0.0  # entropy prior on the new user's mixture (total weight; per pair / shots)
+    adapt_init: str = "seen"  # start: "seen" (seen users' mixtures weighted by the shots' likelihood) | "population"
+
+
+@dataclasses.dataclass(frozen=True)
+class PALAHparams(PALHparams):
+    loss: str = "hinge"
+    projector_hidden: tuple[int, ...] = (128,)
+    prototype_init_std: float = 3.0  # prototypes start spread out, so that they do not merge
+
+
+@dataclasses.dataclass(frozen=True)
+class PALBHparams(PALHparams):
+    loss: str = "bt"
+    projector_hidden: tuple[int, ...] = ()  # a linear f: the cosine geometry needs no more on embeddings
+    latent_dim: int = 32
+    weight_lr_factor: float = 50.0
+    prompt_hidden: tuple[int, ...] = (64,)  # h: e(x) -> R^{K x d}, the prompt-dependent part of g
+    prompt_l2: float = 0.0  # penalty on mean_k ||h_k(x)||^2 (prompt-dependence kept small unless it pays)
+    logit_scale_init: float = math.log(1 / 0.07)
+    logit_scale_max: float = 100.0  # cap on exp(logit scale)
+
+
+class PAL(RewardModel):
+    """What PAL-A and PAL-B share: per-user mixture weights, the item projector, losses and adaptation."""
+
+    batch_kind = "pairs"
+    train_defaults = {"steps": 3000}
+
+    def __init__(self, spec: dict, hp: PALHparams, rngs: nnx.Rngs):
+        if hp.n_prototypes < 1 or hp.latent_dim < 1:
+            raise PluralError(f"--set model.n_prototypes={hp.n_prototypes} / model.latent_dim={hp.latent_dim}: must be >= 1")
+        if hp.loss not in ("bt", "hinge"):
+            raise PluralError(f"--set model.loss={hp.loss}: expected bt or hinge")
+        self.hp = hp
+        self.projector = MLP(spec["dim"], tuple(hp.projector_hidden), hp.latent_dim, rngs, hp.activation)
+        self.w = nnx.Param(hp.weight_init_std * jax.random.normal(rngs.params(), (spec["n_users"], hp.n_prototypes)))
+
+    # -- the variant's geometry -------------------------------------------------------------------------
+    def prototypes_at(self, prompt: jax.Array) -> jax.Array:
+        """The K prototypes in context `prompt` (..., Dp) -> (..., K, d)."""
+        raise NotImplementedError  # abstract: PAL-A / PAL-B
+
+    def score(self, u: jax.Array, z: jax.Array) -> jax.Array:
+        """Reward of projected items z (..., d) for ideal points u (..., d)."""
+        raise NotImplementedError  # abstract: PAL-A / PAL-B
+
+    def ideal_point(self, prompt: jax.Array, mix: jax.Array) -> jax.Array:
+        """u = sum_k mix_k prototype_k: prompt (..., Dp), mix (..., K) -> (..., d)."""
+        return jnp.einsum("...k,...kd->...d", mix, self.prototypes_at(prompt))
+
+    # -- the protocol -------------------------------------------------------------------------------------
+    def reward(self, prompt, response, state):
+        """prompt (..., Dp), response (..., D), state = mixture weights (..., K) -> reward (...)."""
+        return self.score(self.ideal_point(prompt, state), self.projector(response))
+
+    def margin(self, prompt, chosen, rejected, state):
+        u = self.ideal_point(prompt, state)  # shared by both responses
+        return self.score(u, self.projector(chosen)) - self.score(u, self.projector(rejected))
+
+    def mixture(self, users: jax.Array) -> jax.Array:
+        """softmax(w_i) of user indices (...) -> (..., K)."""
+        return jax.nn.softmax(self.w[...][users], axis=-1)
+
+    def loss(self, batch, key, step):
+        mix = self.mixture(batch["user"])
+        m = self.margin(batch["prompt"], batch["chosen"], batch["rejected"], mix)
+        mask = batch["mask"]
+        nll = bt_nll(m, mask)
+        if self.hp.loss == "hinge":
+            hinge = jax.nn.relu(self.hp.hinge_margin - m)
+            obj = (hinge * mask).sum() / jnp.maximum(mask.sum(), 1.0)
+        else:
+            obj = nll
+        ent = (-jnp.sum(mix * jnp.log(mix + 1e-9), -1) * mask).sum() / jnp.maximum(mask.sum(), 1.0)
+        return obj + self.hp.mixture_entropy * ent, {"accuracy": masked_accuracy(m, mask), "nll": nll, "entropy": ent}
+
+    def seen_states(self, dd):
+        return jax.nn.softmax(self.w[...], axis=-1)  # (U, K)
+
+    def population_state(self):
+        return jax.nn.softmax(self.w[...], axis=-1).mean(0)  # the seen users' mean mixture (K,)
+
+    def adapt(self, context, key):
+        """Fit a new user's K logits on the context pairs; f, P / g (and W) stay frozen."""
+        protos = jax.lax.stop_gradient(self.prototypes_at(context["prompt"]))  # (S, K, d)
+        feats = {"prompt": protos, "mask": context["mask"],
+                 "chosen": jax.lax.stop_gradient(self.projector(context["chosen"])),
+                 "rejected": jax.lax.stop_gradient(self.projector(context["rejected"]))}
+
+        def margin_fn(logits, g, zc, zr):
+            u = jnp.einsum("k,skd->sd", jax.nn.softmax(logits), g)
+            return self.score(u, zc) - self.score(u, zr)
+
+        n = jnp.maximum(context["mask"].sum(), 1.0)
+
+        def entropy(logits):  # a sparsity prior: a user sits near one prototype; weight adapt_entropy / n
+            a = jax.nn.softmax(logits)
+            return -(self.hp.adapt_entropy / n) * jnp.sum(a * jnp.log(a + 1e-9))
+
+        if self.hp.adapt_init == "seen":
+            # empirical Bayes over the seen users: their mixtures weighted by the likelihood of the shots
+            A = jax.lax.stop_gradient(self.seen_states(None))  # (U, K)
+            m = jax.vmap(lambda a: margin_fn(jnp.log(a + 1e-9), feats["prompt"], feats["chosen"], feats["rejected"]))(A)
+            post = jax.nn.softmax((jax.nn.log_sigmoid(m) * context["mask"]).sum(-1))  # (U,)
+            init = jnp.log(jnp.maximum(post @ A, 1e-6))
+        else:
+            init = jnp.log(jnp.maximum(self.population_state(), 1e-6))
+        logits = adapt_by_gradient(margin_fn, init, feats, self.hp.adapt_steps, self.hp.adapt_lr, self.hp.adapt_l2,
+                                   penalty=entropy)
+        return jax.nn.softmax(logits)
+
+    # -- per-parameter-group learning rates -----------------------------------------------------------------
+    @classmethod
+    def param_group(cls, path):
+        head = path[0] if path else ""
+        if head == "projector":
+            return "projector"
+        if head == "w":
+            return "weights"
+        return "prototypes"  # P (PAL-A); g and the logit scale (PAL-B)
+
+    @classmethod
+    def lr_multipliers(cls, hp):
+        return {"projector": hp.projector_lr_factor, "prototypes": hp.prototype_lr_factor,
+                "weights": hp.weight_lr_factor}
+
+
+class PALA(PAL):
+    """PAL-A: prototypes are points; reward = minus the distance to the user's ideal point."""
+
+    name = "pal-a"
+    Hparams = PALAHparams
+
+    def __init__(self, spec: dict, hp: PALAHparams, rngs: nnx.Rngs):
+        super().__init__(spec, hp, rngs)
+        self.prototypes = nnx.Param(
+            hp.prototype_init_std / math.sqrt(hp.latent_dim) * jax.random.normal(rngs.params(), (hp.n_prototypes, hp.latent_dim)))
+
+    def prototypes_at(self, prompt):
+        P = self.prototypes[...]
+        return jnp.broadcast_to(P, (*prompt.shape[:-1], *P.shape))
+
+    def ideal_point(self, prompt, mix):
+        return mix @ self.prototypes[...]
+
+    def score(self, u, z):
+        return -jnp.sqrt(jnp.sum((z - u) ** 2, -1) + 1e-8)
+
+
+class PALB(PAL):
+    """PAL-B: prototypes are functions of the prompt; reward = scaled cosine to the user's ideal point."""
+
+    name = "pal-b"
+    Hparams = PALBHparams
+
+    def __init__(self, spec: dict, hp: PALBHparams, rngs: nnx.Rngs):
+        super().__init__(spec, hp, rngs)
+        K, d = hp.n_prototypes, hp.latent_dim
+        self.prototypes = nnx.Param(jax.random.normal(rngs.params(), (K, d)) / math.sqrt(d))
+        if spec["prompt_dim"] > 0:
+            self.prompt_fn = MLP(spec["prompt_dim"], tuple(hp.prompt_hidden), K * d, rngs, hp.activation)
+            last = self.prompt_fn.layers[-1]
+            last.kernel[...] = jnp.zeros_like(last.kernel[...])  # g_k starts as the constant p_k
+        else:  # "one fixed context": the prototype functions are the constants p_k
+            self.prompt_fn = None
+        self.logit_scale = nnx.Param(jnp.asarray(hp.logit_scale_init, jnp.float32))
+
+    def prompt_part(self, prompt):
+        """h(e(x)): (..., Dp) -> (..., K, d); zeros without prompt embeddings."""
+        K, d = self.hp.n_prototypes, self.hp.latent_dim
+        if self.prompt_fn is None:
+            return jnp.zeros((*prompt.shape[:-1], K, d))
+        return self.prompt_fn(prompt).reshape(*prompt.shape[:-1], K, d)
+
+    def prototypes_at(self, prompt):
+        return self.prototypes[...] + self.prompt_part(prompt)
+
+    def loss(self, batch, key, step):
+        obj, metrics = super().loss(batch, key, step)
+        if self.prompt_fn is None or self.hp.prompt_l2 == 0:
+            return obj, metrics
+        h2 = jnp.sum(self.prompt_part(batch["prompt"]) ** 2, -1).mean()
+        return obj + self.hp.prompt_l2 * h2, {**metrics, "prompt_norm2": h2}
+
+    def scale(self):
+        return jnp.exp(jnp.minimum(self.logit_scale[...], math.log(self.hp.logit_scale_max)))
+
+    def score(self, u, z):
+        cos = jnp.sum(u * z, -1) / jnp.sqrt((jnp.sum(u * u, -1) + 1e-8) * (jnp.sum(z * z, -1) + 1e-8))
+        return self.scale() * cos

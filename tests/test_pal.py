@@ -1,0 +1,140 @@
+"""PAL-A / PAL-B against ground truth: close the single-to-oracle gap for seen users and for unseen
+users from 10 shots, K = 1 cannot (it is a single reward, like BT), per-user mixtures recover the groups
+and the learned prototypes match the true ones up to permutation."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from analysis import accuracy_table, adjusted_rand_index, gap_closed, kmeans, match_components
+from personas import IdealPointConfig, simulate_ideal_point
+from plural.cli import main
+from plural.data import read_table
+from plural.evaluate import predict
+from plural.models import get_family
+from plural.run import configs_for
+from plural.train import train
+
+
+@pytest.fixture(scope="module")
+def population(tmp_path_factory):
+    """3 groups (0.6 / 0.3 / 0.1), no prompt (one fixed context), 60 seen + 30 unseen users."""
+    pop = simulate_ideal_point(IdealPointConfig(n_prompts=0, test_pairs=80, seed=0))
+    d = pop.write(tmp_path_factory.mktemp("pal_pop"))
+    return pop, read_table(d / "train.parquet"), read_table(d / "test.parquet")
+
+
+def _fit(name, tr, *overrides):
+    c = configs_for(name, list(overrides))
+    return train(get_family(name), c["model"], c["train"], tr, progress=False)
+
+
+@pytest.fixture(scope="module", params=["pal-a", "pal-b"])
+def fitted(request, population):
+    pop, tr, te = population
+    return request.param, _fit(request.param, tr)
+
+
+def _summary(rows):
+    t = accuracy_table(rows, by=None, n_boot=10).iloc[0]
+    return t["expected"], gap_closed(t["expected"], t["single"], t["oracle"])
+
+
+def test_pal_closes_the_gap_for_seen_and_unseen_users(fitted, population):
+    name, result = fitted
+    pop, tr, te = population
+    rows = predict(result, list(tr.users), te, shots=10)
+    seen, unseen = rows[rows.seen], rows[~rows.seen]
+    assert _summary(seen)[1] >= 0.8, (name, accuracy_table(seen, by=None).to_dict("records"))
+    assert _summary(unseen)[1] >= 0.7, (name, accuracy_table(unseen, by=None).to_dict("records"))
+    groups = accuracy_table(seen, by="group", n_boot=10).set_index("group")
+    assert groups.loc["g2", "expected"] > groups.loc["g2", "single"] + 0.15  # the 10% minority is served
+    # more shots, better mixtures
+    few = predict(result, list(tr.users), te, shots=1)
+    assert _summary(unseen)[0] > _summary(few[~few.seen])[0] + 0.03
+
+
+def test_mixture_weights_recover_the_groups(fitted, population):
+    name, result = fitted
+    pop, tr, te = population
+    mix = np.asarray(result.seen[0])  # (U, K) softmax(w_i) of the seen users
+    assert mix.shape == (len(tr.users), 3)
+    np.testing.assert_allclose(mix.sum(1), 1.0, rtol=1e-5)
+    assert adjusted_rand_index(kmeans(mix, 3), tr.user_group) >= 0.8
+
+
+def test_learned_ideal_points_match_the_true_prototypes(fitted, population):
+    """Each group's ideal point (its users' mean mixture) ranks probe responses like the group's true
+    prototype, and the K prototypes themselves match the 3 true ones up to permutation."""
+    name, result = fitted
+    pop, tr, te = population
+    model = result.model(0)
+    rng = np.random.default_rng(7)
+    y = rng.normal(size=(400, pop.config.dim))
+    y /= np.linalg.norm(y, axis=1, keepdims=True)
+    true = -((y[None] - pop.prototypes[:, None]) ** 2).sum(-1)  # (G, N) true group rewards (up to scale)
+
+    def profile(mix):  # (M, K) mixtures -> (M, N) model rewards of the probes
+        return np.stack([np.asarray(model.reward(jnp.zeros((len(y), 0)), jnp.asarray(y, jnp.float32),
+                                                 jnp.broadcast_to(jnp.asarray(m, jnp.float32), (len(y), 3))))
+                         for m in mix])
+
+    mix = np.asarray(result.seen[0])
+    group_mix = np.stack([mix[tr.user_group == g].mean(0) for g in range(3)])
+    assignment, corr = match_components(profile(group_mix), true)
+    assert list(assignment) == [0, 1, 2] and corr.min() >= 0.9, corr
+    _, corr_vertices = match_components(profile(np.eye(3)), true)
+    assert corr_vertices.min() >= 0.6, corr_vertices
+
+
+def test_one_prototype_is_a_single_reward(population):
+    """K = 1: every user has the same ideal point, so PAL cannot beat the best single reward (as BT)."""
+    pop, tr, te = population
+    bt = predict(_fit("bt", tr, "model.hidden=(64,)", "train.steps=1000"), list(tr.users), te, shots=10)
+    bt_acc, _ = _summary(bt[bt.seen])
+    for name in ("pal-a", "pal-b"):
+        rows = predict(_fit(name, tr, "model.n_prototypes=1"), list(tr.users), te, shots=10)
+        acc, gap = _summary(rows[rows.seen])
+        assert gap < 0.1, (name, gap)
+        assert abs(acc - bt_acc) < 0.04, (name, acc, bt_acc)
+
+
+def test_new_users_mixtures_land_on_their_group(fitted, population):
+    """Adapting only the K mixture weights from 10 shots places a new user next to its own group's seen
+    users (nearest group-mean mixture) for most unseen users, minority included."""
+    name, result = fitted
+    pop, tr, te = population
+    model = result.model(0)
+    mix = np.asarray(result.seen[0])
+    group_mix = np.stack([mix[tr.user_group == g].mean(0) for g in range(3)])
+    frame = te.frame
+    hits, groups = [], []
+    adapt = jax.jit(model.adapt)
+    for uid in frame.loc[~frame["seen"], "user_id"].unique():
+        idx = np.flatnonzero(frame["user_id"].to_numpy() == uid)[:10]
+        ctx = {"prompt": jnp.asarray(te.prompt[idx]), "chosen": jnp.asarray(te.chosen[idx]),
+               "rejected": jnp.asarray(te.rejected[idx]), "mask": jnp.ones(len(idx))}
+        a = np.asarray(adapt(ctx, jax.random.key(0)))
+        assert a.shape == (3,) and abs(a.sum() - 1) < 1e-5 and (a >= 0).all()
+        g = int(frame["group"].iat[idx[0]][1:])
+        hits.append(np.argmin(((group_mix - a) ** 2).sum(1)) == g)
+        groups.append(g)
+    hits, groups = np.array(hits), np.array(groups)
+    assert hits.mean() >= 0.8, hits.mean()
+    assert hits[groups == 2].mean() >= 0.5  # the minority's new users too
+
+
+def test_pal_from_the_cli(tiny, tmp_path):
+    _, d = tiny
+    run = tmp_path / "pal"
+    assert main(["fit", "--model", "pal-b", "--data", str(d / "train.parquet"), "--out", str(run),
+                 "--set", "train.steps=60", "--set", "n_prototypes=2", "--set", "loss=hinge"]) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert config["model_hparams"]["n_prototypes"] == 2 and config["model_hparams"]["loss"] == "hinge"
+    out = tmp_path / "m.json"
+    assert main(["evaluate", "--run", str(run), "--data", str(d / "test.parquet"), "--shots", "5", "--out", str(out)]) == 0
+    m = json.loads(out.read_text())
+    assert m["shots"] == 5 and 0 <= m["accuracy"] <= 1 and m["per_user"]
