@@ -15,6 +15,11 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="plural_demo", help="output directory (default: plural_demo)")
     d.add_argument("--seed", type=int, default=0)
 
+    em = sub.add_parser("embed", help="add the *_embedding columns for the text columns of a table")
+    em.add_argument("input", help="parquet / JSON Lines file or a directory of them, with chosen / rejected (and prompt) text")
+    em.add_argument("out", help="output table (.parquet or .jsonl): every input column plus the embeddings")
+    em.add_argument("--embedder", default="minilm", help="offline embedder (default minilm: all-MiniLM-L6-v2, 384-d)")
+
     f = sub.add_parser("fit", help="train a model on a preference table")
     f.add_argument("--model", required=True, help="bt, vpl, pal-a, pal-b, micro, maxmin, fewshot, palette")
     f.add_argument("--data", required=True, help="parquet / JSON Lines file or a directory of them")
@@ -75,6 +80,11 @@ def _parser() -> argparse.ArgumentParser:
     ba.add_argument("--dim", type=int, default=384)
     ba.add_argument("--users", type=int, default=256, help="users adapted at once in the batched timing")
     ba.add_argument("--out", default=None)
+    be = bsub.add_parser("embed", help="offline embedder: texts/s of the JAX encoder vs the plain numpy forward")
+    be.add_argument("--texts", type=int, default=256)
+    be.add_argument("--batch-size", type=int, default=64)
+    be.add_argument("--repeats", type=int, default=2)
+    be.add_argument("--out", default=None)
     return p
 
 
@@ -103,6 +113,12 @@ def _dispatch(args) -> int:
         m = result.seed_metrics(0)
         print(f"{args.model}: {m['steps']} steps, final loss {m['final_loss']:.4f}, "
               f"train accuracy {m['final_train_accuracy']:.3f} -> {args.out}")
+    elif args.command == "embed":
+        from plural.embed.tables import embed_table
+
+        r = embed_table(args.input, args.out, embedder=args.embedder)
+        print(f"{r['rows']} rows, {r['texts']} texts ({r['distinct']} distinct) embedded to {r['dim']} dims: "
+              f"{', '.join(r['columns'])} -> {r['out']}")
     elif args.command == "evaluate":
         from plural.data import read_table
         from plural.evaluate import metrics, predict
@@ -168,6 +184,8 @@ def _dispatch(args) -> int:
             bench.bench_grid(args.seeds, args.dim, args.pairs, args.steps, args.out)
         elif args.bench == "adapt":
             bench.bench_adapt(tuple(args.models.split(",")), args.shots, args.dim, args.users, args.out)
+        elif args.bench == "embed":
+            bench.bench_embed(args.texts, args.batch_size, args.out, args.repeats)
     return 0
 
 

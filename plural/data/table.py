@@ -3,7 +3,8 @@
 `read_table(path)` accepts a parquet file, a JSON Lines file or a directory of them and returns a
 validated `PreferenceData`. Every check runs before any training and fails with a one-line
 `PluralError` naming the file, the column and the first offending row (0-based; JSON Lines errors
-also give the 1-based line).
+also give the 1-based line). A text-only table (no embedding columns) is checked, then embedded with the
+offline embedder `plural.embed` (cached on disk).
 """
 
 from __future__ import annotations
@@ -25,20 +26,28 @@ TEXT_COLUMNS = ("prompt", "chosen", "rejected")
 SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl"}
 
 
-def read_table(path: str | Path) -> PreferenceData:
-    """Read, validate and index a preference table (file or directory of files)."""
+def read_table(path: str | Path, embedder: str = "minilm") -> PreferenceData:
+    """Read, validate and index a preference table (file or directory of files).
+
+    A text-only table (`chosen` / `rejected` text, no embedding columns) is embedded with `embedder`
+    (`plural.embed`, cached on disk): chosen, rejected and, if the table has a `prompt` column, the
+    prompt (a missing prompt in a row is embedded as the empty text, i.e. one fixed context).
+    """
     path = Path(path)
     files = _list_files(path)
-    frames, embeddings, dim = [], [], None
+    frames, embeddings = [], []
     for f in files:
         table, is_jsonl = _read_file(f)
         df, emb = _validate(table, f, is_jsonl)
+        frames.append(df)
+        embeddings.append(emb)
+    embed_pending(embeddings, path, embedder)
+    dim = None
+    for f, emb in zip(files, embeddings):
         d = emb["chosen_embedding"].shape[1]
         if dim is not None and d != dim:
             raise PluralError(f"{where(f, 'chosen_embedding', 0)}: embedding length {d}, but earlier files have {dim}")
         dim = d
-        frames.append(df)
-        embeddings.append(emb)
     df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     emb = {k: np.concatenate([e[k] for e in embeddings]) for k in embeddings[0]}
     for k in emb:
@@ -46,6 +55,45 @@ def read_table(path: str | Path) -> PreferenceData:
             raise PluralError(f"{path}: column '{k}' is present in some files of the directory but not all")
     _check_groups(df, files, [len(fr) for fr in frames])
     return PreferenceData.from_frame(df, emb, source=str(path))
+
+
+class PendingTexts(list):
+    """The texts of an embedding column still to be computed (text-only table); see `embed_pending`."""
+
+    def __init__(self, texts, file: Path):
+        super().__init__(texts)
+        self.file = file
+
+
+def embed_pending(embeddings: list[dict], path: Path, embedder: str = "minilm") -> None:
+    """Replace every `PendingTexts` in `embeddings` (one dict per file) by its embedding matrix, in place.
+
+    All texts of all files go through one `plural.embed.embed_texts` call (distinct texts once, cached).
+    """
+    pending = [(e, k) for e in embeddings for k, v in e.items() if isinstance(v, PendingTexts)]
+    if not pending:
+        return
+    from plural.embed import EMBEDDERS, embed_texts
+
+    try:
+        dim = EMBEDDERS[embedder]["dim"]
+    except KeyError:
+        raise PluralError(f"unknown embedder {embedder!r} (available: {', '.join(EMBEDDERS)})")
+    for e, k in pending:
+        p = e.get("prompt_embedding")
+        if k == "chosen_embedding" and isinstance(p, np.ndarray) and p.shape[1] != dim:
+            raise PluralError(f"{where(e[k].file, 'prompt_embedding', 0)}: embedding length {p.shape[1]}, but the "
+                              f"text-only responses are embedded by {embedder!r} with length {dim}")
+    texts = [t for e, k in pending for t in e[k]]
+    try:
+        vectors = embed_texts(texts, embedder=embedder)
+    except PluralError as err:
+        raise PluralError(f"{path}: embedding the text-only table: {err}")
+    start = 0
+    for e, k in pending:
+        n = len(e[k])
+        e[k] = vectors[start:start + n]
+        start += n
 
 
 def _list_files(path: Path) -> list[Path]:
@@ -135,7 +183,8 @@ def _line(is_jsonl: bool, row: int, f: Path) -> int | None:
 
 
 def _validate(table, f: Path, is_jsonl: bool) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
-    """Check one file; return its non-embedding columns as a DataFrame and its embeddings as arrays."""
+    """Check one file; return its non-embedding columns as a DataFrame and its embeddings as arrays
+    (`PendingTexts` for the columns of a text-only table, still to be embedded)."""
     cols = set(table.column_names)
 
     def fail(column, row, msg):
@@ -143,15 +192,16 @@ def _validate(table, f: Path, is_jsonl: bool) -> tuple[pd.DataFrame, dict[str, n
 
     if "user_id" not in cols:
         raise PluralError(f"{where(f, 'user_id')}: required column is missing")
-    has_emb = {"chosen_embedding", "rejected_embedding"} <= cols
-    if not has_emb:
+    given = [c for c in ("chosen_embedding", "rejected_embedding") if c in cols]
+    text_only = not given and {"chosen", "rejected"} <= cols  # embedded below (read_table -> embed_pending)
+    if len(given) < 2 and not text_only:
         missing = [c for c in ("chosen_embedding", "rejected_embedding") if c not in cols]
-        if {"chosen", "rejected"} <= cols:
-            raise PluralError(
-                f"{where(f, missing[0])}: required column is missing; this table has only text responses, "
-                "and plural has no offline embedder yet: add chosen_embedding / rejected_embedding columns"
-            )
-        raise PluralError(f"{where(f, missing[0])}: required column is missing (need chosen_embedding and rejected_embedding, or chosen and rejected text)")
+        if given:
+            raise PluralError(f"{where(f, missing[0])}: required column is missing (the table has {given[0]}; give both "
+                              "embedding columns, or neither and chosen / rejected text to embed)")
+        text = [c for c in ("chosen", "rejected") if c in cols]
+        column = ({"chosen", "rejected"} - set(text)).pop() if text else missing[0]
+        raise PluralError(f"{where(f, column)}: required column is missing (need chosen_embedding and rejected_embedding, or chosen and rejected text)")
 
     out: dict[str, object] = {}
     out["user_id"] = _string_column(table.column("user_id"), "user_id", fail, required=True)
@@ -159,9 +209,14 @@ def _validate(table, f: Path, is_jsonl: bool) -> tuple[pd.DataFrame, dict[str, n
         out["group"] = _string_column(table.column("group"), "group", fail, required=True)
     for c in TEXT_COLUMNS:
         if c in cols:
-            out[c] = _string_column(table.column(c), c, fail, required=False)
+            out[c] = _string_column(table.column(c), c, fail, required=text_only and c != "prompt")
 
-    emb: dict[str, np.ndarray] = {}
+    emb: dict[str, np.ndarray | PendingTexts] = {}
+    if text_only:
+        emb["chosen_embedding"] = PendingTexts(out["chosen"], f)
+        emb["rejected_embedding"] = PendingTexts(out["rejected"], f)
+        if "prompt" in out and "prompt_embedding" not in cols:
+            emb["prompt_embedding"] = PendingTexts(["" if p is None else p for p in out["prompt"]], f)
     dim = None
     for c in ("chosen_embedding", "rejected_embedding", "prompt_embedding"):
         if c in cols:
