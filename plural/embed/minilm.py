@@ -101,11 +101,12 @@ def _build_classes():
 
         def __call__(self, x, bias):
             b, n, _ = x.shape
-            heads = lambda t: t.reshape(b, n, HEADS, HIDDEN // HEADS)  # noqa: E731
+            # heads first, (b, h, n, d): XLA's CPU dot is ~2x faster on this layout than on (b, n, h, d)
+            heads = lambda t: t.reshape(b, n, HEADS, HIDDEN // HEADS).transpose(0, 2, 1, 3)  # noqa: E731
             q, k, v = heads(self.query(x)), heads(self.key(x)), heads(self.value(x))
-            scores = jnp.einsum("bqhd,bkhd->bhqk", q, k) * (1.0 / math.sqrt(HIDDEN // HEADS)) + bias
-            ctx = jnp.einsum("bhqk,bkhd->bqhd", jax.nn.softmax(scores, axis=-1), v)
-            return self.output(ctx.reshape(b, n, HIDDEN))
+            scores = jnp.einsum("bhqd,bhkd->bhqk", q, k) * (1.0 / math.sqrt(HIDDEN // HEADS)) + bias
+            ctx = jnp.einsum("bhqk,bhkd->bhqd", jax.nn.softmax(scores, axis=-1), v)
+            return self.output(ctx.transpose(0, 2, 1, 3).reshape(b, n, HIDDEN))
 
     class Layer(nnx.Module):
         """Post-LN transformer block: x = LN(x + attn(x)); x = LN(x + W2 gelu(W1 x))."""
