@@ -127,6 +127,34 @@ def test_cache_returns_identical_vectors_without_recomputing(encoder, cache_dir,
     assert calls[2:] == [["alpha"]]  # cache disabled
 
 
+def test_interrupted_embedding_keeps_the_chunks_it_finished(encoder, monkeypatch):
+    import plural.embed
+
+    texts = ["first text here", "second", "a third, somewhat longer text", "four", "five five"]
+    expected = encoder.encode(texts)
+    monkeypatch.setattr(plural.embed, "CHUNK", 2)
+    calls, failed = [], []
+    real = encoder.encode
+
+    def failing_second_call(texts, **kw):
+        calls.append(list(texts))
+        if len(calls) == 2 and not failed:
+            failed.append(True)
+            raise RuntimeError("interrupted")
+        return real(texts, **kw)
+
+    monkeypatch.setattr(encoder, "encode", failing_second_call)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        embed_texts(texts)
+    first_chunk = calls[0]
+    assert len(first_chunk) == 2
+    calls.clear()
+    got = embed_texts(texts)
+    assert sorted(t for c in calls for t in c) == sorted(set(texts) - set(first_chunk))  # the rest only
+    assert all(len(c) <= 2 for c in calls)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
 def test_unusable_cache_is_skipped_with_a_warning(cache_dir, capsys):
     cache_dir.mkdir(parents=True)
     (cache_dir / f"{minilm.NAME}.sqlite").write_bytes(b"this is not a database" * 100)

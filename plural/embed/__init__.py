@@ -17,6 +17,7 @@ from plural.embed.cache import EmbeddingCache, default_cache_dir, text_key
 from plural.errors import PluralError
 
 EMBEDDERS = {"minilm": {"name": "all-MiniLM-L6-v2", "dim": 384}}
+CHUNK = 4096  # texts encoded (and written to the cache) at a time
 _ENCODERS: dict = {}
 
 
@@ -66,10 +67,17 @@ def embed_texts(texts: list[str], embedder: str = "minilm", batch_size: int = 64
     todo = [i for i, k in enumerate(keys) if k not in found]
     vectors = {}
     if todo:
-        new = get_encoder(embedder).encode([unique[i] for i in todo], batch_size=batch_size, progress=progress)
-        vectors = {keys[i]: v for i, v in zip(todo, new)}
-        if cache is not None:
-            cache.put([keys[i] for i in todo], new)
+        from plural.embed.minilm import progress_bar
+
+        encoder = get_encoder(embedder)
+        todo.sort(key=lambda i: -len(unique[i]))  # similar lengths together: narrower packed rows per chunk
+        with progress_bar(len(todo), progress) as bar:
+            for s in range(0, len(todo), CHUNK):  # cached chunk by chunk: an interrupted run keeps what it did
+                part = todo[s:s + CHUNK]
+                new = encoder.encode([unique[i] for i in part], batch_size=batch_size, bar=bar)
+                vectors.update((keys[i], v) for i, v in zip(part, new))
+                if cache is not None:
+                    cache.put([keys[i] for i in part], new)
     row = {t: i for i, t in enumerate(unique)}
     table = np.stack([found[k] if k in found else vectors[k] for k in keys])
     out[:] = table[[row[t] for t in texts]]

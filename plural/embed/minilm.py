@@ -14,6 +14,7 @@ is spent on padding.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import math
 from pathlib import Path
@@ -245,6 +246,13 @@ def plan_batches(lengths: np.ndarray, batch_size: int) -> list[tuple[list[list[i
     return plan
 
 
+def progress_bar(total: int, progress: bool | None = None):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=f"embedding ({NAME})", unit="text", leave=False,
+                disable=None if progress is None else not progress)
+
+
 class MiniLMEncoder:
     """Loaded once per process (see `get_encoder`); `encode(texts)` -> (n, 384) float32 unit rows."""
 
@@ -260,16 +268,15 @@ class MiniLMEncoder:
         graphdef, self.state = nnx.split(self.model)
         self.forward = jax.jit(lambda state, ids, seg, pos: nnx.merge(graphdef, state)(ids, seg, pos))
 
-    def encode(self, texts: list[str], batch_size: int = 64, progress: bool | None = None) -> np.ndarray:
-        from tqdm.auto import tqdm
-
+    def encode(self, texts: list[str], batch_size: int = 64, progress: bool | None = None, bar=None) -> np.ndarray:
+        """(len(texts), 384) float32 unit rows. `progress`: a tqdm bar on stderr (None: when stderr is a
+        terminal); `bar`: an open tqdm bar to advance instead."""
         out = np.zeros((len(texts), DIM), np.float32)
         if not texts:
             return out
         ids = tokenize(self.tokenizer, texts)
         lengths = np.fromiter((len(t) for t in ids), np.int64, len(ids))
-        with tqdm(total=len(texts), desc=f"embedding ({NAME})", unit="text", disable=None if progress is None else not progress,
-                  leave=False) as bar:
+        with progress_bar(len(texts), progress) if bar is None else contextlib.nullcontext(bar) as bar:
             pending = None
             for rows, padded, width in plan_batches(lengths, batch_size):
                 k = width // 2
