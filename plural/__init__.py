@@ -5,7 +5,16 @@ table -> `plural.data` -> a family in `plural.models` -> `plural.train` -> `plur
 -> `analysis` -> `paper_figs`.
 """
 
-from plural.errors import PluralError
+import os as _os
+
+# jaxlib 0.10's CPU backend fuses some batched elementwise-reduce graphs into its experimental YNNPACK
+# fusions and computes them wrongly (seen here: jit(vmap(cosine score of (60, 50, 32) ideal points)) off
+# by tens of logits). Turn those fusions off before JAX starts its backends, unless the user chose.
+# tests/test_train.py::test_batched_cosine_matches_eager guards it.
+if "xla_cpu_experimental_ynn_fusion_type" not in _os.environ.get("XLA_FLAGS", ""):
+    _os.environ["XLA_FLAGS"] = (_os.environ.get("XLA_FLAGS", "") + " --xla_cpu_experimental_ynn_fusion_type=").strip()
+
+from plural.errors import PluralError  # noqa: E402
 
 __all__ = ["PluralError"]
 __version__ = "0.1.0"

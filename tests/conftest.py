@@ -3,6 +3,10 @@
 import os
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+if "PLURAL_CACHE" not in os.environ:  # embeddings cached by tests go to a throw-away folder, not ~/.cache
+    import tempfile
+
+    os.environ["PLURAL_CACHE"] = tempfile.mkdtemp(prefix="plural-test-cache-")
 
 import pytest  # noqa: E402
 

@@ -156,10 +156,12 @@ def test_attribute_columns_must_pair_and_be_finite(tmp_path):
         read_table(_write(tmp_path / "unpaired.jsonl", rows))
 
 
-def test_text_only_table_says_what_to_do(tmp_path):
-    rows = [{"user_id": "a", "chosen": "yes", "rejected": "no"}]
-    with pytest.raises(PluralError, match="chosen_embedding"):
+def test_table_without_responses_names_both_ways_to_give_them(tmp_path):
+    """Neither embeddings nor text for the responses: the error names the columns that would do."""
+    rows = [{"user_id": "a", "prompt": "q"}]
+    with pytest.raises(PluralError, match="chosen_embedding") as e:
         read_table(_write(tmp_path / "t.jsonl", rows))
+    assert "\n" not in str(e.value) and "t.jsonl" in str(e.value)
 
 
 def test_cli_refuses_bad_input_in_one_line_without_traceback(tmp_path):

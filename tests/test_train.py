@@ -194,3 +194,22 @@ def test_adapt_by_gradient_recovers_a_linear_user():
     w = adapt_by_gradient(lambda w, p, a, b: (a - b) @ w, jnp.zeros(3), ctx, steps=300, lr=0.05)
     cos = float(np.dot(w, w_true) / np.linalg.norm(w) / np.linalg.norm(w_true))
     assert cos > 0.98
+
+
+def test_batched_cosine_matches_eager():
+    """A jitted, vmapped cosine score over (users, mixtures, shots, d) equals the eager one: jaxlib 0.10's
+    CPU YNNPACK fusions got this wrong (plural/__init__.py turns them off)."""
+    import jax
+    import jax.numpy as jnp
+
+    rng = np.random.default_rng(0)
+    A = jnp.asarray(rng.dirichlet(np.ones(3), 60), jnp.float32)
+    P = jnp.asarray(rng.normal(size=(3, 32)), jnp.float32)
+    Z = jnp.asarray(rng.normal(size=(30, 50, 32)), jnp.float32)
+
+    def score(z):
+        u = jnp.einsum("uk,skd->usd", A, jnp.broadcast_to(P, (z.shape[0],) + P.shape))
+        return 16.0 * jnp.sum(u * z, -1) / jnp.sqrt((jnp.sum(u * u, -1) + 1e-8) * (jnp.sum(z * z, -1) + 1e-8))
+
+    eager = np.stack([np.asarray(score(Z[j])) for j in range(len(Z))])
+    np.testing.assert_allclose(np.asarray(jax.jit(jax.vmap(score))(Z)), eager, atol=1e-3)
