@@ -1,5 +1,6 @@
 """`plural grid`: every cell x seed x shots x split is in the results; --resume skips finished cells."""
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -40,7 +41,35 @@ def test_figs_regenerate_from_stored_results(tmp_path):
         for ext in ("png", "pdf", "csv"):
             assert (tmp_path / "figs" / f"{name}.{ext}").stat().st_size > 0
     plotted = pd.read_csv(tmp_path / "figs/accuracy_vs_shots.csv")
-    sel = r[(r.group == "all") & (r.split == "unseen") & (r.shots == 5) & (r.method == "bt")]
+    # one line per method, at the family's default of the swept hyper-parameter (train.lr = 1e-3)
+    at_default = r["hparams"].map(lambda p: json.loads(p)["train.lr"] == 1e-3)
+    sel = r[(r.group == "all") & (r.split == "unseen") & (r.shots == 5) & (r.method == "bt") & at_default]
+    assert len(sel) == 2  # two seeds
     got = plotted[(plotted.split == "unseen") & (plotted.shots == 5)]["expected"].iloc[0]
     assert abs(got - sel["expected"].mean()) < 1e-12  # the CSV holds exactly what was plotted
     assert main(["figs", "--results", str(tmp_path / "none"), "--out", str(tmp_path / "f2")]) == 2
+
+
+def test_accuracy_vs_prototypes_plots_the_sweep_means(tmp_path):
+    """The K figure: one point per (method, split, K), the mean over seeds; unswept methods as references."""
+    from paper_figs import accuracy_vs_prototypes
+
+    rows = []
+    for method, ks in (("pal-a", [1, 2, 4]), ("bt", [None])):
+        for k in ks:
+            for seed in (0, 1):
+                for split, shots in (("seen", 1), ("seen", 10), ("unseen", 1), ("unseen", 10)):
+                    rows.append({"dataset": "d", "method": method, "model": method, "group": "all", "split": split,
+                                 "shots": shots, "seed": seed, "oracle": 0.9, "single": 0.7,
+                                 "hparams": json.dumps({} if k is None else {"model.n_prototypes": k}),
+                                 "expected": 0.6 + 0.01 * (k or 0) + 0.001 * seed + (0.05 if shots == 10 else 0)})
+    (tmp_path / "r").mkdir()
+    pd.DataFrame(rows).to_parquet(tmp_path / "r/results.parquet")
+    paths = accuracy_vs_prototypes.from_results(tmp_path / "r", tmp_path / "f")
+    assert paths and all(p.stat().st_size > 0 for p in paths)
+    data = pd.read_csv(tmp_path / "f/accuracy_vs_prototypes.csv")
+    unseen4 = data[(data.method == "pal-a") & (data.split == "unseen") & (data.K == 4)]["expected"]
+    assert abs(unseen4.iloc[0] - (0.6 + 0.04 + 0.0005 + 0.05)) < 1e-12  # 10 shots, mean of the two seeds
+    seen2 = data[(data.method == "pal-a") & (data.split == "seen") & (data.K == 2)]["expected"]
+    assert abs(seen2.iloc[0] - (0.6 + 0.02 + 0.0005)) < 1e-12  # seen users at the first shot count
+    assert set(data[data.K.isna()]["method"]) == {"bt"}
