@@ -57,24 +57,34 @@ class Population:
 
     def truth(self) -> dict:
         """Oracle and best-single-model expected accuracies on the test table, overall / seen / unseen / per group."""
-        out = {}
-        for name, rows in (("all", self.test), ("seen", self.test[self.test.seen]), ("unseen", self.test[~self.test.seen])):
-            out[name] = {"oracle_accuracy": oracle_accuracy(rows), "single_accuracy": single_accuracy(rows)}
-        out["per_group"] = {g: {"oracle_accuracy": oracle_accuracy(r), "single_accuracy": single_accuracy(r)}
-                            for g, r in self.test.groupby("group", sort=True)}
-        return out
+        return truth_of(self.test)
 
     def write(self, out_dir: str | Path) -> Path:
         """Write train.parquet, test.parquet and truth.json (config, accuracies, prototypes) to out_dir."""
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        self.train.to_parquet(out / "train.parquet", index=False)
-        self.test.to_parquet(out / "test.parquet", index=False)
-        (out / "truth.json").write_text(json.dumps({
-            "config": dataclasses.asdict(self.config), "accuracy": self.truth(),
-            "prototypes": self.prototypes.tolist(), "user_group": self.user_group,
-        }, indent=1, sort_keys=True))
-        return out
+        return write_population(out_dir, self, {"prototypes": self.prototypes.tolist(), "user_group": self.user_group})
+
+
+def truth_of(test: pd.DataFrame) -> dict:
+    """Oracle and single-model expected accuracies of a test table with `oracle_p` / `population_p`:
+    {"all" | "seen" | "unseen": {...}, "per_group": {group: {...}}}."""
+    out = {}
+    for name, rows in (("all", test), ("seen", test[test.seen]), ("unseen", test[~test.seen])):
+        out[name] = {"oracle_accuracy": oracle_accuracy(rows), "single_accuracy": single_accuracy(rows)}
+    out["per_group"] = {g: {"oracle_accuracy": oracle_accuracy(r), "single_accuracy": single_accuracy(r)}
+                        for g, r in test.groupby("group", sort=True)}
+    return out
+
+
+def write_population(out_dir: str | Path, pop, extra: dict) -> Path:
+    """Write pop.train / pop.test as parquet and truth.json = config + accuracies + `extra`."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    pop.train.to_parquet(out / "train.parquet", index=False)
+    pop.test.to_parquet(out / "test.parquet", index=False)
+    (out / "truth.json").write_text(json.dumps({
+        "config": dataclasses.asdict(pop.config), "accuracy": pop.truth(), **extra,
+    }, indent=1, sort_keys=True))
+    return out
 
 
 def oracle_accuracy(rows: pd.DataFrame) -> float:

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 import os
 from pathlib import Path
 from typing import Callable
@@ -43,7 +42,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from personas.ideal_point import oracle_accuracy, single_accuracy
+from personas.ideal_point import truth_of, write_population
 from plural.errors import PluralError
 
 DEFAULT_DIMS = (
@@ -88,25 +87,15 @@ class StatementsPopulation:
 
     def truth(self) -> dict:
         """Oracle and single-model (majority) expected accuracies on the test table: all / seen / unseen / per group."""
-        out = {}
-        for name, rows in (("all", self.test), ("seen", self.test[self.test.seen]), ("unseen", self.test[~self.test.seen])):
-            out[name] = {"oracle_accuracy": oracle_accuracy(rows), "single_accuracy": single_accuracy(rows)}
-        out["per_group"] = {g: {"oracle_accuracy": oracle_accuracy(r), "single_accuracy": single_accuracy(r)}
-                            for g, r in self.test.groupby("group", sort=True)}
-        return out
+        return truth_of(self.test)
 
     def write(self, out_dir: str | Path) -> Path:
         """Write train.parquet, test.parquet and truth.json (config, accuracies, dimensions, stances)."""
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        self.train.to_parquet(out / "train.parquet", index=False)
-        self.test.to_parquet(out / "test.parquet", index=False)
-        (out / "truth.json").write_text(json.dumps({
-            "config": dataclasses.asdict(self.config), "accuracy": self.truth(), "dims": list(self.dims),
+        return write_population(out_dir, self, {
+            "dims": list(self.dims),
             "stances": {f"g{k}": dict(zip(self.dims, map(int, s))) for k, s in enumerate(self.stances)},
             "group_shares": {f"g{k}": float(s) for k, s in enumerate(self.shares)}, "user_group": self.user_group,
-        }, indent=1, sort_keys=True))
-        return out
+        })
 
 
 def persona_dir(override: str | Path | None = None) -> Path:
