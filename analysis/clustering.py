@@ -1,33 +1,22 @@
-"""Recovering group structure: k-means on per-user vectors and the adjusted Rand index (numpy only)."""
+"""Recovering group structure: k-means on per-user vectors, the adjusted Rand index, and matching learned
+components to true ones."""
 
 from __future__ import annotations
 
 from math import comb
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
+from plural import cluster
 
-def kmeans(x: np.ndarray, k: int, n_init: int = 10, iters: int = 100, seed: int = 0) -> np.ndarray:
-    """Cluster labels (N,) of points x (N, F): Lloyd's algorithm, best of `n_init` k-means++ starts."""
-    x = np.asarray(x, np.float64)
-    rng = np.random.default_rng(seed)
-    best, best_inertia = None, np.inf
-    for _ in range(n_init):
-        centers = [x[rng.integers(len(x))]]
-        for _ in range(1, k):  # k-means++ seeding
-            d2 = np.min(((x[:, None] - np.asarray(centers)[None]) ** 2).sum(-1), 1)
-            centers.append(x[rng.choice(len(x), p=d2 / d2.sum())] if d2.sum() > 0 else x[rng.integers(len(x))])
-        c = np.asarray(centers)
-        for _ in range(iters):
-            labels = ((x[:, None] - c[None]) ** 2).sum(-1).argmin(1)
-            new = np.stack([x[labels == j].mean(0) if (labels == j).any() else c[j] for j in range(k)])
-            if np.allclose(new, c):
-                break
-            c = new
-        inertia = ((x - c[labels]) ** 2).sum()
-        if inertia < best_inertia:
-            best, best_inertia = labels, inertia
-    return best
+
+def kmeans(x: np.ndarray, k: int, n_init: int = 16, iters: int = 100, seed: int = 0) -> np.ndarray:
+    """Cluster labels (N,) of points x (N, F): the best of `n_init` k-means++ starts of `iters` Lloyd
+    steps (`plural.cluster.kmeans`, the library's one implementation; deterministic per `seed`)."""
+    x = jnp.asarray(np.asarray(x, np.float32))
+    return np.asarray(cluster.kmeans(x, int(k), jax.random.key(seed), iters=iters, n_init=n_init))
 
 
 def adjusted_rand_index(a, b) -> float:

@@ -86,9 +86,16 @@ def optimizer_for(family: type[RewardModel], hp, cfg: TrainConfig) -> optax.Grad
     return make_optimizer(cfg, family.lr_multipliers(hp), labels)
 
 
-def init_state(family: type[RewardModel], hp, spec: dict, tx: optax.GradientTransformation, key):
-    """(params, rest, opt_state) of one freshly initialised model (pure: vmap it over seed keys)."""
-    _, params, rest = nnx.split(family(spec, hp, nnx.Rngs(key)), nnx.Param, ...)
+def init_state(family: type[RewardModel], hp, spec: dict, tx: optax.GradientTransformation, key, dd=None):
+    """(params, rest, opt_state) of one freshly initialised model (pure: vmap it over seed keys).
+
+    With the training table's device data `dd`, the family's `init_from_data` hook then adjusts the
+    fresh parameters (PAL: mixture weights started from k-means clusters of the users)."""
+    rngs = nnx.Rngs(key)
+    model = family(spec, hp, rngs)
+    if dd is not None:
+        model.init_from_data(dd, rngs)
+    _, params, rest = nnx.split(model, nnx.Param, ...)
     return params, rest, tx.init(params)
 
 
@@ -147,8 +154,8 @@ class Trainer:
         self._chunks: dict[int, Callable] = {}
 
     # -- pure functions --------------------------------------------------------------------------------
-    def _init_one(self, key):
-        return init_state(self.family, self.hp, self.spec, self.tx, key)
+    def _init_one(self, key, dd):
+        return init_state(self.family, self.hp, self.spec, self.tx, key, dd)
 
     def _sample(self, key, dd):
         c = self.cfg
@@ -197,7 +204,7 @@ class Trainer:
     def init(self):
         """(params, rest, opt_state, train_keys), each with a leading seed axis."""
         keys = jnp.stack([seed_key(s, INIT_STREAM) for s in self.seeds])
-        params, rest, opt_state = jax.jit(jax.vmap(self._init_one))(keys)
+        params, rest, opt_state = jax.jit(jax.vmap(self._init_one, in_axes=(0, None)))(keys, self.dd)
         train_keys = jnp.stack([seed_key(s, TRAIN_STREAM) for s in self.seeds])
         return self._place((params, rest, opt_state, train_keys))
 

@@ -67,3 +67,20 @@ def test_adjusted_rand_index_and_kmeans():
     truth = np.repeat([0, 1, 2], [50, 30, 5])  # includes a small cluster
     x = centers[truth] + rng.normal(scale=0.5, size=(85, 2))
     assert adjusted_rand_index(kmeans(x, 3), truth) == 1.0
+    assert (kmeans(x, 3, seed=1) == kmeans(x, 3, seed=1)).all()  # deterministic per seed
+    same = kmeans(np.ones((10, 4)), 3)  # all points equal: still valid labels, no NaN centres
+    assert same.shape == (10,) and ((same >= 0) & (same < 3)).all()
+
+
+def test_kmeans_finds_the_lower_inertia_solution():
+    """Best of n_init starts: with one start k-means++ often stops in a worse local optimum (a small
+    cluster merged, a big one split); the default 16 starts find the true clusters for every seed."""
+    from analysis import adjusted_rand_index, kmeans
+    rng = np.random.default_rng(1)
+    centers = rng.normal(size=(3, 16))
+    centers /= np.linalg.norm(centers, axis=1, keepdims=True)
+    truth = np.repeat([0, 1, 2], [36, 18, 6])
+    x = centers[truth] + rng.normal(scale=0.12, size=(60, 16))
+    single = [adjusted_rand_index(kmeans(x, 3, n_init=1, seed=s), truth) for s in range(40)]
+    assert min(single) < 1.0  # the trap exists
+    assert all(adjusted_rand_index(kmeans(x, 3, seed=s), truth) == 1.0 for s in range(40))

@@ -21,6 +21,9 @@ Optional hooks:
 - `param_group(path) -> str` (a classmethod) names the learning-rate group of the parameter at `path` (a tuple of
   attribute names / indices), and `lr_multipliers(hp) -> {group: factor}` scales `train.lr` per group
   (PAL's projector vs prototypes and weights). Default: one group, factor 1.
+- `init_from_data(dd, rngs)` adjusts freshly built parameters in place using the training table's device
+  data `dd` (PAL starts the users' mixture weights from k-means clusters of `user_directions`); it runs
+  once, under jit, before the first step. Default: nothing.
 - `adapt_by_gradient` below fits a small per-user state by a few jitted Adam steps on the K context
   pairs (PAL mixture weights, LoRe user weights).
 
@@ -69,6 +72,9 @@ class RewardModel(nnx.Module):
     def lr_multipliers(cls, hp) -> dict[str, float]:
         return {"default": 1.0}
 
+    def init_from_data(self, dd: dict, rngs: nnx.Rngs) -> None:
+        """Adjust the fresh parameters from the training data (optional hook; default: nothing)."""
+
     def seen_states(self, dd: dict) -> Any:
         return jnp.zeros((dd["user_count"].shape[0], 0))
 
@@ -104,6 +110,17 @@ def adapt_by_gradient(margin_fn, init_state, context: dict, steps: int = 100, lr
 
     state, _ = jax.lax.fori_loop(0, steps, body, (init_state, tx.init(init_state)))
     return state
+
+
+def user_directions(dd: dict) -> jax.Array:
+    """Each training user's mean of e(y_w) - e(y_l) over their pairs, L2-normalised: (U, D).
+
+    Under a reward linear in e(y) the expected difference points along the user's reward direction, so
+    this is a crude, training-free estimate of who agrees with whom (used to initialise mixtures).
+    """
+    n_users = dd["user_count"].shape[0]
+    total = jax.ops.segment_sum(dd["chosen"] - dd["rejected"], dd["user"], num_segments=n_users)
+    return total / jnp.sqrt(jnp.sum(total ** 2, -1, keepdims=True) + 1e-12)
 
 
 def bt_nll(margin: jax.Array, mask: jax.Array | None = None) -> jax.Array:
