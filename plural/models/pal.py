@@ -32,7 +32,9 @@ small minority merged into a larger group's prototype (about one fit in four on 
 population). With `user_init="kmeans"` (the default) each user's logits start at +`user_init_strength` on
 its cluster of `user_directions` (the mean chosen-minus-rejected embedding, k-means into K clusters);
 PAL-A's prototypes start orthogonal and far apart (`prototype_init_std`) and an L2 penalty on the
-projector (`projector_l2`) bounds the scale the hinge loss would otherwise grow until it overfits.
+projector (`projector_l2`) bounds the scale the hinge loss would otherwise grow until it overfits. PAL-B's
+cosine does not see the projector's scale, so it is regularised by dropout on the response embeddings
+while training (`input_dropout`).
 
 Users. A seen user's state is the mixture a_i = softmax(w_i) (K,); `--shots 0` uses the mean mixture of
 the seen users. A new user with S labelled pairs: everything is frozen and only the K logits w are fitted.
@@ -68,6 +70,7 @@ class PALHparams:
     hinge_margin: float = 1.0
     mixture_entropy: float = 0.1  # penalty on the entropy of the seen users' mixtures: each user near a prototype
     projector_l2: float = 0.0  # penalty on the projector's squared kernel weights (bounds the margins' scale)
+    input_dropout: float = 0.0  # dropout rate on e(y_w), e(y_l) while training (a cosine reward ignores L2)
     weight_init_std: float = 0.1  # per-user logits w ~ N(0, std^2)
     user_init: str = "kmeans"  # "kmeans": + user_init_strength on the logit of the user's k-means cluster | "random"
     user_init_strength: float = 2.0
@@ -95,6 +98,8 @@ class PALBHparams(PALHparams):
     loss: str = "bt"
     projector_hidden: tuple[int, ...] = ()  # a linear f: the cosine geometry needs no more on embeddings
     latent_dim: int = 32
+    input_dropout: float = 0.5  # the cosine is blind to an L2 penalty on f; without dropout PAL-B memorises
+    # 384-d text embeddings (train accuracy 1.0, statements population: 0.28 of the gap; with it 0.81)
     prompt_hidden: tuple[int, ...] = (64,)  # h: e(x) -> R^{K x d}, the prompt-dependent part of g
     prompt_l2: float = 0.0  # penalty on mean_k ||h_k(x)||^2 (prompt-dependence kept small unless it pays)
     logit_scale_init: float = math.log(1 / 0.07)
@@ -146,7 +151,13 @@ class PAL(RewardModel):
 
     def loss(self, batch, key, step):
         mix = self.mixture(batch["user"])
-        m = self.margin(batch["prompt"], batch["chosen"], batch["rejected"], mix)
+        chosen, rejected = batch["chosen"], batch["rejected"]
+        if self.hp.input_dropout > 0:  # inverted dropout on the response embeddings, training only
+            keep = 1.0 - self.hp.input_dropout
+            k_c, k_r = jax.random.split(key)
+            chosen = chosen * jax.random.bernoulli(k_c, keep, chosen.shape) / keep
+            rejected = rejected * jax.random.bernoulli(k_r, keep, rejected.shape) / keep
+        m = self.margin(batch["prompt"], chosen, rejected, mix)
         mask = batch["mask"]
         nll = bt_nll(m, mask)
         if self.hp.loss == "hinge":
