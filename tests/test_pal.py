@@ -196,3 +196,12 @@ def test_pal_on_persona_statements_with_real_embeddings(tmp_path):
         rows = predict(_fit(name, tr, "model.n_prototypes=4"), list(tr.users), te, shots=16)
         seen, unseen = _summary(rows[rows.seen])[1], _summary(rows[~rows.seen])[1]
         assert seen >= 0.7 and unseen >= 0.6, (name, seen, unseen)
+
+
+def test_bad_pal_hyper_parameters_are_one_line_errors(tiny, tmp_path, capsys):
+    _, d = tiny
+    for i, bad in enumerate(("model.input_dropout=1.0", "model.user_init=spectral")):
+        code = main(["fit", "--model", "pal-b", "--data", str(d / "train.parquet"), "--out", str(tmp_path / str(i)),
+                     "--set", "train.steps=10", "--set", bad])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and bad in err and "\n" not in err, err
