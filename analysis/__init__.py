@@ -1,7 +1,13 @@
-"""Subgroup analysis of scored comparisons: accuracies with bootstrap CIs, worst-off group, gap closed."""
+"""Subgroup analysis of scored comparisons: accuracies with bootstrap CIs, worst-off group, gap closed,
+calibration, seed summaries and paired method differences."""
 
+from analysis.calibration import (calibration_metrics, per_group_calibration, reliability_curve,
+                                  uncertainty_error_correlation)
 from analysis.clustering import adjusted_rand_index, kmeans, match_components
 from analysis.metrics import (accuracy_table, bootstrap_ci, expected_accuracy, gap_closed,
                               group_report)
+from analysis.summary import group_gap_closed, paired_difference, seed_summary
 
-__all__ = ["adjusted_rand_index", "kmeans", "match_components", "accuracy_table", "bootstrap_ci", "expected_accuracy", "gap_closed", "group_report"]
+__all__ = ["adjusted_rand_index", "kmeans", "match_components", "accuracy_table", "bootstrap_ci", "expected_accuracy", "gap_closed", "group_report",
+           "calibration_metrics", "per_group_calibration", "reliability_curve", "uncertainty_error_correlation",
+           "group_gap_closed", "paired_difference", "seed_summary"]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from paper_figs.common import plt, save, score_column
+from paper_figs.common import plt, save, score_column, test_rows
 
 NAME = "accuracy_vs_prototypes"
 KEY = "model.n_prototypes"
@@ -21,7 +21,7 @@ def from_results(results_dir: Path, out_dir: Path) -> list[Path] | None:
     path = Path(results_dir) / "results.parquet"
     if not path.exists():
         return None
-    r = pd.read_parquet(path)
+    r = test_rows(pd.read_parquet(path))  # the whole sweep, on the test table (a sensitivity figure)
     r = r[(r.group == "all") & r.split.isin(["seen", "unseen"])].copy()
     r["K"] = r["hparams"].map(lambda p: json.loads(p).get(KEY))
     if r["K"].nunique() < 2:

@@ -28,10 +28,17 @@ def score_column(df: pd.DataFrame) -> str:
     return "expected" if "expected" in df and df["expected"].notna().all() else "accuracy"
 
 
-def at_defaults(r: pd.DataFrame) -> pd.DataFrame:
-    """Rows of a grid's results at each method's default hyper-parameters.
+def test_rows(r: pd.DataFrame) -> pd.DataFrame:
+    """The test-table rows of a grid's results (grids with model selection also score the val table)."""
+    return r[r["table"] == "test"] if "table" in r.columns else r
 
-    A method swept over a grid (e.g. `model.n_prototypes` in experiments/pal.py) has several `hparams`
+
+def at_defaults(r: pd.DataFrame) -> pd.DataFrame:
+    """Rows of a grid's results to draw one line or bar per method: its selected cell, on the test table.
+
+    Grids select each method's hyper-parameter point on validation data (the `selected` column of
+    results.parquet); figures report those cells only. For results stored before selection existed:
+    a method swept over a grid (e.g. `model.n_prototypes` in experiments/pal.py) has several `hparams`
     points; figures that show one line or bar per method keep the point whose swept values equal the
     family's defaults (or, when no point does, every point, labelled `method (key=value)`).
     """
@@ -39,6 +46,8 @@ def at_defaults(r: pd.DataFrame) -> pd.DataFrame:
 
     from plural.run import configs_for
 
+    if "selected" in r.columns:
+        return test_rows(r[r["selected"]])
     keep = []
     for (method, model), d in r.groupby(["method", "model"], sort=False):
         points = d["hparams"].unique()

@@ -16,5 +16,13 @@ if "xla_cpu_experimental_ynn_fusion_type" not in _os.environ.get("XLA_FLAGS", ""
 
 from plural.errors import PluralError  # noqa: E402
 
-__all__ = ["PluralError"]
+
+def load_run(run):
+    """A fitted run directory: `plural.load_run(RUN).reward(prompts, responses, user=...)` (see `plural.run.Run`)."""
+    from plural.run import load_run as _load
+
+    return _load(run)
+
+
+__all__ = ["PluralError", "load_run"]
 __version__ = "0.1.0"

@@ -24,6 +24,8 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--model", required=True, help="bt, vpl, pal-a, pal-b, micro, maxmin, fewshot, palette")
     f.add_argument("--data", required=True, help="parquet / JSON Lines file or a directory of them")
     f.add_argument("--out", required=True, help="run directory")
+    f.add_argument("--val", default=None, help="validation table (early stopping, best checkpoint); without it "
+                   "data.val_fraction of each user's pairs are held out for validation")
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")
     f.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -33,8 +35,16 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--run", required=True)
     e.add_argument("--data", required=True)
     e.add_argument("--shots", type=int, default=0, help="unseen users: adapt on their first K rows, score the rest")
+    e.add_argument("--score-from", type=int, default=None, metavar="N",
+                   help="unseen users: score only rows at position >= N (N >= K), the same rows for every K")
     e.add_argument("--out", required=True, help="metrics JSON file")
     e.add_argument("--rows", default=None, help="also write the scored rows (parquet) here")
+
+    sc = sub.add_parser("score", help="every row's reward of chosen and rejected under that row's user")
+    sc.add_argument("--run", required=True)
+    sc.add_argument("--data", required=True)
+    sc.add_argument("--shots", type=int, default=0, help="unseen users: adapt on their first K rows")
+    sc.add_argument("--out", required=True, help="parquet file: the table's columns + chosen_reward, rejected_reward")
 
     g = sub.add_parser("grid", help="run an experiment grid spec; results as parquet under --out")
     g.add_argument("spec", help="a Python file defining get_config()")
@@ -109,10 +119,13 @@ def _dispatch(args) -> int:
     if args.command == "fit":
         from plural.run import fit
 
-        result = fit(args.model, args.data, args.out, seed=args.seed, resume=args.resume, overrides=args.overrides)
+        result = fit(args.model, args.data, args.out, seed=args.seed, resume=args.resume, overrides=args.overrides,
+                     val_path=args.val)
         m = result.seed_metrics(0)
+        best = (f", best validation accuracy {m['best_val_accuracy']:.3f} at step {m['best_step']}"
+                + (f" (stopped at {m['stopped_step']})" if m["stopped_step"] else "")) if "best_step" in m else ""
         print(f"{args.model}: {m['steps']} steps, final loss {m['final_loss']:.4f}, "
-              f"train accuracy {m['final_train_accuracy']:.3f} -> {args.out}")
+              f"train accuracy {m['final_train_accuracy']:.3f}{best} -> {args.out}")
     elif args.command == "embed":
         from plural.embed.tables import embed_table
 
@@ -124,15 +137,25 @@ def _dispatch(args) -> int:
         from plural.evaluate import metrics, predict
         from plural.run import dumps, load_run
 
-        result, users = load_run(args.run)
-        rows = predict(result, users, read_table(args.data), shots=args.shots)
-        m = metrics(rows, args.shots)
+        run = load_run(args.run)
+        rows = predict(run.result, run.users, read_table(args.data), shots=args.shots, score_from=args.score_from)
+        m = metrics(rows, args.shots, score_from=args.score_from)
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(dumps(m))
         if args.rows:
             rows.to_parquet(args.rows, index=False)
         groups = "  ".join(f"{g} {v:.3f}" for g, v in m["per_group"].items())
         print(f"accuracy {m['accuracy']:.4f} on {m['n_pairs']} pairs" + (f"  |  {groups}" if groups else ""))
+    elif args.command == "score":
+        from plural.data import read_table
+        from plural.evaluate import rewards
+        from plural.run import load_run
+
+        run = load_run(args.run)
+        table = rewards(run.result, run.users, read_table(args.data), shots=args.shots)
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        table.to_parquet(args.out, index=False)
+        print(f"{len(table)} rows scored ({int(table['seen'].sum())} of seen users) -> {args.out}")
     elif args.command == "simulate":
         from plural.config import apply_overrides
 

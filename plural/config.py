@@ -36,14 +36,16 @@ class TrainConfig:
     seed_batching: str = "auto"  # how S seeds train at once: vmap | map (lax.map in one program) | auto
     # (auto: map on CPU, where batched matmuls are slower than plain ones; vmap on GPU/TPU)
     mesh_data: int = 0  # devices on the 'data' mesh axis; 0 = all local devices that divide the batch
+    eval_every: int = 100  # steps between validation evaluations when validation data is given (0: none)
+    early_stopping: int = 10  # patience: stop after this many evaluations without improvement (0: never stop)
+    val_metric: str = "accuracy"  # what validation maximises: accuracy | nll (minimised)
 
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
     """How a table becomes training data."""
 
-    unseen_fraction: float = 0.0  # users held out entirely (experiments; `plural fit` uses all users)
-    test_fraction: float = 0.0  # pairs of each seen user held out for evaluation
+    val_fraction: float = 0.1  # without --val: share of each user's pairs held out for validation (0: none)
 
 
 def _coerce(value: str, typ: Any, key: str) -> Any:

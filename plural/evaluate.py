@@ -3,7 +3,10 @@
 - A user seen during fit is scored with the model's state for that user (`seen_states`).
 - An unseen user with shots K > 0: the user's first K rows (file order) go to `adapt`, only the rest is
   scored; a user with K rows or fewer contributes no scored rows.
-- An unseen user with K = 0: the population-level prediction (`population_state`).
+- An unseen user with K = 0: the population-level prediction (`group_state`: the population state, or for
+  group-conditioned models the head of the user's group).
+- `score_from=N` (N >= K): unseen users' rows at positions < N are not scored, so that curves over K
+  score the same rows.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ import pandas as pd
 from flax import nnx
 
 from plural.data import PreferenceData
-from plural.data.batching import PAIR_FIELDS
+from plural.data.batching import eval_rows
+from plural.models.base import row_states
 from plural.errors import PluralError
 from plural.train import ADAPT_STREAM, TrainResult, seed_key
 
@@ -26,13 +30,18 @@ def _take(tree, idx):
     return jax.tree.map(lambda x: x[idx], tree)
 
 
-def score_rows(model, data: PreferenceData, states, chunk: int = CHUNK) -> np.ndarray:
-    """Margins r(chosen) - r(rejected) of every row; `states` has leading axis N (one per row)."""
+def score_rows(model, data: PreferenceData, states, chunk: int = CHUNK, fn: str = "margin") -> np.ndarray:
+    """(N,) per row: margins r(chosen) - r(rejected) (`fn="margin"`), or the reward of `chosen` / `rejected`.
+
+    `states` has leading axis N (one per row); rows are scored `chunk` at a time (bounded memory)."""
     graphdef, params = nnx.split(model)
 
     @jax.jit
     def margins(params, p, c, r, s):
-        return nnx.merge(graphdef, params).margin(p, c, r, s)
+        m = nnx.merge(graphdef, params)
+        if fn == "margin":
+            return m.margin(p, c, r, s)
+        return m.reward(p, c if fn == "chosen" else r, s)
 
     out = []
     for lo in range(0, data.n_pairs, chunk):
@@ -50,58 +59,69 @@ def check_compatible(spec: dict, data: PreferenceData) -> None:
         raise PluralError(f"{data.source}: attribute columns {list(data.attr_names)} differ from the fitted {spec['attr_names']}")
 
 
-def predict(result: TrainResult, train_users, data: PreferenceData, shots: int = 0, seed_index: int = 0) -> pd.DataFrame:
-    """Score `data` with seed `seed_index` of a fitted model.
+def user_states(result: TrainResult, train_users, data: PreferenceData, shots: int = 0, seed_index: int = 0,
+                score_from: int | None = None) -> tuple[object, np.ndarray, np.ndarray]:
+    """Each row's user state under seed `seed_index` of a fitted model, with the `--shots` semantics.
+
+    Returns (states with leading axis N, `seen` (N,) bool, `scored` (N,) bool). Seen users: the state the
+    model learned (every row scored). Unseen users: their first `shots` rows (file order) adapt the model
+    (`adapt`; the population / group prediction `group_state` at 0 shots) and rows at position >=
+    `score_from` (default `shots`) are scored; a user with `shots` rows or fewer is not adapted.
+    """
+    if shots < 0:
+        raise PluralError(f"--shots {shots}: must be >= 0")
+    score_from = shots if score_from is None else int(score_from)
+    if score_from < shots:
+        raise PluralError(f"--score-from {score_from}: must be >= --shots {shots} (scored rows never adapt the model)")
+    check_compatible(result.spec, data)
+    model = result.model(seed_index)
+    rows = eval_rows(data, train_users, result.spec.get("groups", []))
+    is_seen = rows["user"] >= 0
+    graphdef, params = nnx.split(model)
+    seen_states = _take(result.seen, seed_index)
+    states = jax.jit(lambda p, s, u, g: row_states(nnx.merge(graphdef, p), s, u, g))(
+        params, seen_states, rows["user"], rows["group"])
+    states = jax.tree.map(np.array, states)
+    scored = np.ones(data.n_pairs, bool)
+    rows_of = data.user_rows()
+    unseen_users = [u for u in range(data.n_users) if not is_seen[rows_of[u][0]]]
+    for u in unseen_users:
+        scored[rows_of[u][:score_from]] = False
+    adapt_users = [u for u in unseen_users if len(rows_of[u]) > shots] if shots > 0 else []
+    if adapt_users:
+        ctx_rows = np.stack([rows_of[u][:shots] for u in adapt_users])  # (n, K)
+        adapted = adapt_states(result, {k: v[ctx_rows] for k, v in rows.items()}, seed_index)
+        for j, u in enumerate(adapt_users):
+            rest = rows_of[u][shots:]
+            for full, a in zip(jax.tree.leaves(states), jax.tree.leaves(adapted)):
+                full[rest] = a[j]
+    return states, is_seen, scored
+
+
+def adapt_states(result: TrainResult, ctx: dict, seed_index: int = 0):
+    """New users' states from their labelled pairs: `ctx` holds (n, K, ...) arrays of `eval_rows` fields
+    (n users, K pairs each); user j adapts with the key fold_in(ADAPT_STREAM key of the seed, j).
+    Returns states with leading axis n (numpy)."""
+    graphdef, params = nnx.split(result.model(seed_index))
+    n, k = ctx["chosen"].shape[:2]
+    ctx = {**ctx, "mask": np.ones((n, k), np.float32)}
+    keys = jnp.stack([jax.random.fold_in(seed_key(result.seeds[seed_index], ADAPT_STREAM), i) for i in range(n)])
+    adapted = jax.jit(jax.vmap(lambda c, key: nnx.merge(graphdef, params).adapt(c, key)))(ctx, keys)
+    return jax.tree.map(np.asarray, adapted)
+
+
+def predict(result: TrainResult, train_users, data: PreferenceData, shots: int = 0, seed_index: int = 0,
+            score_from: int | None = None) -> pd.DataFrame:
+    """Score `data` with seed `seed_index` of a fitted model (`user_states` semantics).
 
     `train_users`: the user ids seen during fit, in the order of the model's user index.
     Returns one row per scored comparison (file order), with the source row `row`, `user_id`, `group`,
     `seen`, `margin` and `correct` (margin > 0), `uncertainty` (mean posterior variance of the user's
     latent, for families whose states carry "var"), plus the table's pass-through columns.
     """
-    if shots < 0:
-        raise PluralError(f"--shots {shots}: must be >= 0")
-    check_compatible(result.spec, data)
-    model = result.model(seed_index)
-    seen_states = _take(result.seen, seed_index)
-    index = {u: i for i, u in enumerate(train_users)}
-    row_user = data.users[data.user]
-    seen_idx = np.asarray([index.get(u, -1) for u in data.users])[data.user]
-    is_seen = seen_idx >= 0
-    scored = np.ones(data.n_pairs, bool)
-
-    pop = model.population_state()
-    states = jax.tree.map(lambda s: np.broadcast_to(np.asarray(s), (data.n_pairs, *np.shape(s))).copy(), pop)
-    if is_seen.any():
-        seen_rows = np.flatnonzero(is_seen)
-        got = _take(seen_states, seen_idx[seen_rows])
-        states = jax.tree.map(lambda full, g: _assign(full, seen_rows, g), states, got)
-    if shots > 0 and (~is_seen).any():
-        unseen_users = [u for u in range(data.n_users) if data.users[u] not in index]
-        rows_of = data.user_rows()
-        ctx_rows = []
-        for u in unseen_users:
-            rows = rows_of[u]
-            scored[rows[:shots]] = False
-            if len(rows) > shots:
-                ctx_rows.append(rows[:shots])
-        if ctx_rows:
-            ctx = {k: getattr(data, k)[np.stack(ctx_rows)] for k in PAIR_FIELDS}
-            ctx["mask"] = np.ones((len(ctx_rows), shots), np.float32)
-            keys = jnp.stack([jax.random.fold_in(seed_key(result.seeds[seed_index], ADAPT_STREAM), i) for i in range(len(ctx_rows))])
-            graphdef, params = nnx.split(model)
-            adapted = jax.jit(jax.vmap(lambda c, k: nnx.merge(graphdef, params).adapt(c, k)))(ctx, keys)
-            adapted = jax.tree.map(np.asarray, adapted)
-            for j, rows in enumerate(r for r in (rows_of[u] for u in unseen_users) if len(r) > shots):
-                rest = rows[shots:]
-                states = jax.tree.map(lambda full, a: _assign(full, rest, np.broadcast_to(a[j], (len(rest), *a.shape[1:]))), states, adapted)
-
-    margin = score_rows(model, data, states)
-    df = data.frame.drop(columns=[c for c in data.frame.columns if c.startswith(("chosen_attr_", "rejected_attr_"))]).copy()
-    df.insert(0, "row", np.arange(data.n_pairs))
-    df["user_id"] = row_user
-    if "group" not in df.columns:
-        df["group"] = None
-    df["seen"] = is_seen
+    states, is_seen, scored = user_states(result, train_users, data, shots, seed_index, score_from)
+    margin = score_rows(result.model(seed_index), data, states)
+    df = _row_frame(data, is_seen)
     df["margin"] = margin
     df["correct"] = margin > 0
     if isinstance(states, dict) and "var" in states:  # posterior variance: mean over latent dimensions
@@ -109,16 +129,50 @@ def predict(result: TrainResult, train_users, data: PreferenceData, shots: int =
     return df[scored].reset_index(drop=True)
 
 
-def _assign(full: np.ndarray, rows: np.ndarray, values) -> np.ndarray:
-    full = np.array(full)
-    full[rows] = np.asarray(values)
-    return full
+def rewards(result: TrainResult, train_users, data: PreferenceData, shots: int = 0, seed_index: int = 0) -> pd.DataFrame:
+    """`plural score`: every row's reward of `chosen` and `rejected` under that row's user.
+
+    Seen users: the learned state; unseen users: adapted from their first `shots` rows (those rows are
+    scored too, under the adapted state of the other rows, and flagged `adapt_row`). Returns the table's
+    columns (no embeddings) plus `seen`, `adapt_row`, `chosen_reward`, `rejected_reward`, in file order.
+    """
+    states, is_seen, scored = user_states(result, train_users, data, shots, seed_index)
+    model = result.model(seed_index)
+    if shots > 0:  # the context rows themselves get the state their user was adapted to
+        for rows in data.user_rows():
+            if not is_seen[rows[0]] and len(rows) > shots:
+                for leaf in jax.tree.leaves(states):
+                    leaf[rows[:shots]] = leaf[rows[shots]]
+    df = _row_frame(data, is_seen)
+    df["adapt_row"] = ~scored
+    df["chosen_reward"] = score_rows(model, data, states, fn="chosen")
+    df["rejected_reward"] = score_rows(model, data, states, fn="rejected")
+    return df
 
 
-def metrics(rows: pd.DataFrame, shots: int) -> dict:
-    """The `metrics.json` of CONTRACT.md section 3 from `predict` output (keys sorted, deterministic)."""
+def _row_frame(data: PreferenceData, is_seen: np.ndarray) -> pd.DataFrame:
+    """The table's non-embedding columns plus `row`, `user_id`, `group`, `seen`."""
+    df = data.frame.drop(columns=[c for c in data.frame.columns if c.startswith(("chosen_attr_", "rejected_attr_"))]).copy()
+    df.insert(0, "row", np.arange(data.n_pairs))
+    df["user_id"] = data.users[data.user]
+    if "group" not in df.columns:
+        df["group"] = None
+    df["seen"] = is_seen
+    return df
+
+
+def metrics(rows: pd.DataFrame, shots: int, score_from: int | None = None) -> dict:
+    """The `metrics.json` of `plural evaluate` from `predict` output (keys sorted, deterministic).
+
+    accuracy, n_pairs, per_group, per_user, shots (and score_from when given), as the contract has them;
+    plus `calibration` (overall) and `per_group_calibration`: log-loss, Brier score and ECE of the
+    predicted preference probability sigma(margin), and with ground truth their oracle values and the
+    distance to the oracle probabilities (`analysis.calibration`).
+    """
+    from analysis.calibration import calibration_metrics, per_group_calibration
+
     if rows.empty:
-        raise PluralError("no rows left to score (every user has at most --shots rows)")
+        raise PluralError("no rows left to score (every user has at most --shots / --score-from rows)")
     out = {"accuracy": float(rows["correct"].mean()), "n_pairs": int(len(rows))}
     if rows["group"].notna().any():
         out["per_group"] = {str(g): float(v) for g, v in rows.groupby("group", sort=True)["correct"].mean().items()}
@@ -126,6 +180,10 @@ def metrics(rows: pd.DataFrame, shots: int) -> dict:
         out["per_group"] = {}
     out["per_user"] = {str(u): float(v) for u, v in rows.groupby("user_id", sort=True)["correct"].mean().items()}
     out["shots"] = int(shots)
+    if score_from is not None:
+        out["score_from"] = int(score_from)
+    out["calibration"] = calibration_metrics(rows)
+    out["per_group_calibration"] = per_group_calibration(rows) if rows["group"].notna().any() else {}
     if "uncertainty" in rows.columns:  # families with a posterior over users (VPL)
         out["per_user_uncertainty"] = {str(u): float(v) for u, v in rows.groupby("user_id", sort=True)["uncertainty"].first().items()}
     return out

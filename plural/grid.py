@@ -1,9 +1,13 @@
-"""Experiment grids: methods x datasets x hyper-parameters x seeds, seeds trained at once.
+"""Experiment grids: methods x datasets x hyper-parameters x seeds, seeds trained at once, with model
+selection on validation data.
 
 A spec is a plain Python file with `get_config()` returning a dict:
 
-    datasets: {name: {"simulate": {IdealPointConfig fields}} | {"train": path, "test": path}}
-              ({"simulate": {"population": "statements", StatementsConfig fields}} for persona statements)
+    datasets: {name: {"simulate": {IdealPointConfig fields}}
+                     | {"simulate": {"population": "statements", StatementsConfig fields}}
+                     | {"train": path, "val": path, "test": path}
+                     | {"table": path, "convert": SOURCE (optional), "convert_set": [...], "split": {SplitConfig fields}}}
+              (a real table is converted if asked, then split by `plural split`'s rules into train / val / test)
     methods:  {label: {"model": family name, "set": [key=value, ...], "grid": {...} (optional)}}
     grid:     {key: [values, ...]}   cartesian sweep applied to every method without its own "grid" (optional)
     seeds:    [0, 1, ...]            trained at once along the seed axis
@@ -12,10 +16,24 @@ A spec is a plain Python file with `get_config()` returning a dict:
               active vs random query selection on the unseen users, for families with a posterior
               (`state_from_context`, e.g. VPL); rows go to DIR/active.parquet
 
-Each (dataset, method, hyper-parameter point) is one cell; its summary table is written to
-DIR/cells/<cell>.parquet as soon as it finishes, so `--resume` skips finished cells. DIR/results.parquet
-concatenates them: one row per (cell, seed, shots, split, group) with accuracy, and with ground truth
-the noise-free accuracy, oracle, single and gap_closed.
+    baseline: "bt"                   method label the others are compared with (paired differences; optional)
+
+Each (dataset, method, hyper-parameter point) is one cell. It trains on the train table with early
+stopping on the val table (its seen users' held-out pairs), then is scored on the val and the test
+tables: seen users, and unseen users at every shot count, always on the same rows (positions >= the
+largest shot count: `--score-from`). Its summary is written to DIR/cells/<cell>.parquet as soon as it
+finishes (atomically), so `--resume` skips finished cells; its scored rows go to <cell>.rows.parquet.
+
+Outputs:
+- results.parquet: one row per (cell, table, seed, shots, split, group) with accuracy and its user-bootstrap
+  CI, log-loss / Brier / ECE, with ground truth the noise-free accuracy, oracle, single and gap_closed;
+  `selected` marks the selected cell of each (dataset, method).
+- selected.parquet: for each dataset and method, the hyper-parameter point with the best validation score
+  (`selection_score`: mean accuracy over seeds of the seen users' val pairs and of the val-unseen users,
+  averaged over the spec's shot counts), with its test rows.
+- summary.parquet: the selected cells' test numbers, mean and 95% CI across training seeds.
+- paired.parquet: each selected method minus the baseline on the same test rows, per seed, with a
+  user-bootstrap CI.
 """
 
 from __future__ import annotations
@@ -32,7 +50,7 @@ from tqdm.auto import tqdm
 from analysis import accuracy_table
 from personas import POPULATIONS
 from plural.config import apply_overrides
-from plural.data import read_table
+from plural.data import PreferenceData, read_table
 from plural.errors import PluralError
 from plural.evaluate import predict
 from plural.models import get_family
@@ -59,7 +77,9 @@ def load_spec(path: str | Path) -> dict:
     return spec
 
 
-def _dataset(name: str, entry: dict, out: Path):
+def _dataset(name: str, entry: dict, out: Path) -> dict[str, PreferenceData]:
+    """{"train", "val", "test"} tables of a spec's dataset entry (simulated or converted/split once under out/data)."""
+    d = out / "data" / name
     if "simulate" in entry:
         opts = dict(entry["simulate"])
         population = opts.pop("population", "ideal-point")
@@ -67,11 +87,38 @@ def _dataset(name: str, entry: dict, out: Path):
             raise PluralError(f"dataset {name}: unknown population {population!r} (expected {' or '.join(POPULATIONS)})")
         config_cls, simulate = POPULATIONS[population]
         cfg = apply_overrides({"p": config_cls()}, [f"{k}={v}" for k, v in opts.items()])["p"]
-        d = out / "data" / name
         if not (d / "test.parquet").exists():
             simulate(cfg).write(d)
-        return read_table(d / "train.parquet"), read_table(d / "test.parquet")
-    return read_table(entry["train"]), read_table(entry["test"])
+        paths = {k: d / f"{k}.parquet" for k in SPLITS}
+    elif "table" in entry:
+        if not (d / "test.parquet").exists():
+            _split_real(name, entry, d)
+        paths = {k: d / f"{k}.parquet" for k in SPLITS}
+    elif all(k in entry for k in SPLITS):
+        paths = {k: entry[k] for k in SPLITS}
+    else:
+        raise PluralError(f"dataset {name}: expected 'simulate', 'table' or 'train' / 'val' / 'test' paths")
+    return {k: read_table(p) for k, p in paths.items()}
+
+
+def _split_real(name: str, entry: dict, d: Path) -> None:
+    """Convert (optionally) and split a real table into d/{train,val,test}.parquet."""
+    from plural.data.split import SplitConfig, split_table
+    from plural.data.table import read_frame
+
+    d.mkdir(parents=True, exist_ok=True)
+    table = entry["table"]
+    if entry.get("convert"):
+        from plural.data.sources import convert
+
+        convert(entry["convert"], table, d / "table.parquet", overrides=list(entry.get("convert_set", [])))
+        table = d / "table.parquet"
+    cfg = apply_overrides({"s": SplitConfig()}, [f"{k}={v}" for k, v in entry.get("split", {}).items()])["s"]
+    parts = split_table(read_frame(table), cfg)
+    for k in SPLITS:
+        parts[k].to_parquet(d / f"{k}.parquet.tmp", index=False)
+    for k in SPLITS:
+        (d / f"{k}.parquet.tmp").rename(d / f"{k}.parquet")
 
 
 def _points(grid: dict) -> list[dict]:
@@ -95,7 +142,7 @@ def run_grid(spec_path: str | Path, out: str | Path, resume: bool = False, progr
         raise PluralError(f"{out}: already holds grid results; pass --resume to continue, or use a new --out")
     (out / "cells").mkdir(parents=True, exist_ok=True)
     seeds = tuple(spec.get("seeds", [0]))
-    shots_list = list(spec.get("shots", [0]))
+    shots_list = sorted(spec.get("shots", [0]))
     todo = list(cells(spec))
     for _, _, _, model, sets, _ in todo:  # validate every cell's hyper-parameters before training anything
         configs_for(model, sets)
@@ -106,38 +153,149 @@ def run_grid(spec_path: str | Path, out: str | Path, resume: bool = False, progr
             continue
         if ds not in datasets:
             datasets[ds] = _dataset(ds, spec["datasets"][ds], out)
-        train_data, test_data = datasets[ds]
+        data = datasets[ds]
         c = configs_for(model, sets)
-        result = train(get_family(model), c["model"], c["train"], train_data, seeds=seeds, progress=progress)
-        tables = []
-        for i, seed in enumerate(seeds):
-            for shots in shots_list:
-                rows = predict(result, list(train_data.users), test_data, shots=shots, seed_index=i)
-                rows["split"] = rows["seen"].map({True: "seen", False: "unseen"})
-                for split, r in [("all", rows), *rows.groupby("split")]:
-                    for t in (accuracy_table(r, by=None, n_boot=200).assign(group="all"),
-                              accuracy_table(r, by="group", n_boot=200) if r["group"].notna().any() else None):
-                        if t is not None:
-                            tables.append(t.drop(columns=["subset"], errors="ignore").assign(
-                                seed=seed, shots=shots, split=split))
+        result = train(get_family(model), c["model"], c["train"], data["train"], seeds=seeds, progress=progress,
+                       val=data["val"])
+        cell, rows = _score_cell(result, seeds, data, shots_list)
         if spec.get("active") and hasattr(get_family(model), "state_from_context"):
-            _active_table(result, seeds, set(train_data.users), test_data, spec["active"]).assign(
+            _active_table(result, seeds, set(data["train"].users), data["test"], spec["active"]).assign(
                 cell=cid, dataset=ds, method=label, model=model, hparams=json.dumps(point, sort_keys=True)
             ).to_parquet(out / "cells" / f"{cid}.active.parquet", index=False)
-        cell = pd.concat(tables, ignore_index=True)
-        cell.insert(0, "cell", cid)
-        cell.insert(1, "dataset", ds)
-        cell.insert(2, "method", label)
-        cell.insert(3, "model", model)
-        cell.insert(4, "hparams", json.dumps(point, sort_keys=True))
-        cell.to_parquet(path.with_suffix(".tmp"), index=False)
-        path.with_suffix(".tmp").rename(path)  # atomic: a crash never leaves half a cell
+        stopped = {s: result.seed_metrics(i).get("best_step") for i, s in enumerate(seeds)}
+        meta = {"cell": cid, "dataset": ds, "method": label, "model": model, "hparams": json.dumps(point, sort_keys=True)}
+        for i, (k, v) in enumerate(meta.items()):
+            cell.insert(i, k, v)
+        cell["best_step"] = cell["seed"].map(stopped)
+        _atomic_parquet(rows.assign(cell=cid), out / "cells" / f"{cid}.rows.parquet")
+        _atomic_parquet(cell, path)  # last: a cell counts as finished only when its summary exists
     results = pd.concat([pd.read_parquet(out / "cells" / f"{cid}.parquet") for cid, *_ in todo], ignore_index=True)
+    results = select(results, spec)
     results.to_parquet(out / "results.parquet", index=False)
+    chosen = results[results["selected"] & (results["table"] == "test")]
+    chosen.to_parquet(out / "selected.parquet", index=False)
+    summarise(chosen).to_parquet(out / "summary.parquet", index=False)
+    rows = pd.concat([pd.read_parquet(out / "cells" / f"{c}.rows.parquet") for c in chosen["cell"].unique()], ignore_index=True)
+    reliability(rows, chosen).to_parquet(out / "reliability.parquet", index=False)
+    baseline = spec.get("baseline", "bt" if "bt" in spec["methods"] else None)
+    if baseline:
+        paired(rows, chosen, baseline).to_parquet(out / "paired.parquet", index=False)
     active = [out / "cells" / f"{cid}.active.parquet" for cid, *_ in todo]
     if any(p.exists() for p in active):
         pd.concat([pd.read_parquet(p) for p in active if p.exists()], ignore_index=True).to_parquet(out / "active.parquet", index=False)
     return results
+
+
+SPLITS = ("train", "val", "test")
+ROW_COLUMNS = ["row", "user_id", "group", "seen", "margin", "correct", "oracle_p", "population_p"]
+
+
+def _atomic_parquet(df: pd.DataFrame, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    df.to_parquet(tmp, index=False)
+    tmp.rename(path)  # a crash never leaves half a file
+
+
+def _score_cell(result, seeds, data: dict, shots_list: list[int]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Summary lines (table x seed x shots x split x group) and the scored rows of one trained cell.
+
+    Unseen users are scored on rows at positions >= max(shots) for every shot count (one fixed set of rows
+    per curve); seen users' rows do not depend on shots and are scored once per seed (listed at every shot
+    count so that each line of the summary is complete)."""
+    from analysis.calibration import calibration_metrics
+
+    users = list(data["train"].users)
+    score_from = max(shots_list)
+    tables, kept = [], []
+    for table in ("val", "test"):
+        for i, seed in enumerate(seeds):
+            for shots in shots_list:
+                rows = predict(result, users, data[table], shots=shots, seed_index=i, score_from=score_from)
+                rows["split"] = rows["seen"].map({True: "seen", False: "unseen"})
+                kept.append(rows[[c for c in ROW_COLUMNS + ["split"] if c in rows]].assign(table=table, seed=seed, shots=shots))
+                for split, r in [("all", rows), *rows.groupby("split")]:
+                    parts = [accuracy_table(r, by=None, n_boot=200).assign(group="all")]
+                    if r["group"].notna().any():
+                        parts.append(accuracy_table(r, by="group", n_boot=200))
+                    for t in parts:
+                        cal = pd.DataFrame([calibration_metrics(r if g == "all" else r[r["group"] == g])
+                                            for g in t["group"]]).drop(columns=["n_pairs"])
+                        tables.append(pd.concat([t.drop(columns=["subset"], errors="ignore").reset_index(drop=True), cal], axis=1)
+                                      .assign(table=table, seed=seed, shots=shots, split=split, score_from=score_from))
+    return pd.concat(tables, ignore_index=True), pd.concat(kept, ignore_index=True)
+
+
+def select(results: pd.DataFrame, spec: dict) -> pd.DataFrame:
+    """Add `selection_score` (per cell) and `selected` (the best cell of each dataset x method on validation).
+
+    selection_score = mean over seeds of: the seen users' val accuracy, and (when the val table has unseen
+    users) their accuracy averaged over the spec's shot counts; the two are averaged. Ties: the first cell
+    in spec order. Test numbers play no part."""
+    v = results[(results["table"] == "val") & (results["group"] == "all")]
+    seen = v[v["split"] == "seen"].groupby(["cell", "seed"])["accuracy"].first()
+    unseen = v[v["split"] == "unseen"].groupby(["cell", "seed"])["accuracy"].mean()
+    per_seed = pd.concat([seen.rename("seen"), unseen.rename("unseen")], axis=1).mean(axis=1)
+    score = per_seed.groupby(level="cell").mean()
+    results = results.assign(selection_score=results["cell"].map(score))
+    order = {cid: i for i, (cid, *_) in enumerate(cells(spec))}
+    best = (results.drop_duplicates("cell").assign(order=lambda d: d["cell"].map(order))
+            .sort_values(["selection_score", "order"], ascending=[False, True])
+            .drop_duplicates(["dataset", "method"])["cell"])
+    return results.assign(selected=results["cell"].isin(set(best)))
+
+
+def summarise(chosen: pd.DataFrame) -> pd.DataFrame:
+    """Mean and 95% CI across training seeds of the selected cells' test numbers."""
+    from analysis.summary import seed_summary
+
+    cols = [c for c in ("accuracy", "expected", "gap_closed", "log_loss", "brier", "ece") if c in chosen]
+    keys = ["dataset", "method", "model", "hparams", "split", "shots", "group"]
+    extra = [c for c in ("oracle", "single") if c in chosen]
+    out = seed_summary(chosen, cols, keys)
+    if extra:
+        out = out.merge(chosen.groupby(keys, as_index=False)[extra].mean(), on=keys)
+    return out
+
+
+def reliability(rows: pd.DataFrame, chosen: pd.DataFrame) -> pd.DataFrame:
+    """Reliability curves of the selected cells on the test table: per dataset, method, seed and split
+    (seen users; unseen users at the largest shot count)."""
+    from analysis.calibration import reliability_curve
+
+    meta = chosen.drop_duplicates("cell").set_index("cell")[["dataset", "method"]]
+    top = rows["shots"].max()
+    r = rows[(rows["table"] == "test") & ((rows["split"] == "seen") & (rows["shots"] == rows["shots"].min())
+                                         | (rows["split"] == "unseen") & (rows["shots"] == top))]
+    out = []
+    for (cid, seed, split), g in r.groupby(["cell", "seed", "split"], sort=True):
+        out.append(reliability_curve(g).assign(dataset=meta.at[cid, "dataset"], method=meta.at[cid, "method"],
+                                               seed=seed, split=split))
+    return pd.concat(out, ignore_index=True) if out else pd.DataFrame()
+
+
+def paired(rows: pd.DataFrame, chosen: pd.DataFrame, baseline: str) -> pd.DataFrame:
+    """Each selected method minus the selected `baseline` on the same test rows: per dataset, seed, shots
+    and split, the mean difference in correctness (and noise-free accuracy) with a user-bootstrap CI."""
+    from analysis.summary import paired_difference
+
+    meta = chosen.drop_duplicates("cell").set_index("cell")[["dataset", "method"]]
+    rows = rows[rows["table"] == "test"].join(meta, on="cell")
+    out = []
+    for ds, d in rows.groupby("dataset", sort=False):
+        base = d[d["method"] == baseline]
+        if base.empty:
+            continue
+        for method, dm in d[d["method"] != baseline].groupby("method", sort=True):
+            for (seed, shots), a in dm.groupby(["seed", "shots"], sort=True):
+                b = base[(base["seed"] == seed) & (base["shots"] == shots)]
+                if b.empty:
+                    continue
+                for split in ("seen", "unseen"):
+                    ra, rb = a[a["split"] == split], b[b["split"] == split]
+                    if len(ra):
+                        out.append(paired_difference(ra, rb).assign(dataset=ds, method=method, baseline=baseline,
+                                                                     seed=seed, shots=shots, split=split))
+    return pd.concat(out, ignore_index=True) if out else pd.DataFrame()
 
 
 def _active_table(result, seeds, train_users: set, test_data, opts: dict) -> pd.DataFrame:

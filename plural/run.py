@@ -3,7 +3,8 @@
     RUN/config.json       every hyper-parameter, the data spec and the training users
     RUN/checkpoints/<N>/  Orbax checkpoints of parameters + optimiser state (the trainer's)
     RUN/seen_states.npz   what the model learned of each training user (S, U, ...), derived data
-    RUN/metrics.json      training metrics (deterministic per seed: byte-identical across reruns)
+    RUN/metrics.json      training metrics (deterministic per seed: byte-identical across reruns), with
+                          validation loss / accuracy per evaluation and the best step when validating
 """
 
 from __future__ import annotations
@@ -11,10 +12,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import jax
 import numpy as np
 
 from plural.config import DataConfig, TrainConfig, apply_overrides, from_dict, to_dict
-from plural.data import PreferenceData, read_table
+from plural.data import PreferenceData, read_table, split_pairs
 from plural.errors import PluralError
 from plural.models import get_family
 from plural.train import TrainResult, restore_params, train
@@ -47,16 +49,35 @@ def load_states(path: Path):
 
 def fit(model: str, data_path: str | Path, out: str | Path, seed: int = 0, resume: bool = False,
         overrides: list[str] = (), progress: bool = True, data: PreferenceData | None = None,
-        on_chunk=None) -> TrainResult:
-    """`plural fit`: train one seed of `model` on the table at `data_path`, writing the run directory."""
+        on_chunk=None, val_path: str | Path | None = None, val: PreferenceData | None = None) -> TrainResult:
+    """`plural fit`: train one seed of `model` on the table at `data_path`, writing the run directory.
+
+    Validation: on the table `val_path` (or `val`) when given; otherwise `data.val_fraction` of each user's
+    pairs are held out of training for it (seeded by `seed`), so that a table given alone stops early by
+    default. `data.val_fraction=0` (or `train.eval_every=0` with it) trains on every pair without validation.
+    """
     family = get_family(model)
     cfgs = configs_for(model, overrides)
     data = data if data is not None else read_table(data_path)
+    if val is None and val_path is not None:
+        val = read_table(val_path)
+    frac, every = cfgs["data"].val_fraction, cfgs["train"].eval_every
+    if not 0.0 <= frac < 1.0:
+        raise PluralError(f"--set data.val_fraction={frac}: expected a fraction in [0, 1)")
+    if val is not None and every == 0:
+        raise PluralError("--val needs train.eval_every > 0 (validation scores every eval_every steps)")
+    if val is None and frac > 0:
+        if every == 0:
+            raise PluralError(f"data.val_fraction={frac} holds out pairs for validation, but train.eval_every=0 "
+                              "turns validation off: set data.val_fraction=0 too, or eval_every > 0")
+        data, val = split_pairs(data, frac, seed)
     out = Path(out)
     config = {
         "model": model,
         "seed": int(seed),
         "data_path": str(data_path),
+        "validation": {"path": str(val_path)} if val_path is not None else
+                      {"held_out_fraction": frac} if val is not None and frac > 0 else None,
         "model_hparams": to_dict(cfgs["model"]),
         "train": to_dict(cfgs["train"]),
         "data": to_dict(cfgs["data"]),
@@ -68,19 +89,84 @@ def fit(model: str, data_path: str | Path, out: str | Path, seed: int = 0, resum
         if not resume:
             raise PluralError(f"{out}: already holds a run; pass --resume to continue it, or choose a new --out")
         old = json.loads((out / "config.json").read_text())
-        if {k: v for k, v in old.items() if k != "data_path"} != json.loads(dumps({k: v for k, v in config.items() if k != "data_path"})):
+        drop = ("data_path", "validation")
+        if {k: v for k, v in old.items() if k not in drop} != json.loads(dumps({k: v for k, v in config.items() if k not in drop})):
             raise PluralError(f"{out}/config.json: --resume with a different model, data, seed or hyper-parameters")
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(dumps(config))
     result = train(family, cfgs["model"], cfgs["train"], data, seeds=(seed,), workdir=out, resume=resume,
-                   progress=progress, on_chunk=on_chunk)
+                   progress=progress, on_chunk=on_chunk, val=val)
     save_states(out / "seen_states.npz", result.seen)
     (out / "metrics.json").write_text(dumps(result.seed_metrics(0)))
     return result
 
 
-def load_run(run: str | Path) -> tuple[TrainResult, list[str]]:
-    """The fitted model of a run directory and its training users (in model index order)."""
+class Run:
+    """A fitted run directory, loaded: `plural.load_run(RUN)`.
+
+    `result` (the `TrainResult`, one seed), `users` (training user ids in model index order), `config`.
+    `reward(prompts, responses, user=...)` scores responses; `predict` / `rewards` (plural.evaluate) take
+    `run.result, run.users`.
+    """
+
+    def __init__(self, result: TrainResult, users: list[str], config: dict):
+        self.result, self.users, self.config = result, users, config
+
+    def reward(self, prompts, responses, user: str | None = None, group: str | None = None,
+               context: PreferenceData | None = None) -> np.ndarray:
+        """Rewards (N,) of `responses` to `prompts` for one user.
+
+        prompts, responses: lists of N texts (embedded with the run's embedder) or (N, D) arrays of
+        embeddings (prompts may be None: one fixed context). `user`: a training user id (its learned state);
+        otherwise the population prediction, or the head of `group` for group-conditioned models; with
+        `context` (a table of the new user's labelled pairs) the model is adapted to them first.
+        """
+        from plural.data.batching import eval_rows
+        from plural.evaluate import adapt_states
+
+        spec = self.result.spec
+        resp = _embedded(responses, spec["dim"], "responses")
+        n = len(resp)
+        if prompts is None and spec["prompt_dim"] > 0:
+            raise PluralError(f"reward: the model was fitted with prompt embeddings of length {spec['prompt_dim']}; pass prompts")
+        prom = np.zeros((n, 0), np.float32) if spec["prompt_dim"] == 0 else _embedded(prompts, spec["prompt_dim"], "prompts")
+        if len(prom) != n:
+            raise PluralError(f"reward: {len(prom)} prompts for {n} responses")
+        model = self.result.model(0)
+        if user is not None:
+            if user not in self.users:
+                raise PluralError(f"reward: user {user!r} was not seen in training; pass context= to adapt to a new user")
+            state = jax.tree.map(lambda s: np.asarray(s)[0, self.users.index(user)], self.result.seen)
+        elif context is not None:
+            ctx = context.take(np.arange(context.n_pairs))
+            if ctx.n_users != 1:
+                raise PluralError(f"reward: context holds {ctx.n_users} users; give one user's pairs")
+            if ctx.users[0] in self.users:
+                raise PluralError(f"reward: context user {ctx.users[0]!r} was seen in training; pass user= instead")
+            rows = eval_rows(ctx, self.users, spec.get("groups", []))
+            state = jax.tree.map(lambda s: s[0], adapt_states(self.result, {k: v[None] for k, v in rows.items()}))
+        else:
+            groups = spec.get("groups", [])
+            g = np.asarray(groups.index(group) if group in groups else -1, np.int32)
+            state = jax.tree.map(np.asarray, model.group_state(g))
+        states = jax.tree.map(lambda s: np.broadcast_to(s, (n, *np.shape(s))), state)
+        return np.asarray(jax.jit(lambda p, r, s: model.reward(p, r, s))(prom, resp, states))
+
+
+def _embedded(x, dim: int, what: str) -> np.ndarray:
+    """(N, dim) float32 from a list of texts (embedded offline) or an array of embeddings."""
+    if len(x) and isinstance(x[0], str):
+        from plural.embed import embed_texts
+
+        x = embed_texts(list(x))
+    x = np.asarray(x, np.float32)
+    if x.ndim != 2 or x.shape[1] != dim:
+        raise PluralError(f"reward: {what} of shape {x.shape}; the model was fitted on embeddings of length {dim}")
+    return x
+
+
+def load_run(run: str | Path) -> Run:
+    """The fitted model of a run directory (see `Run`)."""
     run = Path(run)
     path = run / "config.json"
     if not path.exists():
@@ -100,4 +186,4 @@ def load_run(run: str | Path) -> tuple[TrainResult, list[str]]:
         raise PluralError(f"{run}: the run has not finished (no seen_states.npz); continue it with plural fit --resume")
     seen = load_states(seen_path)
     result = TrainResult(family, hp, cfg, config["spec"], seeds, graphdef, params, rest, seen, history=[])
-    return result, config["users"]
+    return Run(result, config["users"], config)

@@ -7,6 +7,15 @@ one `lax.scan` (one dispatch per chunk), S seeds at once along a leading seed ax
 mesh. Orbax checkpoints every `ckpt_every` steps; `resume=True` continues from the latest one to the
 same bytes an uninterrupted run gives, because the data order and all randomness are functions of
 (seed, step) only and chunk boundaries do not depend on where a run started.
+
+Validation. Given validation data, every `eval_every` steps a jitted evaluation scores its rows of seen
+users (each with what the model has learned of that user; rows of users unseen in training get the
+model's population / group prediction when the table has no seen user's rows), records `val_loss` (BT
+negative log-likelihood of sigma(margin)) and `val_accuracy` in the history, and keeps each seed's best
+parameters (by `val_metric`). A seed stops after `early_stopping` evaluations without improvement; its
+best parameters are frozen from then on, so a seed's result does not depend on which seeds train beside
+it, and training ends when every seed has stopped. The best parameters are checkpointed beside the latest
+ones ("best" item) and are what the run returns and `restore_params` loads.
 """
 
 from __future__ import annotations
@@ -28,8 +37,10 @@ from tqdm.auto import tqdm
 
 from plural.config import TrainConfig
 from plural.data import PreferenceData, device_data, sample_pairs, sample_users
+from plural.data.batching import eval_rows
 from plural.errors import PluralError
 from plural.models import RewardModel
+from plural.models.base import bt_nll, masked_accuracy, row_states
 from plural.parallel import data_mesh, replicated, shard_batch
 
 # Independent PRNG streams derived from one seed.
@@ -113,6 +124,7 @@ class TrainResult:
     rest: Any
     seen: Any  # per-seed `seen_states` of the training users: (S, U, ...)
     history: list[dict]  # one entry per chunk: {"step": int, "loss": [S floats], <metric>: [S floats]}
+    early: dict | None = None  # with validation: per seed "best_step", "best_score", "stopped_step" lists
 
     def model(self, i: int = 0) -> RewardModel:
         """The NNX module of seed index `i`."""
@@ -122,19 +134,26 @@ class TrainResult:
     def seed_metrics(self, i: int = 0) -> dict:
         """The deterministic training metrics of seed index `i` (what `metrics.json` holds)."""
         last = self.history[-1] if self.history else {}
-        return {
+        out = {
             "seed": self.seeds[i],
             "steps": self.cfg.steps,
             "final_loss": last.get("loss", [math.nan])[i],
             "final_train_accuracy": last.get("accuracy", [math.nan])[i],
             "history": [{k: (v if k == "step" else v[i]) for k, v in h.items()} for h in self.history],
         }
+        if self.early is not None:
+            best = self.early["best_step"][i]
+            at = next(h for h in self.history if h["step"] == best)
+            out.update(best_step=best, stopped_step=self.early["stopped_step"][i],
+                       best_val_loss=at["val_loss"][i], best_val_accuracy=at["val_accuracy"][i])
+        return out
 
 
 class Trainer:
     """Compiled training of one family on one table for S seeds. Use `train()` for the common path."""
 
-    def __init__(self, family: type[RewardModel], hp, cfg: TrainConfig, data: PreferenceData, seeds=(0,)):
+    def __init__(self, family: type[RewardModel], hp, cfg: TrainConfig, data: PreferenceData, seeds=(0,),
+                 val: PreferenceData | None = None):
         self.family, self.hp, self.cfg, self.seeds = family, hp, cfg, tuple(int(s) for s in seeds)
         self.spec = data.spec()
         batch = cfg.batch_size if family.batch_kind == "pairs" else cfg.users_per_batch
@@ -149,6 +168,16 @@ class Trainer:
         if self.mesh is not None and batch % self.mesh.size:
             raise PluralError(f"batch size {batch} is not divisible by the {self.mesh.size} devices of the mesh")
         self.dd = device_data(data, replicated(self.mesh))
+        if cfg.val_metric not in ("accuracy", "nll"):
+            raise PluralError(f"--set train.val_metric={cfg.val_metric}: expected accuracy or nll")
+        if cfg.eval_every < 0 or cfg.early_stopping < 0:
+            raise PluralError("train.eval_every and train.early_stopping must be >= 0")
+        self.vd = None
+        if val is not None and cfg.eval_every > 0:
+            rows = eval_rows(val, data.users, data.groups)
+            if (rows["user"] >= 0).any():  # seen users' held-out pairs, each scored with its own state
+                rows = {k: v[rows["user"] >= 0] for k, v in rows.items()}
+            self.vd = jax.tree.map(jnp.asarray, rows) if self.mesh is None else jax.device_put(rows, replicated(self.mesh))
         self.tx = optimizer_for(family, hp, cfg)
         self.graphdef = nnx.split(nnx.eval_shape(lambda: family(self.spec, hp, nnx.Rngs(0))))[0]
         self._chunks: dict[int, Callable] = {}
@@ -213,10 +242,10 @@ class Trainer:
         return tree if self.mesh is None else jax.device_put(tree, replicated(self.mesh))
 
     def boundaries(self) -> list[int]:
-        """Steps at which a chunk ends: multiples of log_every and ckpt_every, and the last step."""
+        """Steps at which a chunk ends: multiples of log_every, ckpt_every and (validating) eval_every, and the last step."""
         c = self.cfg
         ends = {c.steps}
-        for every in (c.log_every, c.ckpt_every):
+        for every in (c.log_every, c.ckpt_every, c.eval_every if self.vd is not None else 0):
             if every > 0:
                 ends.update(range(every, c.steps, every))
         return sorted(ends)
@@ -226,14 +255,52 @@ class Trainer:
             return nnx.merge(self.graphdef, p, r).seen_states(self.dd)
         return jax.jit(jax.vmap(one))(params, rest)
 
+    @partial(jax.jit, static_argnums=0)
+    def _validate(self, params, rest, dd, vd):
+        """(val_loss (S,), val_accuracy (S,)) of every seed on the validation rows."""
+        def one(p, r):
+            model = nnx.merge(self.graphdef, p, r)
+            states = row_states(model, model.seen_states(dd), vd["user"], vd["group"])
+            m = model.margin(vd["prompt"], vd["chosen"], vd["rejected"], states)
+            return bt_nll(m), masked_accuracy(m)
+        return jax.vmap(one)(params, rest)
+
+    @staticmethod
+    @jax.jit
+    def _keep_best(best, params, improved):
+        """Per seed, `params` where `improved` (S,) else `best` (new buffers: params are donated later)."""
+        def pick(b, p):
+            return jnp.where(improved.reshape((-1,) + (1,) * (p.ndim - 1)), p, b)
+        return jax.tree.map(pick, best, params)
+
+    def _early_update(self, early: dict, end: int, loss, acc) -> np.ndarray:
+        """Record one evaluation in `early` (in place); returns which seeds improved."""
+        score = np.asarray(acc, np.float64) if self.cfg.val_metric == "accuracy" else -np.asarray(loss, np.float64)
+        improved = np.zeros(len(self.seeds), bool)
+        for i, sc in enumerate(score.tolist()):
+            if early["stopped_step"][i] is not None:
+                continue  # frozen: a stopped seed's result must not depend on the seeds beside it
+            if sc > early["best_score"][i]:
+                improved[i] = True
+                early["best_score"][i], early["best_step"][i], early["bad"][i] = sc, end, 0
+            else:
+                early["bad"][i] += 1
+            if self.cfg.early_stopping and early["bad"][i] >= self.cfg.early_stopping:
+                early["stopped_step"][i] = end
+        return improved
+
     # -- the loop ----------------------------------------------------------------------------------------
     def run(self, workdir: str | Path | None = None, resume: bool = False, progress: bool = True,
             on_chunk: Callable[[int], None] | None = None) -> TrainResult:
-        """Train all seeds to `cfg.steps`; checkpoint under `workdir/checkpoints` when given.
+        """Train all seeds to `cfg.steps` (or until every seed stops early); checkpoint under `workdir/checkpoints`.
 
         `on_chunk(step)` is called after each chunk (and its checkpoint); tests use it to simulate a crash.
         """
         params, rest, opt_state, train_keys = self.init()
+        S = len(self.seeds)
+        validating = self.vd is not None
+        early = {"best_score": [-math.inf] * S, "best_step": [0] * S, "bad": [0] * S, "stopped_step": [None] * S}
+        best = jax.tree.map(jnp.copy, params) if validating else None
         history: list[dict] = []
         start = 0
         mngr = None
@@ -246,24 +313,33 @@ class Trainer:
             if latest is not None and not resume:
                 raise PluralError(f"{workdir}: already holds checkpoints; pass --resume to continue, or use a new --out")
             if latest is not None:
-                params, opt_state, history, start = self._restore(mngr, latest, params, opt_state)
-                params, opt_state = self._place((params, opt_state))
+                params, opt_state, rest, best, history, early, start = self._restore(mngr, latest, params, opt_state, rest, best)
+                params, opt_state, rest, best = self._place((params, opt_state, rest, best))
                 if start not in self.boundaries() or start > self.cfg.steps:
                     raise PluralError(f"{workdir}: checkpoint at step {start} does not match this configuration")
+        done = validating and all(s is not None for s in early["stopped_step"])
         bar = tqdm(total=self.cfg.steps, initial=start, disable=not progress or None, desc=self.family.name,
                    unit="step", dynamic_ncols=True, leave=False)
         try:
             for end in self.boundaries():
-                if end <= start:
+                if end <= start or done:
                     continue
                 params, opt_state, ms = self.chunk_fn(end - start)(params, rest, opt_state, train_keys, start, self.dd)
                 history.append({"step": end, **{k: np.asarray(v, np.float64).tolist() for k, v in ms.items()}})
+                if validating and (end % self.cfg.eval_every == 0 or end == self.cfg.steps):
+                    loss, acc = self._validate(params, rest, self.dd, self.vd)
+                    history[-1]["val_loss"] = np.asarray(loss, np.float64).tolist()
+                    history[-1]["val_accuracy"] = np.asarray(acc, np.float64).tolist()
+                    improved = self._early_update(early, end, loss, acc)
+                    best = self._keep_best(best, params, jnp.asarray(improved))
+                    done = all(s is not None for s in early["stopped_step"])
                 bar.update(end - start)
-                bar.set_postfix(loss=f"{np.mean(history[-1]['loss']):.4f}")
+                bar.set_postfix(loss=f"{np.mean(history[-1]['loss']):.4f}",
+                                **({"val_acc": f"{np.mean(history[-1]['val_accuracy']):.3f}"} if "val_accuracy" in history[-1] else {}))
                 start = end
                 is_ckpt = self.cfg.ckpt_every > 0 and end % self.cfg.ckpt_every == 0
-                if mngr is not None and (is_ckpt or end == self.cfg.steps):
-                    self._save(mngr, end, params, opt_state, history)
+                if mngr is not None and (is_ckpt or end == self.cfg.steps or done):
+                    self._save(mngr, end, params, opt_state, rest, best, history, early if validating else None)
                 if on_chunk is not None:
                     on_chunk(end)
         finally:
@@ -271,52 +347,72 @@ class Trainer:
             if mngr is not None:
                 mngr.wait_until_finished()
                 mngr.close()
+        if validating:
+            params = best
         seen = self.seen_states(params, rest)
         return TrainResult(self.family, self.hp, self.cfg, self.spec, self.seeds, self.graphdef,
-                           params, rest, seen, history)
+                           params, rest, seen, history,
+                           {k: early[k] for k in ("best_step", "best_score", "stopped_step")} if validating else None)
 
     @staticmethod
-    def _leaves(params, opt_state) -> dict:
-        return {str(i): x for i, x in enumerate(jax.tree.leaves((params, opt_state)))}
+    def _leaves(*trees) -> dict:
+        return {str(i): x for i, x in enumerate(jax.tree.leaves(trees))}
 
-    def _save(self, mngr, step, params, opt_state, history):
-        mngr.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(self._leaves(params, opt_state)),
-            history=ocp.args.JsonSave({"history": history, "seeds": list(self.seeds)}),
-        ))
+    def _save(self, mngr, step, params, opt_state, rest, best, history, early):
+        items = {"state": ocp.args.StandardSave(self._leaves(params, opt_state, rest)),
+                 "history": ocp.args.JsonSave({"history": history, "seeds": list(self.seeds), "early": early})}
+        if early is not None:
+            items["best"] = ocp.args.StandardSave(self._leaves(best))
+        mngr.save(step, args=ocp.args.Composite(**items))
 
-    def _restore(self, mngr, step, params, opt_state):
-        target = self._leaves(params, opt_state)
-        got = mngr.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(target), history=ocp.args.JsonRestore()))
-        if got["history"]["seeds"] != list(self.seeds):
-            raise PluralError(f"checkpoint at step {step} was written for seeds {got['history']['seeds']}, not {list(self.seeds)}")
-        treedef = jax.tree.structure((params, opt_state))
-        leaves = [got["state"][str(i)] for i in range(len(target))]
-        params, opt_state = jax.tree.unflatten(treedef, leaves)
-        return params, opt_state, got["history"]["history"], step
+    def _restore(self, mngr, step, params, opt_state, rest, best):
+        meta = mngr.restore(step, args=ocp.args.Composite(history=ocp.args.JsonRestore()))["history"]
+        if meta["seeds"] != list(self.seeds):
+            raise PluralError(f"checkpoint at step {step} was written for seeds {meta['seeds']}, not {list(self.seeds)}")
+        if (meta.get("early") is None) != (best is None):
+            raise PluralError(f"checkpoint at step {step} was written {'without' if best is not None else 'with'} "
+                              "validation; resume with the same validation data and train.eval_every")
+        items = {"state": ocp.args.StandardRestore(self._leaves(params, opt_state, rest))}
+        if best is not None:
+            items["best"] = ocp.args.StandardRestore(self._leaves(best))
+        got = mngr.restore(step, args=ocp.args.Composite(**items))
+        params, opt_state, rest = _unflatten((params, opt_state, rest), got["state"])
+        if best is not None:
+            best = _unflatten(best, got["best"])
+        early = meta.get("early") or {}
+        return params, opt_state, rest, best, meta["history"], early, step
+
+
+def _unflatten(like, leaves: dict):
+    """The pytree `like` with its leaves replaced by `leaves` ({"0": ..., "1": ...}, `_leaves` order)."""
+    return jax.tree.unflatten(jax.tree.structure(like), [leaves[str(i)] for i in range(len(leaves))])
 
 
 def train(family: type[RewardModel], hp, cfg: TrainConfig, data: PreferenceData, seeds=(0,), workdir=None,
-          resume: bool = False, progress: bool = True, on_chunk=None) -> TrainResult:
-    """Train `family` on `data` for each seed in `seeds` at once. See `Trainer.run`."""
-    return Trainer(family, hp, cfg, data, seeds).run(workdir, resume, progress, on_chunk)
+          resume: bool = False, progress: bool = True, on_chunk=None, val: PreferenceData | None = None) -> TrainResult:
+    """Train `family` on `data` for each seed in `seeds` at once, validating on `val` if given. See `Trainer.run`."""
+    return Trainer(family, hp, cfg, data, seeds, val).run(workdir, resume, progress, on_chunk)
 
 
 def restore_params(family: type[RewardModel], hp, spec: dict, cfg: TrainConfig, seeds, workdir) -> tuple:
-    """(graphdef, params, rest) of the latest checkpoint under `workdir` (leading seed axis)."""
+    """(graphdef, params, rest, step) of the latest checkpoint under `workdir` (leading seed axis).
+
+    With validation, `params` are the best ones (the "best" item), which is what training returned."""
     graphdef = nnx.split(nnx.eval_shape(lambda: family(spec, hp, nnx.Rngs(0))))[0]
     init_one = partial(init_state, family, hp, spec, optimizer_for(family, hp, cfg))
     keys = jnp.stack([seed_key(s, INIT_STREAM) for s in seeds])
     params, rest, opt_state = jax.eval_shape(jax.vmap(init_one), keys)
-    rest = jax.jit(jax.vmap(init_one))(keys)[1] if jax.tree.leaves(rest) else rest
     mngr = ocp.CheckpointManager(Path(workdir).absolute() / "checkpoints")
     step = mngr.latest_step()
     if step is None:
         raise PluralError(f"{workdir}: no checkpoint found")
-    target = {str(i): x for i, x in enumerate(jax.tree.leaves((params, opt_state)))}
-    got = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
+    meta = mngr.restore(step, args=ocp.args.Composite(history=ocp.args.JsonRestore()))["history"]
+    items = {"state": ocp.args.StandardRestore(Trainer._leaves(params, opt_state, rest))}
+    if meta.get("early") is not None:
+        items["best"] = ocp.args.StandardRestore(Trainer._leaves(params))
+    got = mngr.restore(step, args=ocp.args.Composite(**items))
     mngr.close()
-    treedef = jax.tree.structure((params, opt_state))
-    params, _ = jax.tree.unflatten(treedef, [got["state"][str(i)] for i in range(len(target))])
+    params, _, rest = _unflatten((params, opt_state, rest), got["state"])
+    if "best" in items:
+        params = _unflatten(params, got["best"])
     return graphdef, params, rest, step

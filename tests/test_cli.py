@@ -39,7 +39,9 @@ def test_evaluate_output_and_shots_semantics(run, tiny, tmp_path):
         assert main(["evaluate", "--run", str(run), "--data", str(d / "test.parquet"), "--shots", str(shots),
                      "--out", str(out), "--rows", str(tmp_path / f"rows{shots}.parquet")]) == 0
         m = json.loads(out.read_text())
-        assert set(m) == {"accuracy", "n_pairs", "per_group", "per_user", "shots"} and m["shots"] == shots
+        assert set(m) == {"accuracy", "n_pairs", "per_group", "per_user", "shots", "calibration",
+                          "per_group_calibration"} and m["shots"] == shots
+        assert {"log_loss", "brier", "ece", "kl_to_oracle"} <= set(m["calibration"]) and set(m["per_group_calibration"]) == set(m["per_group"])
         n_unseen_users = test.loc[~test.seen, "user_id"].nunique()
         assert m["n_pairs"] == len(test) - shots * n_unseen_users  # first K rows of unseen users are not scored
         rows = pd.read_parquet(tmp_path / f"rows{shots}.parquet")

@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from plural.cli import main
@@ -15,8 +16,23 @@ def test_smoke_grid_and_resume(tmp_path, capsys):
     assert main(["grid", str(SMOKE), "--out", str(out)]) == 0
     r = pd.read_parquet(out / "results.parquet")
     assert r["cell"].nunique() == 2 and sorted(r["hparams"].unique()) == ['{"train.lr": 0.001}', '{"train.lr": 0.003}']
-    overall = r[(r.group == "all") & (r.split == "all")]
+    overall = r[(r.group == "all") & (r.split == "all") & (r.table == "test")]
     assert len(overall) == 2 * 2 * 2  # cells x seeds x shots
+    assert set(r["table"]) == {"val", "test"}
+    # exactly one cell selected, the one with the better validation score, whatever its test numbers
+    by_cell = r.groupby("cell")[["selection_score", "selected"]].first()
+    assert by_cell["selected"].sum() == 1 and by_cell["selection_score"].idxmax() == by_cell.index[by_cell["selected"]][0]
+    val = r[(r.table == "val") & (r.group == "all") & (r.split == "seen")].groupby("cell")["accuracy"].mean()
+    assert by_cell["selected"].idxmax() == val.idxmax() or np.isclose(val.max(), val.min())
+    sel = pd.read_parquet(out / "selected.parquet")
+    assert set(sel["cell"]) == {by_cell["selected"].idxmax()} and set(sel["table"]) == {"test"}
+    summary = pd.read_parquet(out / "summary.parquet")
+    line = summary[(summary.split == "all") & (summary.group == "all") & (summary.shots == 0)].iloc[0]
+    seeds = overall[(overall.cell == sel.cell.iloc[0]) & (overall.shots == 0)]["expected"]
+    assert np.isclose(line["expected"], seeds.mean()) and line["n_seeds"] == 2 and line["expected_lo"] < line["expected"]
+    # unseen users are scored on the same rows at every shot count (--score-from = the largest)
+    unseen = r[(r.table == "test") & (r.split == "unseen") & (r.group == "all")]
+    assert unseen.groupby("shots")["n_pairs"].first().nunique() == 1
     # seeds trained at once are different models
     a = overall[(overall.seed == 0) & (overall.shots == 0)].set_index("cell")["expected"]
     b = overall[(overall.seed == 1) & (overall.shots == 0)].set_index("cell")["expected"]
@@ -24,11 +40,11 @@ def test_smoke_grid_and_resume(tmp_path, capsys):
     assert {"oracle", "single", "gap_closed"} <= set(r.columns)
     assert main(["grid", str(SMOKE), "--out", str(out)]) == 2  # refuses to overwrite
     assert "--resume" in capsys.readouterr().err
-    cells = sorted((out / "cells").iterdir())
+    cells = sorted((out / "cells").glob("*__*.parquet"))  # summaries and scored rows of the 2 cells
     stamps = [p.stat().st_mtime_ns for p in cells]
     cells[0].unlink()  # as if the run died before finishing this cell
     assert main(["grid", str(SMOKE), "--out", str(out), "--resume"]) == 0
-    assert [p.stat().st_mtime_ns for p in sorted((out / "cells").iterdir())][1:] == stamps[1:]
+    assert [p.stat().st_mtime_ns for p in sorted((out / "cells").glob("*__*.parquet"))][2:] == stamps[2:]
     again = pd.read_parquet(out / "results.parquet")
     pd.testing.assert_frame_equal(again, r)  # the re-run cell reproduces its numbers exactly
 
@@ -41,9 +57,8 @@ def test_figs_regenerate_from_stored_results(tmp_path):
         for ext in ("png", "pdf", "csv"):
             assert (tmp_path / "figs" / f"{name}.{ext}").stat().st_size > 0
     plotted = pd.read_csv(tmp_path / "figs/accuracy_vs_shots.csv")
-    # one line per method, at the family's default of the swept hyper-parameter (train.lr = 1e-3)
-    at_default = r["hparams"].map(lambda p: json.loads(p)["train.lr"] == 1e-3)
-    sel = r[(r.group == "all") & (r.split == "unseen") & (r.shots == 5) & (r.method == "bt") & at_default]
+    # one line per method, at its hyper-parameter point selected on validation, test numbers
+    sel = r[(r.group == "all") & (r.split == "unseen") & (r.shots == 5) & (r.method == "bt") & r.selected & (r.table == "test")]
     assert len(sel) == 2  # two seeds
     got = plotted[(plotted.split == "unseen") & (plotted.shots == 5)]["expected"].iloc[0]
     assert abs(got - sel["expected"].mean()) < 1e-12  # the CSV holds exactly what was plotted

@@ -107,7 +107,13 @@ class PreferenceData:
     def spec(self) -> dict:
         """What a model needs to know about the data it will see (JSON-ready)."""
         return {"dim": self.dim, "prompt_dim": self.prompt_dim, "n_users": self.n_users,
-                "attr_names": list(self.attr_names)}
+                "attr_names": list(self.attr_names), "groups": list(self.groups)}
+
+    def group_index(self, groups) -> np.ndarray:
+        """(N,) int32 index of each row's group in `groups` (a fitted model's group list), -1 if absent."""
+        pos = {g: i for i, g in enumerate(groups)}
+        table = np.asarray([pos.get(g, -1) for g in self.groups] + [-1], np.int32)
+        return table[self.group]  # group -1 (no group column) reads the trailing -1
 
 
 def split_users(data: PreferenceData, unseen_fraction: float, seed: int = 0) -> tuple[PreferenceData, PreferenceData | None]:

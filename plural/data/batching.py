@@ -5,7 +5,8 @@ jitted training step, so no host work happens per step.
 
 Two kinds of batch:
 - pairs: B independent comparisons (BT, MiCRo, ...): dict(prompt (B,Dp), chosen (B,D), rejected (B,D),
-  user (B,), attr_chosen / attr_rejected (B,A), mask (B,)).
+  user (B,), group (B,) (index into the table's groups, -1 without a group column),
+  attr_chosen / attr_rejected (B,A), mask (B,)).
 - users: U users, each with a context set of C pairs and T disjoint target pairs drawn from that user's
   own rows (VPL, few-shot, ...): dict(user (U,), context=pairs (U,C,..) + mask (U,C), target=pairs
   (U,T,..) + mask (U,T)). The number of valid context pairs is drawn uniformly in
@@ -20,7 +21,7 @@ import numpy as np
 
 from plural.data.arrays import PreferenceData
 
-PAIR_FIELDS = ("prompt", "chosen", "rejected", "attr_chosen", "attr_rejected", "user")
+PAIR_FIELDS = ("prompt", "chosen", "rejected", "attr_chosen", "attr_rejected", "user", "group")
 
 
 def device_data(data: PreferenceData, sharding=None) -> dict:
@@ -36,6 +37,7 @@ def device_data(data: PreferenceData, sharding=None) -> dict:
     host = {
         "prompt": data.prompt, "chosen": data.chosen, "rejected": data.rejected,
         "attr_chosen": data.attr_chosen, "attr_rejected": data.attr_rejected, "user": data.user,
+        "group": data.group,
         "user_rows": table, "user_count": np.asarray([len(r) for r in rows], np.int32),
     }
     if sharding is None:
@@ -85,3 +87,16 @@ def sample_users(key: jax.Array, dd: dict, users_per_batch: int, context_min: in
     target = gather(dd, t_rows)
     target["mask"] = t_mask.astype(jnp.float32)
     return {"user": users, "context": context, "target": target}
+
+
+def eval_rows(data: PreferenceData, train_users, train_groups) -> dict:
+    """The rows of `data` as host arrays for scoring a model fitted on other data.
+
+    `user` (N,) int32 is each row's index among `train_users` (-1: a user unseen in training), `group` (N,)
+    int32 its index among `train_groups` (-1: unknown); prompt (N, Dp), chosen / rejected (N, D) float32.
+    """
+    index = {u: i for i, u in enumerate(train_users)}
+    user = np.asarray([index.get(u, -1) for u in data.users] + [-1], np.int32)[data.user]
+    return {"prompt": data.prompt, "chosen": data.chosen, "rejected": data.rejected,
+            "attr_chosen": data.attr_chosen, "attr_rejected": data.attr_rejected,
+            "user": user, "group": data.group_index(train_groups)}

@@ -14,6 +14,9 @@ A user state is an array or a flat dict of arrays (it is stored in an .npz file)
 - `seen_states(dd) -> state (U, ...)`: what the model learned of each training user, from the
   device data of the training table (`plural.data.device_data`).
 - `population_state() -> state`: the user-agnostic prediction (`--shots 0` for unseen users).
+- `group_state(group) -> state`: the state of users known only by their group (index into `spec["groups"]`,
+  -1 unknown), (...,) -> (..., state); what unseen users get before any shots. Default: `population_state`
+  for every group; group-conditioned models (`bt` with `model.condition=group`) use the label.
 - `adapt(context, key) -> state`: a new user's state from K labelled pairs `context` (dict of (K, ...)
   arrays with a (K,) `mask`), without touching the shared parameters. BT's adapt is the identity.
 
@@ -81,8 +84,27 @@ class RewardModel(nnx.Module):
     def population_state(self) -> Any:
         return jnp.zeros((0,))
 
+    def group_state(self, group: jax.Array) -> Any:
+        pop = self.population_state()
+        return jax.tree.map(lambda s: jnp.broadcast_to(s, (*group.shape, *jnp.shape(s))), pop)
+
     def adapt(self, context: dict, key: jax.Array) -> Any:
-        return self.population_state()
+        return self.group_state(context["group"][0])
+
+
+def row_states(model: RewardModel, seen: Any, user: jax.Array, group: jax.Array) -> Any:
+    """Per-row user states: `seen[user]` for rows of seen users (user >= 0), `model.group_state(group)` otherwise.
+
+    seen: states of the training users (U, ...); user, group: (N,) int indices (-1 = not a training user /
+    unknown group). Returns states with leading axis N. Pure (jit-friendly)."""
+    base = model.group_state(group)
+    take = jax.tree.map(lambda s: s[jnp.maximum(user, 0)], seen)
+
+    def pick(t, b):
+        cond = (user >= 0).reshape(user.shape + (1,) * (t.ndim - 1))
+        return jnp.where(cond, t, b)
+
+    return jax.tree.map(pick, take, base)
 
 
 def adapt_by_gradient(margin_fn, init_state, context: dict, steps: int = 100, lr: float = 0.1,

@@ -1,8 +1,25 @@
-"""Bradley-Terry (BT): one shared reward for everybody, the baseline every pluralistic model must beat.
+"""Bradley-Terry (BT) rewards: the single-reward baseline and its two fair, user-aware variants.
 
-r(x, y) = MLP([e(x), e(y)]); loss -log sigma(r(x, y_w) - r(x, y_l)). With preferences drawn from a
-mixture of K subgroups one BT model keeps an irreducible cross-entropy excess (MiCRo 2025, Thm 3.2).
-It knows nothing of users: seen, unseen and adapted users all get the same reward (adapt = identity).
+`model.condition` picks the variant (all trained with the same trainer, regularisation and early stopping
+as the pluralistic families):
+
+- `none` (default): one shared reward r(x, y) = MLP([e(x), e(y)]); loss -log sigma(r(x, y_w) - r(x, y_l)).
+  With preferences drawn from a mixture of K subgroups one BT model keeps an irreducible cross-entropy
+  excess (MiCRo 2025, Thm 3.2). It knows nothing of users: every user gets the same reward.
+- `group`: one reward head per group label, r_g(x, y) = MLP([e(x), e(y)])_g (a shared trunk, G outputs;
+  with `model.hidden=()` G separate linear models). It reads the `group` column at train and at test time,
+  so it is the "told the group" ceiling for group-structured data. A user's state is a weight vector over
+  the heads, r = sum_g s_g r_g: one-hot on the user's group; the training groups' shares of users for a
+  group it never saw (or a table without groups).
+- `user` (P-RLHF, Li et al. 2024, *Personalized Language Modeling from Personalized Human Feedback*):
+  r(x, y, u) = MLP([e(x), e(y), e_0 + o_u]) with a generic user embedding e_0 and a learned offset o_u per
+  seen user. Each training pair is scored with the generic e_0 alone with probability `generic_prob` (user
+  dropout), so e_0 is trained on every user's pairs; it is what unseen users get at 0 shots. An unseen user
+  with K shots gets e_0 + o, o fitted on the shots by `adapt_steps` Adam steps with an L2 pull `adapt_l2` to
+  0 (everything else frozen). `user_l2` penalises the seen users' offsets (shrinkage towards e_0).
+
+Departure from P-RLHF: the paper conditions an LLM on the user embedding as soft-prompt tokens; here the
+embedding is an input of the reward MLP over frozen embeddings, as every family in this library is.
 """
 
 from __future__ import annotations
@@ -13,13 +30,24 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from plural.models.base import MLP, RewardModel, bt_nll, masked_accuracy
+from plural.errors import PluralError
+from plural.models.base import MLP, RewardModel, adapt_by_gradient, bt_nll, masked_accuracy
+
+CONDITIONS = ("none", "group", "user")
 
 
 @dataclasses.dataclass(frozen=True)
 class BTHparams:
-    hidden: tuple[int, ...] = (256, 256)  # MLP widths
+    hidden: tuple[int, ...] = (256, 256)  # MLP widths; () = a linear probe
     activation: str = "gelu"
+    condition: str = "none"  # none | group (one head per group label) | user (P-RLHF user embeddings)
+    input_dropout: float = 0.0  # dropout rate on e(y_w), e(y_l) while training
+    user_dim: int = 8  # condition=user: size of the user embedding
+    generic_prob: float = 0.2  # condition=user: share of training pairs scored with the generic e_0 alone
+    user_l2: float = 1e-3  # condition=user: penalty on the mean squared user offset o_u
+    adapt_steps: int = 100  # condition=user: Adam steps fitting a new user's offset from its shots
+    adapt_lr: float = 0.05
+    adapt_l2: float = 0.1  # condition=user: pull of a new user's offset towards 0 (e_0)
 
 
 class BT(RewardModel):
@@ -28,12 +56,98 @@ class BT(RewardModel):
     batch_kind = "pairs"
 
     def __init__(self, spec: dict, hp: BTHparams, rngs: nnx.Rngs):
-        self.mlp = MLP(spec["prompt_dim"] + spec["dim"], tuple(hp.hidden), 1, rngs, hp.activation)
+        if hp.condition not in CONDITIONS:
+            raise PluralError(f"--set model.condition={hp.condition}: expected none, group or user")
+        if not 0.0 <= hp.input_dropout < 1.0:
+            raise PluralError(f"--set model.input_dropout={hp.input_dropout}: expected a rate in [0, 1)")
+        if not 0.0 <= hp.generic_prob <= 1.0:
+            raise PluralError(f"--set model.generic_prob={hp.generic_prob}: expected a probability in [0, 1]")
+        self.hp = hp
+        d_in, d_out = spec["prompt_dim"] + spec["dim"], 1
+        if hp.condition == "group":
+            groups = spec.get("groups") or []
+            if not groups:
+                raise PluralError("--set model.condition=group: the training table has no 'group' column")
+            d_out = len(groups)
+            self.n_groups = len(groups)
+        if hp.condition == "user":
+            d_in += hp.user_dim
+            self.generic = nnx.Param(0.1 * jax.random.normal(rngs.params(), (hp.user_dim,)))
+            self.offsets = nnx.Param(jnp.zeros((spec["n_users"], hp.user_dim)))
+        self.mlp = MLP(d_in, tuple(hp.hidden), d_out, rngs, hp.activation)
+        if hp.condition == "group":  # shares of users per group, filled from the data (the unknown-group state)
+            self.shares = nnx.Variable(jnp.full((d_out,), 1.0 / d_out))
 
+    # -- rewards ------------------------------------------------------------------------------------------
     def reward(self, prompt, response, state=None):
-        """prompt (..., Dp), response (..., D) -> reward (...); `state` is ignored."""
-        return self.mlp(jnp.concatenate([prompt, response], axis=-1))[..., 0]
+        """prompt (..., Dp), response (..., D), state -> reward (...).
+
+        state: ignored (none); head weights (..., G) (group); user embedding (..., E) (user)."""
+        x = jnp.concatenate([prompt, response], axis=-1)
+        if self.hp.condition == "user":
+            return self.mlp(jnp.concatenate([x, state], axis=-1))[..., 0]
+        out = self.mlp(x)
+        if self.hp.condition == "group":
+            return jnp.sum(out * state, -1)
+        return out[..., 0]
 
     def loss(self, batch, key, step):
-        m = self.margin(batch["prompt"], batch["chosen"], batch["rejected"], None)
-        return bt_nll(m, batch["mask"]), {"accuracy": masked_accuracy(m, batch["mask"])}
+        chosen, rejected = batch["chosen"], batch["rejected"]
+        k_drop, k_gen = jax.random.split(key)
+        if self.hp.input_dropout > 0:  # inverted dropout on the response embeddings, training only
+            keep = 1.0 - self.hp.input_dropout
+            k_c, k_r = jax.random.split(k_drop)
+            chosen = chosen * jax.random.bernoulli(k_c, keep, chosen.shape) / keep
+            rejected = rejected * jax.random.bernoulli(k_r, keep, rejected.shape) / keep
+        state, reg = None, 0.0
+        if self.hp.condition == "group":
+            state = jax.nn.one_hot(batch["group"], self.n_groups)
+        elif self.hp.condition == "user":
+            own = self.offsets[...][batch["user"]]
+            generic_only = jax.random.bernoulli(k_gen, self.hp.generic_prob, batch["user"].shape)[:, None]
+            state = self.generic[...] + jnp.where(generic_only, 0.0, own)
+            reg = self.hp.user_l2 * jnp.mean(jnp.sum(self.offsets[...] ** 2, -1))
+        m = self.margin(batch["prompt"], chosen, rejected, state)
+        nll = bt_nll(m, batch["mask"])
+        return nll + reg, {"accuracy": masked_accuracy(m, batch["mask"]), "nll": nll}
+
+    # -- users --------------------------------------------------------------------------------------------
+    def init_from_data(self, dd, rngs):
+        if self.hp.condition == "group":
+            ug = dd["group"][dd["user_rows"][:, 0]]  # each user's group (constant per user)
+            counts = jnp.zeros(self.n_groups).at[ug].add(1.0)
+            self.shares[...] = counts / counts.sum()
+
+    def seen_states(self, dd):
+        n_users = dd["user_count"].shape[0]
+        if self.hp.condition == "group":
+            return jax.nn.one_hot(dd["group"][dd["user_rows"][:, 0]], self.n_groups)
+        if self.hp.condition == "user":
+            return self.generic[...] + self.offsets[...]
+        return jnp.zeros((n_users, 0))
+
+    def population_state(self):
+        if self.hp.condition == "group":
+            return self.shares[...]
+        if self.hp.condition == "user":
+            return self.generic[...]
+        return jnp.zeros((0,))
+
+    def group_state(self, group):
+        if self.hp.condition != "group":
+            return super().group_state(group)
+        known = (group >= 0)[..., None]
+        return jnp.where(known, jax.nn.one_hot(group, self.n_groups), self.shares[...])
+
+    def adapt(self, context, key):
+        if self.hp.condition != "user":
+            return self.group_state(context["group"][0])
+        e0 = jax.lax.stop_gradient(self.generic[...])
+
+        def margin_fn(offset, prompt, chosen, rejected):
+            s = jnp.broadcast_to(e0 + offset, (*chosen.shape[:-1], offset.shape[-1]))
+            return self.margin(prompt, chosen, rejected, s)
+
+        offset = adapt_by_gradient(margin_fn, jnp.zeros_like(e0), context, self.hp.adapt_steps, self.hp.adapt_lr,
+                                   self.hp.adapt_l2)
+        return e0 + offset
