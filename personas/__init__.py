@@ -1,4 +1,8 @@
-"""Synthetic populations with known ground truth (who the simulated users are)."""
+"""Synthetic populations with known ground truth (who the simulated users are).
+
+Every population has `train`, `val` and `test` tables (`write(dir)` writes them as train / val / test
+.parquet beside truth.json) and `truth(split="test")`, the oracle's and the best single reward's expected
+accuracies on one of them."""
 
 from personas.ideal_point import IdealPointConfig, Population, simulate_ideal_point
 from personas.statements import StatementsConfig, StatementsPopulation, simulate_statements

@@ -4,17 +4,32 @@ Generative model (all in R^D, D = `dim`):
 - group k has a prototype p_k = `spread` * a random unit vector; the groups' shares are `group_sizes`
   (unequal, so minorities exist);
 - user i of group k has an ideal point u_i = p_k + `user_noise` * N(0, I/D);
-- a response embedding y is a uniform random unit vector (like L2-normalised sentence embeddings), a
-  prompt embedding x one of `n_prompts` unit vectors (the reward does not depend on it: the prompt is
-  context the models must learn to ignore);
+- a response embedding y is drawn from `item_dist`:
+  "sphere" (default): a uniform random unit vector (like L2-normalised sentence embeddings);
+  "gaussian": N(0, I/D), so norms vary around 1 (std about 1/sqrt(2D));
+  "clustered": y = unit(c_j + `item_cluster_noise` * N(0, I/D)) around one of `n_item_clusters` random
+  unit centres c_j (chosen uniformly per item), re-normalised to the unit sphere, so it differs from
+  "sphere" only in where responses concentrate (topics), not in their norm;
+  a prompt embedding x is one of `n_prompts` uniform unit vectors whatever `item_dist` (the reward does
+  not depend on it: the prompt is context the models must learn to ignore);
 - user i's reward r_i(y) = -s * ||y - u_i||^2, with s set so that reward differences of random pairs
-  have standard deviation `margin_scale`;
+  (drawn from `item_dist`, for a group's prototype) have standard deviation `margin_scale`;
 - a pair (a, b) is labelled by Bradley-Terry noise: P(a > b) = sigma(r_i(a) - r_i(b)).
 
-Every row carries its ground truth: `oracle_p` = P(user prefers chosen | truth) and `population_p` =
-the group-share-weighted P(chosen > rejected), the best any single (user-blind) predictor can do. From
-them: the oracle's expected accuracy mean(max(p, 1-p)) and the single model's mean(p if q > 1/2 else
-1-p). A model with margins m has expected accuracy mean(p if m > 0 else 1-p) (`analysis.expected_accuracy`).
+Tables (user ids: seen "s0000".., test-unseen "u0000".., validation-unseen "v0000.."; each kind's
+groups in the shares `group_sizes` as closely as integers allow):
+- train: `train_pairs` pairs of each of the `n_users` seen users;
+- val: `val_pairs` further pairs of each seen user, and `test_pairs` pairs of each of `n_val_unseen`
+  validation-unseen users (-1 = as many as `n_unseen`), who are in no other table;
+- test: `test_pairs` further pairs of each seen user and of each of the `n_unseen` test-unseen users.
+Every pair's responses are fresh draws, so no pair repeats across tables.
+
+Every row carries its ground truth: `seen`, `oracle_p` = P(this user prefers chosen | their ideal
+point) and `population_p` = sum_k share_k P(a random member of group k prefers chosen), the best any
+single (user-blind) predictor can do. For a group the margin r_u(a) - r_u(b) is Gaussian in the user
+noise (it is linear in u), so that probability is an exact Gauss-Hermite average over it. From them:
+the oracle's expected accuracy mean(max(p, 1-p)) and the single model's mean(p if q > 1/2 else 1-p).
+A model with margins m has expected accuracy mean(p if m > 0 else 1-p) (`analysis.expected_accuracy`).
 """
 
 from __future__ import annotations
@@ -22,9 +37,13 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
+
+ITEM_DISTS = ("sphere", "gaussian", "clustered")
+SPLITS = ("train", "val", "test")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,57 +51,77 @@ class IdealPointConfig:
     n_groups: int = 3
     group_sizes: tuple[float, ...] = (0.6, 0.3, 0.1)  # shares of users; normalised
     dim: int = 32  # embedding size D
-    n_users: int = 60  # seen users (training)
-    n_unseen: int = 30  # users that appear only in the test table
+    n_users: int = 60  # seen users (train, val and test rows)
+    n_unseen: int = 30  # test-unseen users: test rows only
+    n_val_unseen: int = -1  # validation-unseen users: val rows only; -1 = n_unseen
     train_pairs: int = 60  # pairs per seen user in train
-    test_pairs: int = 40  # pairs per user (seen and unseen) in test
+    val_pairs: int = 10  # pairs per seen user in val
+    test_pairs: int = 40  # pairs per seen user in test, and per unseen user in their table (test or val)
     n_prompts: int = 64  # 0: no prompt column (one fixed context)
     spread: float = 1.0  # prototype norm (between-group disagreement)
     user_noise: float = 0.1  # within-group spread of ideal points
     margin_scale: float = 4.0  # std of reward differences of random pairs (sharpness of labels)
+    item_dist: str = "sphere"  # response embeddings: sphere | gaussian | clustered
+    n_item_clusters: int = 8  # item_dist=clustered: number of cluster centres
+    item_cluster_noise: float = 0.3  # item_dist=clustered: within-cluster noise (norm about this) before re-normalising
     seed: int = 0
 
 
+class Tables:
+    """Mixin of the populations: `train`, `val`, `test` tables with ground-truth columns."""
+
+    def truth(self, split: str = "test") -> dict:
+        """Oracle and best-single-model expected accuracies on one table (default test), overall / seen /
+        unseen / per group (see `truth_of`)."""
+        if split not in SPLITS:
+            raise ValueError(f"split {split!r}: expected one of {', '.join(SPLITS)}")
+        return truth_of(getattr(self, split))
+
+
 @dataclasses.dataclass
-class Population:
-    """A simulated population: train / test preference tables and the ground truth behind them."""
+class Population(Tables):
+    """A simulated population: train / val / test preference tables and the ground truth behind them."""
 
     config: IdealPointConfig
     train: pd.DataFrame
+    val: pd.DataFrame
     test: pd.DataFrame
     prototypes: np.ndarray  # (K, D)
     ideal_points: dict[str, np.ndarray]  # user_id -> (D,)
     user_group: dict[str, str]
-    scale: float
-
-    def truth(self) -> dict:
-        """Oracle and best-single-model expected accuracies on the test table, overall / seen / unseen / per group."""
-        return truth_of(self.test)
+    scale: float  # s of the reward -s ||y - u||^2
 
     def write(self, out_dir: str | Path) -> Path:
-        """Write train.parquet, test.parquet and truth.json (config, accuracies, prototypes) to out_dir."""
+        """Write train / val / test .parquet and truth.json (config, accuracies, prototypes) to out_dir."""
         return write_population(out_dir, self, {"prototypes": self.prototypes.tolist(), "user_group": self.user_group})
 
 
-def truth_of(test: pd.DataFrame) -> dict:
-    """Oracle and single-model expected accuracies of a test table with `oracle_p` / `population_p`:
-    {"all" | "seen" | "unseen": {...}, "per_group": {group: {...}}}."""
-    out = {}
-    for name, rows in (("all", test), ("seen", test[test.seen]), ("unseen", test[~test.seen])):
-        out[name] = {"oracle_accuracy": oracle_accuracy(rows), "single_accuracy": single_accuracy(rows)}
-    out["per_group"] = {g: {"oracle_accuracy": oracle_accuracy(r), "single_accuracy": single_accuracy(r)}
-                        for g, r in test.groupby("group", sort=True)}
+def truth_of(table: pd.DataFrame) -> dict:
+    """Oracle and single-model expected accuracies of a table with `seen` / `group` / `oracle_p` /
+    `population_p`: {"all" | "seen" | "unseen": {...}, "per_group": {group: {...}}}, each
+    {"oracle_accuracy", "single_accuracy"}; subsets without rows are left out ({} for an empty table)."""
+    def acc(rows):
+        return {"oracle_accuracy": oracle_accuracy(rows), "single_accuracy": single_accuracy(rows)}
+
+    if table.empty:
+        return {}
+    seen = table["seen"].to_numpy(bool)
+    out = {name: acc(rows) for name, rows in (("all", table), ("seen", table[seen]), ("unseen", table[~seen]))
+           if len(rows)}
+    out["per_group"] = {g: acc(r) for g, r in table.groupby("group", sort=True)}
     return out
 
 
 def write_population(out_dir: str | Path, pop, extra: dict) -> Path:
-    """Write pop.train / pop.test as parquet and truth.json = config + accuracies + `extra`."""
+    """Write pop.train / pop.val / pop.test as parquet and truth.json = config + "accuracy" (test) +
+    "val_accuracy" + `extra`."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    pop.train.to_parquet(out / "train.parquet", index=False)
-    pop.test.to_parquet(out / "test.parquet", index=False)
+    for split in SPLITS:
+        getattr(pop, split).to_parquet(out / f"{split}.parquet", index=False)
     (out / "truth.json").write_text(json.dumps({
-        "config": dataclasses.asdict(pop.config), "accuracy": pop.truth(), **extra,
+        "config": dataclasses.asdict(pop.config), "accuracy": pop.truth("test"), "val_accuracy": pop.truth("val"),
+        **extra,
     }, indent=1, sort_keys=True))
     return out
 
@@ -97,6 +136,58 @@ def single_accuracy(rows: pd.DataFrame) -> float:
     return float(np.mean(np.where(q > 0.5, p, 1 - p)))
 
 
+def assign_groups(shares: np.ndarray, n: int) -> np.ndarray:
+    """(n,) group indices, sorted: counts as close to n * shares as integers allow, every group non-empty
+    when n >= K."""
+    K = len(shares)
+    counts = np.floor(shares * n).astype(int)
+    if n >= K:
+        counts = np.maximum(counts, 1)
+    while counts.sum() < n:
+        counts[np.argmax(shares * n - counts)] += 1
+    while counts.sum() > n:
+        counts[np.argmax(counts)] -= 1
+    return np.repeat(np.arange(K), counts)
+
+
+def n_val_unseen(cfg) -> int:
+    """The number of validation-unseen users (`n_val_unseen`, -1 = `n_unseen`)."""
+    return cfg.n_unseen if cfg.n_val_unseen == -1 else cfg.n_val_unseen
+
+
+def users_of(shares: np.ndarray, counts: dict[str, int]) -> list[tuple[str, int, str]]:
+    """[(user_id, group, kind)] for kind in counts ("seen" -> "s0000".., "test" -> "u0000"..,
+    "val" -> "v0000.."), each kind's groups in `shares` (`assign_groups`)."""
+    prefix = {"seen": "s", "test": "u", "val": "v"}
+    return [(f"{prefix[kind]}{j:04d}", int(g), kind) for kind, n in counts.items()
+            for j, g in enumerate(assign_groups(shares, n))]
+
+
+def check_tables(cfg) -> None:
+    """Validate the user / pair counts shared by every population config (ValueError naming the field)."""
+    if min(cfg.n_users, cfg.train_pairs, cfg.test_pairs) < 1:
+        raise ValueError("n_users, train_pairs and test_pairs must be at least 1")
+    if cfg.n_unseen < 0 or cfg.val_pairs < 0:
+        raise ValueError("n_unseen and val_pairs must be at least 0")
+    if cfg.n_val_unseen < -1:
+        raise ValueError(f"n_val_unseen={cfg.n_val_unseen}: must be at least 0 (or -1 for n_unseen)")
+
+
+def draw_tables(users: list[tuple[str, int, str]], cfg,
+                pairs: Callable[[str, int, bool, int, str], pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """{"train", "val", "test"} tables from `pairs(user_id, group, seen, n, split)`, called in this order:
+    seen users' train pairs, seen and test-unseen users' test pairs, seen users' val pairs,
+    validation-unseen users' val pairs (`test_pairs` each)."""
+    seen = [(u, g) for u, g, k in users if k == "seen"]
+    calls = {
+        "train": [(u, g, True, cfg.train_pairs) for u, g in seen],
+        "test": [(u, g, k == "seen", cfg.test_pairs) for u, g, k in users if k in ("seen", "test")],
+        "val": [(u, g, True, cfg.val_pairs) for u, g in seen]
+               + [(u, g, False, cfg.test_pairs) for u, g, k in users if k == "val"],
+    }
+    return {split: pd.concat([pairs(*c, split) for c in calls[split]], ignore_index=True) for split in calls}
+
+
 def _unit(x):
     return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
@@ -105,44 +196,87 @@ def _sigmoid(x):
     return 1.0 / (1.0 + np.exp(-x))
 
 
+def _check(cfg: IdealPointConfig) -> np.ndarray:
+    if cfg.n_groups < 1 or cfg.dim < 1:
+        raise ValueError("n_groups and dim must be at least 1")
+    if len(cfg.group_sizes) != cfg.n_groups or min(cfg.group_sizes) <= 0:
+        raise ValueError(f"group_sizes has {len(cfg.group_sizes)} entries for {cfg.n_groups} groups (all must be > 0)")
+    check_tables(cfg)
+    if cfg.item_dist not in ITEM_DISTS:
+        raise ValueError(f"item_dist={cfg.item_dist!r}: expected one of {', '.join(ITEM_DISTS)}")
+    if cfg.item_dist == "clustered" and (cfg.n_item_clusters < 1 or cfg.item_cluster_noise < 0):
+        raise ValueError("item_dist=clustered needs n_item_clusters >= 1 and item_cluster_noise >= 0")
+    C = IdealPointConfig
+    if cfg.item_dist != "clustered" and (cfg.n_item_clusters, cfg.item_cluster_noise) != (C.n_item_clusters,
+                                                                                            C.item_cluster_noise):
+        raise ValueError(f"n_item_clusters / item_cluster_noise only apply to item_dist=clustered, not {cfg.item_dist}")
+    return np.asarray(cfg.group_sizes, float) / np.sum(cfg.group_sizes)
+
+
+def split_rngs(seed: int) -> dict[str, np.random.Generator]:
+    """{"train", "test", "val"} generators: train and test share the population's stream
+    (default_rng(seed)), val has its own (default_rng([seed, 1])), so drawing the val table leaves the
+    population and its train / test tables exactly as they are without it."""
+    main = np.random.default_rng(seed)
+    return {"train": main, "test": main, "val": np.random.default_rng([seed, 1])}
+
+
+def item_sampler(cfg: IdealPointConfig, rng: np.random.Generator) -> Callable:
+    """`draw(shape, rng) -> shape + (D,)` response embeddings from `cfg.item_dist`; the cluster centres
+    of "clustered" are drawn here once from `rng`."""
+    D = cfg.dim
+    if cfg.item_dist == "sphere":
+        return lambda shape, r: _unit(r.normal(size=(*shape, D)))
+    if cfg.item_dist == "gaussian":
+        return lambda shape, r: r.normal(size=(*shape, D)) / np.sqrt(D)
+    centres = _unit(rng.normal(size=(cfg.n_item_clusters, D)))
+    return lambda shape, r: _unit(centres[r.integers(0, len(centres), shape)]
+                                  + cfg.item_cluster_noise * r.normal(size=(*shape, D)) / np.sqrt(D))
+
+
+def margin(ya: np.ndarray, yb: np.ndarray, point: np.ndarray, scale: float) -> np.ndarray:
+    """r_u(ya) - r_u(yb) = scale * (||yb - u||^2 - ||ya - u||^2), over the last axis (broadcasting)."""
+    return scale * (((yb - point) ** 2).sum(-1) - ((ya - point) ** 2).sum(-1))
+
+
+def group_preference(ya: np.ndarray, yb: np.ndarray, protos: np.ndarray, user_noise: float, scale: float) -> np.ndarray:
+    """(K, n): P(a random member of group k prefers ya over yb), for ya / yb (n, D) and protos (K, D).
+
+    A member's ideal point is u = p_k + user_noise * N(0, I/D) and the margin is linear in u: Gaussian
+    with mean margin(p_k) and standard deviation 2 scale user_noise ||ya - yb|| / sqrt(D); sigma(margin)
+    is averaged over it by 40-point Gauss-Hermite quadrature.
+    """
+    mean = margin(ya[None], yb[None], protos[:, None], scale)  # (K, n)
+    std = 2 * scale * user_noise * np.linalg.norm(ya - yb, axis=-1) / np.sqrt(ya.shape[-1])  # (n,)
+    z, w = np.polynomial.hermite_e.hermegauss(40)
+    return _sigmoid(mean[..., None] + std[:, None] * z) @ (w / w.sum())
+
+
 def simulate_ideal_point(cfg: IdealPointConfig = IdealPointConfig()) -> Population:
-    """Draw a population and its train / test tables (deterministic per `cfg.seed`)."""
-    if len(cfg.group_sizes) != cfg.n_groups:
-        raise ValueError(f"group_sizes has {len(cfg.group_sizes)} entries for {cfg.n_groups} groups")
-    rng = np.random.default_rng(cfg.seed)
+    """Draw a population and its train / val / test tables (deterministic per `cfg.seed`)."""
+    share = _check(cfg)
+    rngs = split_rngs(cfg.seed)
+    rng = rngs["train"]
     D, K = cfg.dim, cfg.n_groups
-    share = np.asarray(cfg.group_sizes, float) / np.sum(cfg.group_sizes)
     protos = rng.normal(size=(K, D))
     protos = cfg.spread * protos / np.linalg.norm(protos, axis=1, keepdims=True)
     prompts = _unit(rng.normal(size=(max(cfg.n_prompts, 1), D)))
+    items = item_sampler(cfg, rng)
+    users = users_of(share, {"seen": cfg.n_users, "test": cfg.n_unseen, "val": n_val_unseen(cfg)})
+    points = {u: protos[g] + cfg.user_noise * rngs["val" if kind == "val" else "train"].normal(size=D) / np.sqrt(D)
+              for u, g, kind in users}
 
-    def assign(n):  # group sizes as close to the shares as integers allow, each group non-empty
-        counts = np.maximum(np.floor(share * n).astype(int), 1)
-        while counts.sum() < n:
-            counts[np.argmax(share * n - counts)] += 1
-        return np.repeat(np.arange(K), counts)[:n]
+    # reward scale: std of reward differences of random pairs (from item_dist) at a group's prototype
+    a, b = items((2, 4096), rng)
+    scale = cfg.margin_scale / margin(a, b, protos[rng.integers(0, K, 4096)], 1.0).std()
 
-    users = []
-    for kind, n in (("seen", cfg.n_users), ("unseen", cfg.n_unseen)):
-        for j, g in enumerate(assign(n)):
-            uid = f"{kind[0]}{j:04d}"
-            users.append((uid, g, kind == "seen", protos[g] + cfg.user_noise * rng.normal(size=D) / np.sqrt(D)))
-
-    # reward scale: std of raw reward differences of random pairs for a typical ideal point
-    a, b = _unit(rng.normal(size=(2, 4096, D)))
-    u = protos[rng.integers(0, K, 4096)]
-    raw = -((a - u) ** 2).sum(1) + ((b - u) ** 2).sum(1)
-    scale = cfg.margin_scale / raw.std()
-
-    def reward(y, point):
-        return -scale * ((y - point) ** 2).sum(-1)
-
-    def pairs(uid, g, seen, point, n, split):
-        x = prompts[rng.integers(0, len(prompts), n)]
-        ya, yb = _unit(rng.normal(size=(2, n, D)))
-        p_a = _sigmoid(reward(ya, point) - reward(yb, point))
-        q_a = sum(share[k] * _sigmoid(reward(ya, protos[k]) - reward(yb, protos[k])) for k in range(K))
-        a_wins = rng.random(n) < p_a
+    def pairs(uid, g, seen, n, split):
+        r = rngs[split]
+        x = prompts[r.integers(0, len(prompts), n)]
+        ya, yb = items((2, n), r)
+        p_a = _sigmoid(margin(ya, yb, points[uid], scale))
+        q_a = share @ group_preference(ya, yb, protos, cfg.user_noise, scale)
+        a_wins = r.random(n) < p_a
         chosen, rejected = np.where(a_wins[:, None], ya, yb), np.where(a_wins[:, None], yb, ya)
         cols = {"prompt_embedding": list(x.astype(np.float32))} if cfg.n_prompts > 0 else {}
         return pd.DataFrame({
@@ -152,14 +286,5 @@ def simulate_ideal_point(cfg: IdealPointConfig = IdealPointConfig()) -> Populati
             "oracle_p": np.where(a_wins, p_a, 1 - p_a), "population_p": np.where(a_wins, q_a, 1 - q_a),
         })
 
-    train = [pairs(uid, g, s, pt, cfg.train_pairs, "train") for uid, g, s, pt in users if s]
-    test = [pairs(uid, g, s, pt, cfg.test_pairs, "test") for uid, g, s, pt in users]
-    return Population(
-        config=cfg,
-        train=pd.concat(train, ignore_index=True),
-        test=pd.concat(test, ignore_index=True),
-        prototypes=protos,
-        ideal_points={uid: pt for uid, _, _, pt in users},
-        user_group={uid: f"g{g}" for uid, g, _, _ in users},
-        scale=float(scale),
-    )
+    return Population(config=cfg, **draw_tables(users, cfg, pairs), prototypes=protos, ideal_points=points,
+                      user_group={uid: f"g{g}" for uid, g, _ in users}, scale=float(scale))

@@ -14,21 +14,42 @@ Generative model:
   groups' shares are `group_sizes` (default equal);
 - a pair shows one "Yes" and one "No" statement of the same dimension d; a user of group g prefers the
   one matching their stance on d, except with probability `label_noise` (Bradley-Terry labels with a
-  margin m = log((1 - label_noise) / label_noise); 0 = noiseless);
-- each dimension's statements are split into train and test statements (disjoint); seen users have
-  train and test rows, unseen users test rows only. A statement found in more than one chosen file
-  (e.g. abortion statements in politically-conservative) is not used, so every statement has exactly
-  one dimension and stance.
+  margin m = log((1 - label_noise) / label_noise); 0 = noiseless).
+
+Statements, and which table may show them (no leakage between train, val and test):
+- statements are compared after normalisation (`normalise`: case, punctuation and whitespace ignored).
+  Normalised duplicates within one (dimension, stance) are kept once; a statement whose normalised form
+  occurs under two dimensions or both stances (e.g. abortion statements in politically-conservative) is
+  not used, so every statement has exactly one dimension and stance;
+- near-duplicates, two statements whose embeddings have cosine > `near_duplicate_cosine` (0.9), are
+  joined into connected components over all statements of the chosen dimensions, and each component
+  goes to one split whole (`split_statements`): components, largest first, each to the split whose
+  share of its target (`test_fraction`, `val_fraction`, the rest for train, of every (dimension,
+  stance)) is lowest after taking it. No statement, nor a near-duplicate of it, is then in two splits.
+  Large components make the realised shares differ from the targets (with the default dimensions most
+  abortion statements paraphrase one another and land in train); truth.json records the counts;
+- the grouping embeds every candidate statement once with `embed_fn` (default
+  `plural.embed.embed_texts`, cached on disk), also with `embed=False` (text-only tables), and the
+  tables' embedding columns reuse those vectors. With `embed=False`, no `embed_fn` and the embedder's
+  weights package not installed, only normalised duplicates are separated (a warning says so, and
+  truth.json has `"near_duplicate_cosine": null`).
+
+Tables (user ids: seen "s0000".., test-unseen "u0000".., validation-unseen "v0000.."; each kind's
+groups in the shares, as in `ideal_point`): train = `train_pairs` pairs of each seen user from train
+statements; val = `val_pairs` pairs of each seen user and `test_pairs` pairs of each of `n_val_unseen`
+validation-unseen users (-1 = `n_unseen`), from val statements; test = `test_pairs` pairs of each seen
+user and of each of `n_unseen` test-unseen users, from test statements.
 
 The prompt is one fixed question ("Which statement do you agree with more?"): naming the persona in the
 prompt would tell a model which dimension is asked without it having to read the statements, and the
 statements alone already carry the dimension; a constant prompt, like ideal_point's uninformative
 prompts, leaves all the signal in the responses.
 
-Every row carries its ground truth as in `ideal_point`: `oracle_p` = P(this user prefers chosen) and
-`population_p` = the share-weighted P(chosen preferred) over the groups (the best user-blind predictor);
-`truth()` gives the oracle's and the single (majority) model's expected accuracies. Embeddings come
-from `embed_fn(texts) -> (n, D)` (default: `plural.embed.embed_texts`); `embed=False` writes text only.
+Every row carries its ground truth as in `ideal_point`: `seen`, `oracle_p` = P(this user prefers
+chosen) and `population_p` = the share-weighted P(chosen preferred) over the groups (the best user-blind
+predictor); `truth(split)` gives the oracle's and the single (majority) model's expected accuracies.
+Embeddings come from `embed_fn(texts) -> (n, D)` (default: `plural.embed.embed_texts`); `embed=False`
+writes text only.
 """
 
 from __future__ import annotations
@@ -36,13 +57,15 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import os
+import warnings
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import pandas as pd
 
-from personas.ideal_point import truth_of, write_population
+from personas.ideal_point import (SPLITS, Tables, check_tables, draw_tables, n_val_unseen, split_rngs, users_of,
+                                  write_population)
 from plural.errors import PluralError
 
 DEFAULT_DIMS = (
@@ -51,6 +74,7 @@ DEFAULT_DIMS = (
     "believes-life-has-no-meaning", "interest-in-science", "high-discount-rate", "subscribes-to-utilitarianism",
 )
 MIN_PER_SIDE = 4  # statements per stance a dimension needs (at least one per split)
+SIDES = ("pro", "con")  # "Yes" statements (a holder would say them), "No" statements
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,12 +83,16 @@ class StatementsConfig:
     n_groups: int = 4  # distinct stance vectors
     group_sizes: tuple[float, ...] = ()  # shares of users per group; empty = equal
     dims: str = ""  # comma-separated persona names (file stems); empty = DEFAULT_DIMS, then other files
-    n_users: int = 40  # seen users (training)
-    n_unseen: int = 20  # users that appear only in the test table
+    n_users: int = 40  # seen users (train, val and test rows)
+    n_unseen: int = 20  # test-unseen users: test rows only
+    n_val_unseen: int = -1  # validation-unseen users: val rows only; -1 = n_unseen
     train_pairs: int = 40  # pairs per seen user in train
-    test_pairs: int = 20  # pairs per user in test
+    val_pairs: int = 10  # pairs per seen user in val
+    test_pairs: int = 20  # pairs per seen user in test, and per unseen user in their table (test or val)
     min_confidence: float = 0.9  # keep statements with label_confidence >= this
-    test_fraction: float = 0.3  # share of each dimension's statements (per stance) reserved for test
+    test_fraction: float = 0.3  # target share of each dimension's statements (per stance) for test
+    val_fraction: float = 0.15  # target share for val; train gets the rest
+    near_duplicate_cosine: float = 0.9  # statements with embedding cosine above this never straddle two splits
     label_noise: float = 0.0  # P(a user picks the statement against their stance)
     prompt: str = "Which statement do you agree with more?"
     embed: bool = True  # False: text-only tables (plural fit embeds them)
@@ -74,27 +102,30 @@ class StatementsConfig:
 
 
 @dataclasses.dataclass
-class StatementsPopulation:
-    """Train / test tables of a statements population and the stances behind them."""
+class StatementsPopulation(Tables):
+    """Train / val / test tables of a statements population and the stances behind them."""
 
     config: StatementsConfig
     train: pd.DataFrame
+    val: pd.DataFrame
     test: pd.DataFrame
     dims: tuple[str, ...]
     stances: np.ndarray  # (n_groups, n_dims) of +1 / -1
     shares: np.ndarray  # (n_groups,)
     user_group: dict[str, str]
-
-    def truth(self) -> dict:
-        """Oracle and single-model (majority) expected accuracies on the test table: all / seen / unseen / per group."""
-        return truth_of(self.test)
+    statements: dict[str, list[tuple[list[str], list[str]]]]  # split -> per dimension (pro, con) statements
+    near_duplicate_cosine: float | None  # the grouping threshold used; None: only normalised duplicates separated
 
     def write(self, out_dir: str | Path) -> Path:
-        """Write train.parquet, test.parquet and truth.json (config, accuracies, dimensions, stances)."""
+        """Write train / val / test .parquet and truth.json (config, accuracies, dimensions, stances, statement
+        counts per split)."""
         return write_population(out_dir, self, {
             "dims": list(self.dims),
             "stances": {f"g{k}": dict(zip(self.dims, map(int, s))) for k, s in enumerate(self.stances)},
             "group_shares": {f"g{k}": float(s) for k, s in enumerate(self.shares)}, "user_group": self.user_group,
+            "near_duplicate_cosine": self.near_duplicate_cosine,
+            "statements": {d: {split: dict(zip(SIDES, map(len, self.statements[split][k]))) for split in SPLITS}
+                           for k, d in enumerate(self.dims)},
         })
 
 
@@ -105,6 +136,12 @@ def persona_dir(override: str | Path | None = None) -> Path:
     if os.environ.get("PLURAL_PERSONA_DIR"):
         return Path(os.environ["PLURAL_PERSONA_DIR"])
     return Path(__file__).resolve().parents[1].parent / "shared" / "data" / "anthropic-persona"
+
+
+def normalise(statement: str) -> str:
+    """The comparison key of a statement: its letters and digits, case-folded (case, punctuation and
+    whitespace ignored, so "I'm well-being." = "im wellbeing")."""
+    return "".join(ch for ch in statement.casefold() if ch.isalnum())
 
 
 def load_statements(path: Path, min_confidence: float) -> tuple[list[str], list[str]]:
@@ -153,22 +190,80 @@ def _choose_dims(cfg: StatementsConfig, directory: Path) -> list[tuple[str, list
 
 
 def _unique_statements(chosen, directory: Path, min_confidence: float):
-    """Drop statements that occur in more than one chosen file (or on both sides of one): each kept statement
-    then has exactly one (dimension, stance), and train / test statements stay disjoint across dimensions."""
-    count: dict[str, int] = {}
-    for _, pro, con in chosen:
-        for s in set(pro) | set(con):
-            count[s] = count.get(s, 0) + 1 + (s in pro and s in con)
+    """Keep one statement per normalised form within a (dimension, stance); drop a normalised form found under
+    two dimensions or both stances: each kept statement then has exactly one (dimension, stance)."""
+    cells: dict[str, set] = {}
+    for d, pro, con in chosen:
+        for side, statements in zip(SIDES, (pro, con)):
+            for s in statements:
+                cells.setdefault(normalise(s), set()).add((d, side))
     out = []
     for d, pro, con in chosen:
-        pro = list(dict.fromkeys(s for s in pro if count[s] == 1))
-        con = list(dict.fromkeys(s for s in con if count[s] == 1))
+        pro, con = ([s for key, s in _first_per_key(side).items() if len(cells[key]) == 1] for side in (pro, con))
         if min(len(pro), len(con)) < MIN_PER_SIDE:
             raise PluralError(f"{directory / (d + '.jsonl')}: only {len(pro)} 'Yes' and {len(con)} 'No' statements with "
                               f"label_confidence >= {min_confidence} are not shared with the other chosen dimensions; "
                               f"need {MIN_PER_SIDE} of each")
         out.append((d, pro, con))
     return out
+
+
+def _first_per_key(statements: list[str]) -> dict[str, str]:
+    """{normalised form: its first statement}, in order."""
+    out: dict[str, str] = {}
+    for s in statements:
+        out.setdefault(normalise(s), s)
+    return out
+
+
+def near_duplicate_components(emb: np.ndarray, threshold: float, block: int = 1024) -> np.ndarray:
+    """(n,) component index of each row of emb (n, D): rows i, j are joined when cosine(emb_i, emb_j) > threshold,
+    and components are the connected components of that graph (union-find); numbered in order of first row."""
+    x = np.asarray(emb, np.float64)
+    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    parent = np.arange(len(x))
+
+    def root(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for start in range(0, len(x), block):
+        rows, cols = np.nonzero(x[start:start + block] @ x.T > threshold)
+        for i, j in zip(rows + start, cols):
+            if i < j:
+                ri, rj = root(i), root(j)
+                parent[max(ri, rj)] = min(ri, rj)
+    roots = np.array([root(i) for i in range(len(x))])
+    return np.unique(roots, return_inverse=True)[1].reshape(-1)
+
+
+def split_statements(cells: list[int], components: np.ndarray, fractions: dict[str, float],
+                     rng: np.random.Generator) -> list[str]:
+    """The split of each statement, whole near-duplicate components at a time.
+
+    cells: (n,) the (dimension, stance) cell of each statement; components: (n,) its component index;
+    fractions: {split: target share of every cell}. Components are taken largest first (ties in random
+    order) and each goes to the split s minimising sum_c m_c (n_cs + m_c) / (f_s N_c) over the cells c it
+    has m_c members in (n_cs: statements of c already in s, N_c: statements of c): the split it fills
+    least in proportion to its target.
+    """
+    cells, components = np.asarray(cells), np.asarray(components)
+    names = list(fractions)
+    n_cells, n_comp = cells.max() + 1, components.max() + 1
+    members = np.zeros((n_comp, n_cells))
+    np.add.at(members, (components, cells), 1)
+    target = np.bincount(cells, minlength=n_cells)[:, None] * np.array([fractions[s] for s in names])  # (cells, splits)
+    filled = np.zeros_like(target)
+    size = members.sum(1)
+    choice = np.empty(n_comp, int)
+    tie = rng.permutation(n_comp)
+    for k in np.lexsort((tie, -size)):  # largest first, ties in random order
+        m = members[k][:, None]
+        choice[k] = int(np.argmin((m * (filled + m) / target).sum(0)))
+        filled[:, choice[k]] += members[k]
+    return [names[choice[c]] for c in components]
 
 
 def draw_stances(n_groups: int, n_dims: int, shares: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -209,10 +304,12 @@ def _check(cfg: StatementsConfig) -> np.ndarray:
         raise ValueError("n_groups and n_dims must be at least 1")
     if not 0 <= cfg.label_noise < 0.5:
         raise ValueError(f"label_noise={cfg.label_noise}: must be in [0, 0.5)")
-    if not 0 < cfg.test_fraction < 1:
-        raise ValueError(f"test_fraction={cfg.test_fraction}: must be in (0, 1)")
-    if min(cfg.n_users, cfg.train_pairs, cfg.test_pairs) < 1 or cfg.n_unseen < 0:
-        raise ValueError("n_users, train_pairs and test_pairs must be at least 1, n_unseen at least 0")
+    if not (0 < cfg.test_fraction < 1 and 0 < cfg.val_fraction < 1 and cfg.test_fraction + cfg.val_fraction < 1):
+        raise ValueError(f"test_fraction={cfg.test_fraction}, val_fraction={cfg.val_fraction}: each must be in (0, 1) "
+                         "and their sum below 1 (train gets the rest)")
+    if not 0 < cfg.near_duplicate_cosine <= 1:
+        raise ValueError(f"near_duplicate_cosine={cfg.near_duplicate_cosine}: must be in (0, 1]")
+    check_tables(cfg)
     sizes = cfg.group_sizes or (1.0,) * cfg.n_groups
     if len(sizes) != cfg.n_groups or min(sizes) <= 0:
         raise ValueError(f"group_sizes has {len(sizes)} entries for {cfg.n_groups} groups (all must be > 0)")
@@ -228,46 +325,76 @@ def _default_embed(cfg: StatementsConfig) -> Callable[[list[str]], np.ndarray]:
     return lambda texts: embed_texts(texts, embedder=cfg.embedder, progress=False)
 
 
+def _grouping_embed(cfg: StatementsConfig, embed_fn) -> Callable[[list[str]], np.ndarray] | None:
+    """The embedder of the statements: embed_fn, else the default one; None (with a warning) when embed=False,
+    embed_fn is None and the default embedder's weights package is not installed."""
+    if embed_fn is not None:
+        return embed_fn
+    if not cfg.embed:
+        try:
+            from plural.embed import minilm
+
+            minilm.model_dir()
+        except (ImportError, PluralError) as e:
+            warnings.warn(f"statements population: near-duplicate statements are not kept out of different splits, "
+                          f"only normalised duplicates ({e})", stacklevel=3)
+            return None
+    return _default_embed(cfg)
+
+
+def _embed(fn, texts: list[str]) -> np.ndarray:
+    emb = np.asarray(fn(texts), dtype=np.float32)
+    if emb.ndim != 2 or emb.shape[0] != len(texts) or not np.isfinite(emb).all():
+        raise PluralError(f"embedder returned an array of shape {emb.shape} for {len(texts)} texts (expected (n, D), finite)")
+    return emb
+
+
 def simulate_statements(cfg: StatementsConfig = StatementsConfig(),
                         embed_fn: Callable[[list[str]], np.ndarray] | None = None) -> StatementsPopulation:
-    """Draw a statements population and its train / test tables (deterministic per `cfg.seed` and embed_fn)."""
+    """Draw a statements population and its train / val / test tables (deterministic per `cfg.seed` and embed_fn).
+
+    embed_fn(texts) -> (len(texts), D) embeds every candidate statement and the prompt once: for the
+    near-duplicate grouping and, with `embed=True`, the tables' embedding columns.
+    """
     shares = _check(cfg)
-    rng = np.random.default_rng(cfg.seed)
-    chosen = _choose_dims(cfg, persona_dir(cfg.persona_dir))
+    rngs = split_rngs(cfg.seed)
+    rng = rngs["train"]
+    directory = persona_dir(cfg.persona_dir)
+    chosen = _choose_dims(cfg, directory)
     dims = tuple(d for d, _, _ in chosen)
     K, D, eps = cfg.n_groups, len(dims), cfg.label_noise
-    pools = {"train": [], "test": []}  # per dimension: (pro statements, con statements)
-    for _, pro, con in chosen:
-        parts = {}
-        for side in (pro, con):
-            perm = [side[j] for j in rng.permutation(len(side))]
-            n_test = min(max(1, round(cfg.test_fraction * len(side))), len(side) - 1)
-            parts.setdefault("test", []).append(perm[:n_test])
-            parts.setdefault("train", []).append(perm[n_test:])
-        for split in pools:
-            pools[split].append(tuple(parts[split]))
+
+    # every candidate statement with its (dimension, stance) cell 2 d + side
+    flat = [(s, 2 * k + j) for k, (_, pro, con) in enumerate(chosen) for j, side in enumerate((pro, con)) for s in side]
+    texts = [s for s, _ in flat] + [cfg.prompt]
+    fn = _grouping_embed(cfg, embed_fn)
+    emb = _embed(fn, texts) if fn is not None else None
+    threshold = cfg.near_duplicate_cosine if emb is not None else None
+    components = near_duplicate_components(emb[:-1], threshold) if emb is not None else np.arange(len(flat))
+    fractions = {"train": 1 - cfg.test_fraction - cfg.val_fraction, "val": cfg.val_fraction, "test": cfg.test_fraction}
+    where = split_statements([c for _, c in flat], components, fractions, rng)
+    statements = {split: [([], []) for _ in dims] for split in SPLITS}
+    for (s, c), split in zip(flat, where):
+        statements[split][c // 2][c % 2].append(s)
+    for k, d in enumerate(dims):
+        for split in SPLITS:
+            if not all(statements[split][k]):
+                n_pro, n_con = map(len, statements[split][k])
+                raise PluralError(f"{directory / (d + '.jsonl')}: {split} gets {n_pro} 'Yes' and {n_con} 'No' statements "
+                                  f"(needs one of each) with test_fraction={cfg.test_fraction}, val_fraction="
+                                  f"{cfg.val_fraction} and near-duplicates (cosine > {threshold}) kept together; raise "
+                                  "those fractions or near_duplicate_cosine, or choose other dims")
+    pools = {split: [tuple(np.asarray(x, dtype=object) for x in per_dim) for per_dim in statements[split]]
+             for split in SPLITS}
     stances = draw_stances(K, D, shares, rng)
-
-    def assign(n):  # group sizes as close to the shares as integers allow, each group non-empty when n >= K
-        counts = np.floor(shares * n).astype(int)
-        if n >= K:
-            counts = np.maximum(counts, 1)
-        while counts.sum() < n:
-            counts[np.argmax(shares * n - counts)] += 1
-        while counts.sum() > n:
-            counts[np.argmax(counts)] -= 1
-        return np.repeat(np.arange(K), counts)
-
-    users = [(f"{kind[0]}{j:04d}", int(g), kind == "seen")
-             for kind, n in (("seen", cfg.n_users), ("unseen", cfg.n_unseen)) for j, g in enumerate(assign(n))]
+    users = users_of(shares, {"seen": cfg.n_users, "test": cfg.n_unseen, "val": n_val_unseen(cfg)})
 
     def pairs(uid, g, seen, n, split):
-        d = rng.integers(0, D, n)
-        pro = [pools[split][k][0][rng.integers(len(pools[split][k][0]))] for k in d]
-        con = [pools[split][k][1][rng.integers(len(pools[split][k][1]))] for k in d]
-        wants_pro = stances[g, d] > 0
-        flip = rng.random(n) < eps
-        chose_pro = wants_pro ^ flip
+        r = rngs[split]
+        d = r.integers(0, D, n)
+        pro = np.array([pools[split][k][0][r.integers(len(pools[split][k][0]))] for k in d], dtype=object)
+        con = np.array([pools[split][k][1][r.integers(len(pools[split][k][1]))] for k in d], dtype=object)
+        chose_pro = (stances[g, d] > 0) ^ (r.random(n) < eps)
         # P(member of group k prefers chosen) = 1-eps if chosen matches k's stance, else eps
         match = (stances[:, d] > 0) == chose_pro[None, :]  # (K, n)
         p_k = np.where(match, 1 - eps, eps)
@@ -278,17 +405,12 @@ def simulate_statements(cfg: StatementsConfig = StatementsConfig(),
             "oracle_p": p_k[g], "population_p": shares @ p_k,
         })
 
-    train = pd.concat([pairs(u, g, s, cfg.train_pairs, "train") for u, g, s in users if s], ignore_index=True)
-    test = pd.concat([pairs(u, g, s, cfg.test_pairs, "test") for u, g, s in users], ignore_index=True)
+    tables = draw_tables(users, cfg, pairs)
     if cfg.embed:
-        fn = embed_fn if embed_fn is not None else _default_embed(cfg)
-        texts = sorted(set(train.chosen) | set(train.rejected) | set(test.chosen) | set(test.rejected) | {cfg.prompt})
-        emb = np.asarray(fn(texts), dtype=np.float32)
-        if emb.ndim != 2 or emb.shape[0] != len(texts) or not np.isfinite(emb).all():
-            raise PluralError(f"embedder returned an array of shape {emb.shape} for {len(texts)} texts (expected (n, D), finite)")
         index = {t: i for i, t in enumerate(texts)}
-        for df in (train, test):
+        for df in tables.values():
             for col in ("prompt", "chosen", "rejected"):
                 df.insert(df.columns.get_loc("dimension"), f"{col}_embedding", list(emb[[index[t] for t in df[col]]]))
-    return StatementsPopulation(config=cfg, train=train, test=test, dims=dims, stances=stances, shares=shares,
-                                user_group={u: f"g{g}" for u, g, _ in users})
+    return StatementsPopulation(config=cfg, **tables, dims=dims, stances=stances, shares=shares,
+                                user_group={u: f"g{g}" for u, g, _ in users}, statements=statements,
+                                near_duplicate_cosine=threshold)

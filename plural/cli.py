@@ -56,15 +56,21 @@ def _parser() -> argparse.ArgumentParser:
     fg.add_argument("--quick", action="store_true", help="if --results holds no results, run experiments/smoke.py into it first")
     fg.add_argument("--out", required=True)
 
-    s = sub.add_parser("simulate", help="write a simulated population (train/test parquet + truth.json)")
+    s = sub.add_parser("simulate", help="write a simulated population (train/val/test parquet + truth.json)")
     s.add_argument("--out", required=True)
     s.add_argument("--population", default="ideal-point", choices=["ideal-point", "statements"],  # = personas.POPULATIONS
                    help="ideal-point (embedding-space prototypes) or statements (persona statements, real text)")
     s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="population parameter, e.g. n_groups=3 group_sizes=(0.6,0.3,0.1) dim=32")
 
+    sp = sub.add_parser("split", help="split a table by user (seen / val-unseen / test-unseen) and pair into train / val / test")
+    sp.add_argument("input", help="parquet / JSON Lines file or a directory of them (not embedded)")
+    sp.add_argument("outdir", help="writes OUTDIR/train, val, test (.jsonl for a .jsonl input, else .parquet)")
+    sp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="unseen_fraction (0.2), val_fraction (0.1), test_fraction (0.2), seed (0), disjoint (none|prompt)")
+
     c = sub.add_parser("convert", help="convert a published dataset into a preference table (text columns, no embeddings)")
-    c.add_argument("source", help="prism, community-alignment, summarize-feedback or attribute-scores")
+    c.add_argument("source", help="prism, community-alignment, summarize-feedback, attribute-scores or hh-hidden-context")
     c.add_argument("input", help="the dataset's file or folder, as its publishers distribute it")
     c.add_argument("out", help="output table (.parquet or .jsonl)")
     c.add_argument("--group", default=None, help="column that becomes `group` (e.g. annotator_country, birth_region)")
@@ -170,8 +176,12 @@ def _dispatch(args) -> int:
             raise PluralError(f"--set: {e}")
         out = pop.write(args.out)
         t = pop.truth()["all"]
-        print(f"{len(pop.train)} train / {len(pop.test)} test pairs -> {out}  "
+        print(f"{len(pop.train)} train / {len(pop.val)} val / {len(pop.test)} test pairs -> {out}  "
               f"(oracle {t['oracle_accuracy']:.3f}, best single reward {t['single_accuracy']:.3f})")
+    elif args.command == "split":
+        from plural.data.split import split_file
+
+        print(split_file(args.input, args.outdir, args.overrides))
     elif args.command == "convert":
         from plural.data.sources import convert
 

@@ -1,8 +1,10 @@
 """`plural demo`: the main job on a built-in population, end to end in a few minutes on 2 CPU cores.
 
 Simulates a 3-group ideal-point population with a 10% minority (one fixed context), fits every registered family through
-the same `plural fit` path, scores seen users and unseen users (10 shots), prints the subgroup table
-against the oracle and the best single reward, and writes the per-group figure.
+the same `plural fit` path with its defaults (chosen on the validation data of the defaults suite,
+experiments/defaults.py) and early stopping on the population's val table, scores seen users and unseen
+users (10 shots) on the test table, prints the subgroup table against the oracle and the best single
+reward, and writes the per-group figure.
 """
 
 from __future__ import annotations
@@ -22,11 +24,11 @@ from plural.run import fit
 
 SHOTS = 10
 # Per-family settings for the demo population (D = 32, 3600 training pairs); absent = the family's defaults.
-DEMO_OVERRIDES: dict[str, list[str]] = {
-    "bt": ["model.hidden=(64,)", "train.steps=1000"],
-    "vpl": [],
-    "pal-a": [],
-    "pal-b": [],
+# Every family at its defaults, plus BT's two user-aware variants (the fair baselines): label -> (family, --set).
+DEMO_MODELS: dict[str, tuple[str, list[str]]] = {
+    **{name: (name, []) for name in FAMILIES},
+    "bt (group)": ("bt", ["model.condition=group"]),
+    "bt (user)": ("bt", ["model.condition=user"]),
 }
 
 
@@ -38,13 +40,14 @@ def run_demo(out: Path, seed: int = 0) -> pd.DataFrame:
     print(f"population: 3 groups (shares 0.6 / 0.3 / 0.1), {pop.config.n_users} seen + {pop.config.n_unseen} unseen users, "
           f"{len(pop.train)} training pairs; oracle {truth['oracle_accuracy']:.3f}, best single reward {truth['single_accuracy']:.3f}")
     train = read_table(out / "population" / "train.parquet")
+    val = read_table(out / "population" / "val.parquet")
     test = read_table(out / "population" / "test.parquet")
     tables = []
-    for name in FAMILIES:
-        run_dir = out / "runs" / name
+    for name, (family, sets) in DEMO_MODELS.items():
+        run_dir = out / "runs" / name.replace(" ", "_").replace("(", "").replace(")", "")
         shutil.rmtree(run_dir, ignore_errors=True)  # the demo always trains from scratch
-        result = fit(name, out / "population" / "train.parquet", run_dir, seed=seed, data=train,
-                     overrides=DEMO_OVERRIDES.get(name, []))
+        result = fit(family, out / "population" / "train.parquet", run_dir, seed=seed, data=train, val=val,
+                     val_path=out / "population" / "val.parquet", overrides=sets)
         rows = predict(result, list(train.users), test, shots=SHOTS)
         rows["split"] = rows["seen"].map({True: "seen", False: f"unseen ({SHOTS} shots)"})
         for split, r in rows.groupby("split"):

@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -30,23 +32,35 @@ def _take(tree, idx):
     return jax.tree.map(lambda x: x[idx], tree)
 
 
+# Jitted once per model structure (graphdef) and shapes, not once per call.
+@partial(jax.jit, static_argnums=(0, 1))
+def _scores(graphdef, fn, params, p, c, r, s):
+    m = nnx.merge(graphdef, params)
+    if fn == "margin":
+        return m.margin(p, c, r, s)
+    return m.reward(p, c if fn == "chosen" else r, s)
+
+
+@partial(jax.jit, static_argnums=0)
+def _row_states(graphdef, params, seen, user, group):
+    return row_states(nnx.merge(graphdef, params), seen, user, group)
+
+
+@partial(jax.jit, static_argnums=0)
+def _adapt(graphdef, params, ctx, keys):
+    return jax.vmap(lambda c, key: nnx.merge(graphdef, params).adapt(c, key))(ctx, keys)
+
+
 def score_rows(model, data: PreferenceData, states, chunk: int = CHUNK, fn: str = "margin") -> np.ndarray:
     """(N,) per row: margins r(chosen) - r(rejected) (`fn="margin"`), or the reward of `chosen` / `rejected`.
 
     `states` has leading axis N (one per row); rows are scored `chunk` at a time (bounded memory)."""
     graphdef, params = nnx.split(model)
-
-    @jax.jit
-    def margins(params, p, c, r, s):
-        m = nnx.merge(graphdef, params)
-        if fn == "margin":
-            return m.margin(p, c, r, s)
-        return m.reward(p, c if fn == "chosen" else r, s)
-
     out = []
     for lo in range(0, data.n_pairs, chunk):
         sl = slice(lo, lo + chunk)
-        out.append(np.asarray(margins(params, data.prompt[sl], data.chosen[sl], data.rejected[sl], _take(states, sl))))
+        out.append(np.asarray(_scores(graphdef, fn, params, data.prompt[sl], data.chosen[sl], data.rejected[sl],
+                                      _take(states, sl))))
     return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 
@@ -79,8 +93,7 @@ def user_states(result: TrainResult, train_users, data: PreferenceData, shots: i
     is_seen = rows["user"] >= 0
     graphdef, params = nnx.split(model)
     seen_states = _take(result.seen, seed_index)
-    states = jax.jit(lambda p, s, u, g: row_states(nnx.merge(graphdef, p), s, u, g))(
-        params, seen_states, rows["user"], rows["group"])
+    states = _row_states(graphdef, params, seen_states, rows["user"], rows["group"])
     states = jax.tree.map(np.array, states)
     scored = np.ones(data.n_pairs, bool)
     rows_of = data.user_rows()
@@ -106,7 +119,7 @@ def adapt_states(result: TrainResult, ctx: dict, seed_index: int = 0):
     n, k = ctx["chosen"].shape[:2]
     ctx = {**ctx, "mask": np.ones((n, k), np.float32)}
     keys = jnp.stack([jax.random.fold_in(seed_key(result.seeds[seed_index], ADAPT_STREAM), i) for i in range(n)])
-    adapted = jax.jit(jax.vmap(lambda c, key: nnx.merge(graphdef, params).adapt(c, key)))(ctx, keys)
+    adapted = _adapt(graphdef, params, ctx, keys)
     return jax.tree.map(np.asarray, adapted)
 
 

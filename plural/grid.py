@@ -8,8 +8,10 @@ A spec is a plain Python file with `get_config()` returning a dict:
                      | {"train": path, "val": path, "test": path}
                      | {"table": path, "convert": SOURCE (optional), "convert_set": [...], "split": {SplitConfig fields}}}
               (a real table is converted if asked, then split by `plural split`'s rules into train / val / test)
-    methods:  {label: {"model": family name, "set": [key=value, ...], "grid": {...} (optional)}}
+    methods:  {label: {"model": family name, "set": [key=value, ...], "grid": {...} or "points": [{...}, ...] (optional)}}
     grid:     {key: [values, ...]}   cartesian sweep applied to every method without its own "grid" (optional)
+    select:   "per_dataset" (default) | "across_datasets" (one point per method for every dataset: the one
+              with the best validation score averaged over the datasets; how family defaults are chosen)
     seeds:    [0, 1, ...]            trained at once along the seed axis
     shots:    [0, 10, ...]           evaluation shot counts for unseen users
     active:   {"budget": 8, "pool_size": 40, "n_answers": 16, "random_repeats": 3}   (optional)
@@ -128,7 +130,8 @@ def _points(grid: dict) -> list[dict]:
 def cells(spec: dict):
     for ds in spec["datasets"]:
         for label, m in spec["methods"].items():
-            for point in _points(m.get("grid", spec.get("grid", {}))):
+            points = [dict(p) for p in m["points"]] if "points" in m else _points(m.get("grid", spec.get("grid", {})))
+            for point in points:
                 sets = list(m.get("set", [])) + [f"{k}={v}" for k, v in point.items()]
                 key = json.dumps([ds, label, m["model"], sets])
                 cid = f"{ds}__{label}__{hashlib.sha1(key.encode()).hexdigest()[:10]}"
@@ -187,6 +190,7 @@ def run_grid(spec_path: str | Path, out: str | Path, resume: bool = False, progr
 
 
 SPLITS = ("train", "val", "test")
+MIN_GAP = 0.02  # oracle - single below which a (per-group) gap closed is not reported
 ROW_COLUMNS = ["row", "user_id", "group", "seen", "margin", "correct", "oracle_p", "population_p"]
 
 
@@ -202,7 +206,7 @@ def _score_cell(result, seeds, data: dict, shots_list: list[int]) -> tuple[pd.Da
     Unseen users are scored on rows at positions >= max(shots) for every shot count (one fixed set of rows
     per curve); seen users' rows do not depend on shots and are scored once per seed (listed at every shot
     count so that each line of the summary is complete)."""
-    from analysis.calibration import calibration_metrics
+    from analysis.calibration import calibration_metrics, uncertainty_error_correlation
 
     users = list(data["train"].users)
     score_from = max(shots_list)
@@ -220,8 +224,14 @@ def _score_cell(result, seeds, data: dict, shots_list: list[int]) -> tuple[pd.Da
                     for t in parts:
                         cal = pd.DataFrame([calibration_metrics(r if g == "all" else r[r["group"] == g])
                                             for g in t["group"]]).drop(columns=["n_pairs"])
-                        tables.append(pd.concat([t.drop(columns=["subset"], errors="ignore").reset_index(drop=True), cal], axis=1)
-                                      .assign(table=table, seed=seed, shots=shots, split=split, score_from=score_from))
+                        t = pd.concat([t.drop(columns=["subset"], errors="ignore").reset_index(drop=True), cal], axis=1)
+                        if "gap_closed" in t:  # a gap closed over a tiny gap is noise: reported only where it is >= MIN_GAP
+                            t["gap_closed"] = t["gap_closed"].where(t["oracle"] - t["single"] >= MIN_GAP)
+                        if "uncertainty" in r and r["uncertainty"].notna().all() and r["user_id"].nunique() >= 3:
+                            u = uncertainty_error_correlation(r, n_boot=200)  # same value on every group line of r
+                            t = t.assign(uncertainty_spearman=u["spearman"], uncertainty_spearman_lo=u["spearman_lo"],
+                                         uncertainty_spearman_hi=u["spearman_hi"])
+                        tables.append(t.assign(table=table, seed=seed, shots=shots, split=split, score_from=score_from))
     return pd.concat(tables, ignore_index=True), pd.concat(kept, ignore_index=True)
 
 
@@ -238,9 +248,18 @@ def select(results: pd.DataFrame, spec: dict) -> pd.DataFrame:
     score = per_seed.groupby(level="cell").mean()
     results = results.assign(selection_score=results["cell"].map(score))
     order = {cid: i for i, (cid, *_) in enumerate(cells(spec))}
-    best = (results.drop_duplicates("cell").assign(order=lambda d: d["cell"].map(order))
-            .sort_values(["selection_score", "order"], ascending=[False, True])
-            .drop_duplicates(["dataset", "method"])["cell"])
+    first = results.drop_duplicates("cell").assign(order=lambda d: d["cell"].map(order))
+    mode = spec.get("select", "per_dataset")
+    if mode == "across_datasets":  # one point per method: the best mean validation score over the datasets
+        suite = first.groupby(["method", "hparams"], sort=False).agg(mean=("selection_score", "mean"), order=("order", "min"))
+        best_points = (suite.reset_index().sort_values(["mean", "order"], ascending=[False, True])
+                       .drop_duplicates("method")[["method", "hparams"]])
+        best = first.merge(best_points, on=["method", "hparams"])["cell"]
+        results = results.assign(suite_score=results.set_index(["method", "hparams"]).index.map(suite["mean"]))
+    elif mode == "per_dataset":
+        best = first.sort_values(["selection_score", "order"], ascending=[False, True]).drop_duplicates(["dataset", "method"])["cell"]
+    else:
+        raise PluralError(f"spec select={mode!r}: expected per_dataset or across_datasets")
     return results.assign(selected=results["cell"].isin(set(best)))
 
 

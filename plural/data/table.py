@@ -4,7 +4,8 @@
 validated `PreferenceData`. Every check runs before any training and fails with a one-line
 `PluralError` naming the file, the column and the first offending row (0-based; JSON Lines errors
 also give the 1-based line). A text-only table (no embedding columns) is checked, then embedded with the
-offline embedder `plural.embed` (cached on disk).
+offline embedder `plural.embed` (cached on disk). `read_frame(path)` runs the same checks without embedding
+and returns the rows as stored (for `plural split`).
 """
 
 from __future__ import annotations
@@ -34,27 +35,62 @@ def read_table(path: str | Path, embedder: str = "minilm") -> PreferenceData:
     prompt (a missing prompt in a row is embedded as the empty text, i.e. one fixed context).
     """
     path = Path(path)
+    files, _, frames, embeddings = _read_validated(path)
+    embed_pending(embeddings, path, embedder)
+    _check_files(path, files, embeddings)
+    df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    emb = {k: np.concatenate([e[k] for e in embeddings]) for k in embeddings[0]}
+    _check_groups(df, files, [len(fr) for fr in frames])
+    return PreferenceData.from_frame(df, emb, source=str(path))
+
+
+def read_frame(path: str | Path) -> pd.DataFrame:
+    """Validate a preference table exactly as `read_table` does, but embed nothing: the rows as stored.
+
+    Returns one DataFrame row per input row in file order (files of a directory in name order), with
+    every column as in the files: Parquet columns keep their Arrow types (`pd.ArrowDtype`), JSON Lines
+    columns hold the parsed JSON values (dtype object), so writing a subset back loses nothing. For tools
+    that move rows between tables (`plural split`) and must not need the embedder.
+    """
+    path = Path(path)
+    files, tables, frames, embeddings = _read_validated(path)
+    _check_files(path, files, embeddings)
+    _check_groups(pd.concat(frames, ignore_index=True), files, [len(fr) for fr in frames])
+    raw = [t.to_pandas(types_mapper=pd.ArrowDtype) if isinstance(t, pa.Table)
+           else pd.DataFrame({c: pd.Series(_as_list(t.column(c)), dtype=object) for c in t.column_names})
+           for t in tables]
+    return pd.concat(raw, ignore_index=True) if len(raw) > 1 else raw[0]
+
+
+def _read_validated(path: Path) -> tuple[list[Path], list, list[pd.DataFrame], list[dict]]:
+    """Read and validate every file of `path`: (files, raw tables, validated frames, embeddings per file)."""
     files = _list_files(path)
-    frames, embeddings = [], []
+    tables, frames, embeddings = [], [], []
     for f in files:
         table, is_jsonl = _read_file(f)
         df, emb = _validate(table, f, is_jsonl)
+        tables.append(table)
         frames.append(df)
         embeddings.append(emb)
-    embed_pending(embeddings, path, embedder)
+    return files, tables, frames, embeddings
+
+
+def _check_files(path: Path, files: list[Path], embeddings: list[dict]) -> None:
+    """The files of a directory agree on the embedding columns and their length (texts still to be
+    embedded, `PendingTexts`, have no length yet and are skipped)."""
+    for f, e in zip(files, embeddings):
+        if set(e) != set(embeddings[0]):
+            k = sorted(set(e) ^ set(embeddings[0]))[0]
+            raise PluralError(f"{path}: column '{k}' is present in some files of the directory but not all "
+                              f"({files[0].name} and {f.name} differ)")
     dim = None
-    for f, emb in zip(files, embeddings):
-        d = emb["chosen_embedding"].shape[1]
+    for f, e in zip(files, embeddings):
+        if isinstance(e["chosen_embedding"], PendingTexts):
+            continue
+        d = e["chosen_embedding"].shape[1]
         if dim is not None and d != dim:
             raise PluralError(f"{where(f, 'chosen_embedding', 0)}: embedding length {d}, but earlier files have {dim}")
         dim = d
-    df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-    emb = {k: np.concatenate([e[k] for e in embeddings]) for k in embeddings[0]}
-    for k in emb:
-        if any(k not in e for e in embeddings):
-            raise PluralError(f"{path}: column '{k}' is present in some files of the directory but not all")
-    _check_groups(df, files, [len(fr) for fr in frames])
-    return PreferenceData.from_frame(df, emb, source=str(path))
 
 
 class PendingTexts(list):
