@@ -47,11 +47,15 @@ def get_config():
             "bt-user": {"model": "bt", "set": ["model.condition=user", "model.hidden=(64,)"], "grid": {"train.lr": LR}},
             "vpl": {"model": "vpl", "grid": {"train.lr": [1e-3, 3e-3]}},
             "pal-a": {"model": "pal-a", "points": [
-                {"model.n_prototypes": k, "model.mixture_entropy": e, "model.projector_l2": l2}
-                for k in (4, 8) for e, l2 in ((0.1, 1e-3), (0.0, 1e-3), (0.1, 1e-2))]},
+                {"model.n_prototypes": k, "model.mixture_entropy": e, "model.projector_l2": l2, **hidden}
+                for k in (4, 8) for e, l2, hidden in ((0.1, 1e-3, {}), (0.1, 0.0, {}), (0.0, 0.0, {}),
+                                                      (0.1, 0.0, {"model.projector_hidden": "(256,)"}))]},
             "pal-b": {"model": "pal-b", "points": [
-                {"model.n_prototypes": k, "model.mixture_entropy": e, "model.input_dropout": p}
-                for k in (4, 8) for e, p in ((0.1, 0.5), (0.0, 0.5), (0.1, 0.25))]},
+                {"model.n_prototypes": k, "model.mixture_entropy": e, "model.input_dropout": p, **l2}
+                for k in (4, 8) for e, p, l2 in ((0.1, 0.5, {}), (0.1, 0.5, {"model.prompt_l2": 10.0}),
+                                                 (0.1, 0.5, {"model.prompt_l2": 100.0}),
+                                                 (0.1, 0.25, {"model.prompt_l2": 100.0}),
+                                                 (0.0, 0.5, {"model.prompt_l2": 100.0}))]},
         },
         "select": "across_datasets",
         "seeds": [0],

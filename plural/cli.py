@@ -189,8 +189,19 @@ def _dispatch(args) -> int:
     elif args.command == "grid":
         from plural.grid import run_grid
 
+        import pandas as pd
+
         results = run_grid(args.spec, args.out, resume=args.resume)
         print(f"{results['cell'].nunique()} cells, {len(results)} result rows -> {Path(args.out) / 'results.parquet'}")
+        summary = pd.read_parquet(Path(args.out) / "summary.parquet")
+        value = "gap_closed" if summary["gap_closed"].notna().any() else "accuracy"
+        s = summary[(summary["group"] == "all") & summary["split"].isin(["seen", "unseen"])]
+        s = s[(s["split"] == "unseen") | (s["shots"] == s["shots"].min())]
+        table = s.assign(col=s["split"] + "@" + s["shots"].astype(str)).pivot_table(
+            index=["dataset", "method"], columns="col", values=value, aggfunc="first")
+        print(f"selected on validation; test {value}, mean over seeds:")
+        with pd.option_context("display.float_format", "{:.3f}".format, "display.width", 160):
+            print(table.to_string())
     elif args.command == "figs":
         from paper_figs import make_all
         from plural.errors import PluralError

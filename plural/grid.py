@@ -46,6 +46,7 @@ import itertools
 import json
 from pathlib import Path
 
+import jax
 import pandas as pd
 from tqdm.auto import tqdm
 
@@ -172,6 +173,8 @@ def run_grid(spec_path: str | Path, out: str | Path, resume: bool = False, progr
         cell["best_step"] = cell["seed"].map(stopped)
         _atomic_parquet(rows.assign(cell=cid), out / "cells" / f"{cid}.rows.parquet")
         _atomic_parquet(cell, path)  # last: a cell counts as finished only when its summary exists
+        del result
+        jax.clear_caches()  # a long grid compiles hundreds of programs; keep the JIT's memory maps bounded
     results = pd.concat([pd.read_parquet(out / "cells" / f"{cid}.parquet") for cid, *_ in todo], ignore_index=True)
     results = select(results, spec)
     results.to_parquet(out / "results.parquet", index=False)

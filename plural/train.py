@@ -20,6 +20,7 @@ ones ("best" item) and are what the run returns and `restore_params` loads.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -180,7 +181,8 @@ class Trainer:
             self.vd = jax.tree.map(jnp.asarray, rows) if self.mesh is None else jax.device_put(rows, replicated(self.mesh))
         self.tx = optimizer_for(family, hp, cfg)
         self.graphdef = nnx.split(nnx.eval_shape(lambda: family(self.spec, hp, nnx.Rngs(0))))[0]
-        self._chunks: dict[int, Callable] = {}
+        self._chunks: dict[int, Callable] = {}  # compiled programs live (and die) with the Trainer
+        self._validate = jax.jit(self._validate_all)
 
     # -- pure functions --------------------------------------------------------------------------------
     def _init_one(self, key, dd):
@@ -255,9 +257,8 @@ class Trainer:
             return nnx.merge(self.graphdef, p, r).seen_states(self.dd)
         return jax.jit(jax.vmap(one))(params, rest)
 
-    @partial(jax.jit, static_argnums=0)
-    def _validate(self, params, rest, dd, vd):
-        """(val_loss (S,), val_accuracy (S,)) of every seed on the validation rows."""
+    def _validate_all(self, params, rest, dd, vd):
+        """(val_loss (S,), val_accuracy (S,)) of every seed on the validation rows (jitted per Trainer)."""
         def one(p, r):
             model = nnx.merge(self.graphdef, p, r)
             states = row_states(model, model.seen_states(dd), vd["user"], vd["group"])
@@ -360,7 +361,8 @@ class Trainer:
 
     def _save(self, mngr, step, params, opt_state, rest, best, history, early):
         items = {"state": ocp.args.StandardSave(self._leaves(params, opt_state, rest)),
-                 "history": ocp.args.JsonSave({"history": history, "seeds": list(self.seeds), "early": early})}
+                 # copies: Orbax writes in the background while the next chunk appends to `history`
+                 "history": ocp.args.JsonSave(copy.deepcopy({"history": history, "seeds": list(self.seeds), "early": early}))}
         if early is not None:
             items["best"] = ocp.args.StandardSave(self._leaves(best))
         mngr.save(step, args=ocp.args.Composite(**items))

@@ -3,12 +3,19 @@
 import os
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
-if "PLURAL_CACHE" not in os.environ:  # embeddings cached by tests go to a throw-away folder, not ~/.cache
-    import tempfile
+import tempfile  # noqa: E402
 
+if "PLURAL_CACHE" not in os.environ:  # embeddings cached by tests go to a throw-away folder, not ~/.cache
     os.environ["PLURAL_CACHE"] = tempfile.mkdtemp(prefix="plural-test-cache-")
 
+import jax  # noqa: E402
 import pytest  # noqa: E402
+
+# One compilation cache per test session: the many small fits of the suite share most of their programs
+# (a second identical fit compiles ~5x faster); a throw-away folder, so no state survives the session.
+jax.config.update("jax_compilation_cache_dir", tempfile.mkdtemp(prefix="plural-test-jit-"))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 from personas import IdealPointConfig, simulate_ideal_point  # noqa: E402
 

@@ -158,3 +158,16 @@ def test_plural_score_writes_each_rows_rewards(user_run, tiny, tmp_path):
     np.testing.assert_allclose(got[5:], s["rejected_reward"].to_numpy()[idx][5:], atol=1e-5)
     with pytest.raises(plural.PluralError):
         run.reward(data.prompt[:2], data.chosen[:2], user="nobody")
+
+
+def test_anonymous_rows_hold_out_whole_users_for_validation(tiny, tmp_path):
+    """One user per row: no user has a second pair to hold out, so fit holds out whole (anonymous) users and
+    scores them with the population prediction; nothing is silently left unvalidated."""
+    _, d = tiny
+    df = pd.read_parquet(d / "train.parquet")
+    df["user_id"] = [f"a{i}" for i in range(len(df))]
+    df.to_parquet(tmp_path / "anon.parquet")
+    fit("bt", tmp_path / "anon.parquet", tmp_path / "r", overrides=FAST, progress=False)
+    config = json.loads((tmp_path / "r/config.json").read_text())
+    metrics = json.loads((tmp_path / "r/metrics.json").read_text())
+    assert 0 < len(df) - len(config["users"]) <= 0.12 * len(df) and "best_val_accuracy" in metrics

@@ -102,6 +102,49 @@ def test_spo_rewards_are_win_probabilities_comparable_across_users(fitted):
     np.testing.assert_allclose(np.asarray(spo_reward(Shifted(), x, y, {"z": z}, refs)), spo, atol=1e-5)
 
 
+def _gelu(x):  # jax.nn.gelu's default: the tanh approximation
+    return 0.5 * x * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (x + 0.044715 * x**3)))
+
+
+def test_spo_reward_matches_a_numpy_forward_of_the_decoder():
+    """VPL-SPO recomputed in numpy from the decoder's weights (taken out of the model's state): the reward
+    MLP([e(x), e(y), z]) of each response and of R references under the same prompt and the same z, then
+    the mean over references of sigma(r(y) - r(ref)). Several users (one z per row), a prompt, random biases
+    (they start at zero, where a forward that dropped them would agree), rewards far from saturation."""
+    from flax import nnx
+
+    from plural.models.vpl import VPL, VPLHparams
+
+    rng = np.random.default_rng(0)
+    n, r, dx, dy, latent = 6, 9, 3, 5, 4
+    model = VPL({"dim": dy, "prompt_dim": dx, "n_users": 2, "attr_names": []},
+                VPLHparams(latent_dim=latent, width=8, heads=2, pair_hidden=(8,), decoder_hidden=(7, 5)), nnx.Rngs(0))
+    for layer in model.decoder.layers:
+        layer.bias[...] = jnp.asarray(rng.normal(size=layer.bias[...].shape), jnp.float32)
+    layers = nnx.to_pure_dict(nnx.state(model, nnx.Param))["decoder"]["layers"]
+    weights = [(np.asarray(layers[i]["kernel"], np.float64), np.asarray(layers[i]["bias"], np.float64))
+               for i in sorted(layers)]
+    assert [w.shape for w, _ in weights] == [(dx + dy + latent, 7), (7, 5), (5, 1)]
+
+    def reward(x, y, z):  # (..., dx), (..., dy), (..., L) -> (...)
+        h = np.concatenate([x, y, z], -1)
+        for w, b in weights[:-1]:
+            h = _gelu(h @ w + b)
+        return (h @ weights[-1][0] + weights[-1][1])[..., 0]
+
+    x, y = rng.normal(size=(n, dx)), rng.normal(size=(n, dy))
+    z, refs = rng.normal(size=(n, latent)), rng.normal(size=(r, dy))
+    ref = reward(np.repeat(x[:, None], r, 1), np.broadcast_to(refs, (n, r, dy)), np.repeat(z[:, None], r, 1))  # (n, R)
+    expected = (1.0 / (1.0 + np.exp(-(reward(x, y, z)[:, None] - ref)))).mean(1)
+
+    f32 = lambda a: jnp.asarray(a, jnp.float32)  # noqa: E731
+    got = np.asarray(nnx.jit(spo_reward)(model, f32(x), f32(y), {"z": f32(z)}, f32(refs)))
+    assert got.shape == (n,)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert np.ptp(ref) > 1.0 and 0.05 < expected.min() and expected.max() < 0.95  # not saturated, not constant
+    assert np.ptp(expected) > 0.1
+
+
 def test_vpl_from_the_cli(tiny, tmp_path):
     _, d = tiny
     run = tmp_path / "vpl"

@@ -1,0 +1,193 @@
+"""Every registered family through the one trainer and the one scorer: the same seed gives the same bytes,
+a run killed after a checkpoint resumes to the same bytes and parameters, S seeds trained at once equal
+each seed trained alone, and `--shots K` adapts unseen users on their first K rows and scores only the rest."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from plural.data import PreferenceData, read_table
+from plural.evaluate import predict, user_states
+from plural.models import FAMILIES, get_family
+from plural.run import configs_for, fit, load_run
+from plural.train import train
+
+# Small widths per family (tiny data: D = 8, 12 users); a family missing here trains at its defaults.
+SMALL = {
+    "bt": ["model.hidden=(16,)"],
+    "vpl": ["model.width=16", "model.pair_hidden=(16,)", "model.decoder_hidden=(16,)", "train.users_per_batch=8",
+            "train.context_max=8", "train.targets_per_user=4"],
+    "pal-a": ["model.projector_hidden=(16,)", "model.latent_dim=8"],
+    "pal-b": ["model.latent_dim=8", "model.prompt_hidden=(8,)"],
+}
+# 40 steps in chunks of 10, checkpoints at 20 and 40, validation (fit's held-out pairs) at every chunk; one
+# device (compiles a third faster; sharded batches are tested in test_train).
+STEPS = ["train.steps=40", "train.log_every=10", "train.ckpt_every=20", "train.eval_every=10", "train.batch_size=64",
+         "train.mesh_data=1"]
+NO_USER_STATE = {"bt"}  # families whose adapt is the identity: a new user's shots change nothing
+
+
+class Crash(Exception):
+    pass
+
+
+def _overrides(name, *extra):
+    return STEPS + SMALL.get(name, []) + list(extra)
+
+
+def _leaves(tree):
+    return [np.asarray(x) for x in jax.tree.leaves(tree)]
+
+
+@pytest.fixture(scope="module", params=sorted(FAMILIES))
+def full_run(request, tiny, tmp_path_factory):
+    """(family, run directory, result) of one uninterrupted 40-step `fit` of seed 0 on the tiny table,
+    validating on its val table (so the best parameters are tracked, checkpointed and resumed too)."""
+    name = request.param
+    _, d = tiny
+    out = tmp_path_factory.mktemp(name) / "full"
+    result = fit(name, d / "train.parquet", out, overrides=_overrides(name), progress=False,
+                 val_path=d / "val.parquet")
+    return name, out, result
+
+
+def _fit(name, d, out, **kw):
+    return fit(name, d / "train.parquet", out, overrides=_overrides(name), progress=False, val_path=d / "val.parquet",
+               **kw)
+
+
+def test_same_seed_gives_the_same_metrics_bytes(full_run, tiny, tmp_path):
+    name, full, _ = full_run
+    _, d = tiny
+    _fit(name, d, tmp_path / "again")
+    assert (tmp_path / "again/metrics.json").read_bytes() == (full / "metrics.json").read_bytes()
+    m = json.loads((full / "metrics.json").read_text())
+    assert [h["step"] for h in m["history"]] == [10, 20, 30, 40]
+    assert all("val_loss" in h for h in m["history"]) and m["best_step"] in (10, 20, 30, 40)  # validation ran
+
+
+def test_resume_after_a_crash_gives_the_same_bytes_and_parameters(full_run, tiny, tmp_path):
+    name, full, full_result = full_run
+    _, d = tiny
+    cut = tmp_path / "cut"
+
+    def crash(step):
+        if step == 30:  # after the checkpoint at 20, before the one at 40
+            raise Crash
+
+    with pytest.raises(Crash):
+        _fit(name, d, cut, on_chunk=crash)
+    assert not (cut / "metrics.json").exists()
+    resumed = _fit(name, d, cut, resume=True)
+    assert (cut / "metrics.json").read_bytes() == (full / "metrics.json").read_bytes()
+    for a, b in zip(_leaves((full_result.params, full_result.rest, full_result.seen)),
+                    _leaves((resumed.params, resumed.rest, resumed.seen)), strict=True):
+        np.testing.assert_array_equal(a, b)
+    # and what a later `evaluate` loads from the resumed run directory (the best parameters)
+    loaded = load_run(cut).result
+    for a, b in zip(_leaves((full_result.params, full_result.seen)), _leaves((loaded.params, loaded.seen)), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_seeds_at_once_equal_a_seed_alone(full_run, tiny):
+    """Seed 0 trained second of two at once (vmap) equals seed 0 trained alone by `fit` (the full run;
+    seed_batching=auto, lax.map on a CPU): neither the seed's position, nor the seed beside it, nor the
+    seed batching changes it. To 1e-5, not bit for bit: the batched and the looped programs may order
+    their reductions differently (as in test_train)."""
+    name, _, alone = full_run
+    _, d = tiny
+    c = configs_for(name, _overrides(name, "train.seed_batching=vmap"))
+    together = train(get_family(name), c["model"], c["train"], read_table(d / "train.parquet"), seeds=(1, 0),
+                     progress=False, val=read_table(d / "val.parquet"))
+    assert together.seed_metrics(1)["best_step"] == alone.seed_metrics(0)["best_step"]
+    for a, b in zip(_leaves((together.params, together.seen)), _leaves((alone.params, alone.seen)), strict=True):
+        np.testing.assert_allclose(a[1], b[0], atol=1e-5, rtol=1e-5)
+    assert [h["step"] for h in together.history] == [h["step"] for h in alone.history] == [10, 20, 30, 40]
+    for both, one in zip(together.history, alone.history):
+        assert set(both) == set(one)
+        for k in set(both) - {"step"}:
+            np.testing.assert_allclose(both[k][1], one[k][0], atol=1e-5, rtol=1e-5, err_msg=k)
+    assert any(not np.allclose(x[0], x[1]) for x in _leaves(together.params) if x[0].size > 1)  # two models
+
+
+# -- --shots K: an unseen user's first K rows (file order) adapt the model, only the rest is scored --------
+
+K = 4
+
+
+def _flipped(data: PreferenceData, rows) -> PreferenceData:
+    """`data` with chosen and rejected swapped on `rows` (everything else as it was)."""
+    flip = np.zeros(data.n_pairs, bool)
+    flip[np.asarray(rows, int)] = True
+    emb = {"chosen_embedding": np.where(flip[:, None], data.rejected, data.chosen),
+           "rejected_embedding": np.where(flip[:, None], data.chosen, data.rejected)}
+    if data.prompt_dim:
+        emb["prompt_embedding"] = data.prompt
+    return PreferenceData.from_frame(data.frame, emb)
+
+
+@pytest.fixture(scope="module")
+def shots(full_run, tiny):
+    """The full run scored at --shots K on the test table (rows shuffled, so users interleave), on the same
+    table with the unseen users' scored rows flipped, and with their K context rows flipped.
+
+    Returns (family, the shuffled table, its unseen users {user index: rows in file order},
+    {variant: (`predict` rows, leaves of the per-row user states)})."""
+    name, out, _ = full_run
+    _, d = tiny
+    run = load_run(out)
+    te = read_table(d / "test.parquet")
+    te = te.take(np.random.default_rng(0).permutation(te.n_pairs))
+    unseen = {u: r for u, r in enumerate(te.user_rows()) if te.users[u] not in set(run.users)}
+    tables = {"base": te, "scored flipped": _flipped(te, np.concatenate([r[K:] for r in unseen.values()])),
+              "context flipped": _flipped(te, np.concatenate([r[:K] for r in unseen.values()]))}
+    out = {k: (predict(run.result, run.users, t, shots=K), _leaves(user_states(run.result, run.users, t, K)[0]))
+           for k, t in tables.items()}
+    return name, te, unseen, out
+
+
+def test_exactly_the_rows_after_the_first_k_of_each_unseen_user_are_scored(shots):
+    name, te, unseen, out = shots
+    assert len(unseen) == 6 and all(len(r) > K for r in unseen.values())
+    assert not all(np.array_equal(r, np.arange(r[0], r[0] + len(r))) for r in unseen.values())  # interleaved
+    rows = out["base"][0]
+    context = {int(i) for r in unseen.values() for i in r[:K]}
+    assert rows["row"].tolist() == [i for i in range(te.n_pairs) if i not in context]  # file order
+    assert rows.loc[~rows.seen, "row"].isin(np.concatenate([r[K:] for r in unseen.values()])).all()
+    assert rows.loc[rows.seen, "user_id"].nunique() == te.n_users - len(unseen)  # seen users: every row
+
+
+def test_flipping_scored_rows_flips_their_margins_and_leaves_the_adapted_state(shots):
+    name, te, unseen, out = shots
+    (before, s0), (after, s1) = out["base"], out["scored flipped"]
+    assert before["row"].tolist() == after["row"].tolist()
+    flipped = before["row"].isin(np.concatenate([r[K:] for r in unseen.values()])).to_numpy()
+    assert flipped.sum() == sum(len(r) - K for r in unseen.values())
+    m0, m1 = before["margin"].to_numpy(), after["margin"].to_numpy()
+    assert np.abs(m0[flipped]).min() > 1e-4  # a sign flip is visible
+    # exactly, up to float rounding (PAL-B's cosine is not computed antisymmetrically to the last bit)
+    np.testing.assert_allclose(m1[flipped], -m0[flipped], rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(m1[~flipped], m0[~flipped])
+    for a, b in zip(s0, s1, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_flipping_the_k_context_rows_changes_the_adapted_state(shots):
+    """For the families that adapt (VPL, PAL-A, PAL-B); BT (no user state) must not change at all."""
+    name, te, unseen, out = shots
+    (before, s0), (after, s1) = out["base"], out["context flipped"]
+    seen_rows = np.setdiff1d(np.arange(te.n_pairs), np.concatenate(list(unseen.values())))
+    for a, b in zip(s0, s1, strict=True):
+        np.testing.assert_array_equal(a[seen_rows], b[seen_rows])  # seen users untouched
+    adapts = sum(a.size for a in s0) > 0
+    assert adapts == (name not in NO_USER_STATE)
+    for u, r in unseen.items():
+        change = max(np.abs(a[r[K:]] - b[r[K:]]).max(initial=0.0) for a, b in zip(s0, s1))
+        assert (change > 1e-3) if adapts else change == 0, (name, te.users[u], change)
+    unseen_margins = before.loc[~before.seen, "margin"].to_numpy(), after.loc[~after.seen, "margin"].to_numpy()
+    if adapts:
+        assert not np.allclose(*unseen_margins, atol=1e-4)
+    else:
+        np.testing.assert_array_equal(*unseen_margins)
