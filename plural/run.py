@@ -16,7 +16,8 @@ import jax
 import numpy as np
 
 from plural.config import DataConfig, TrainConfig, apply_overrides, from_dict, to_dict
-from plural.data import PreferenceData, read_table, split_pairs, split_users
+from plural.data import PreferenceData, read_table
+from plural.data.arrays import holdout
 from plural.errors import PluralError
 from plural.models import get_family
 from plural.train import TrainResult, restore_params, train
@@ -53,9 +54,8 @@ def fit(model: str, data_path: str | Path, out: str | Path, seed: int = 0, resum
     """`plural fit`: train one seed of `model` on the table at `data_path`, writing the run directory.
 
     Validation: on the table `val_path` (or `val`) when given; otherwise `data.val_fraction` of each user's
-    pairs are held out of training for it (seeded by `seed`; whole users when no user has two pairs, as in
-    anonymous data, whose held-out rows are then scored with the population prediction), so that a table
-    given alone stops early by default. `data.val_fraction=0` (or `train.eval_every=0` with it) trains on every pair without validation.
+    pairs are held out of training for it (`plural.data.arrays.holdout`, seeded by `seed`: whole users when no
+    user has two pairs, as in anonymous data), so that a table given alone stops early by default. `data.val_fraction=0` (or `train.eval_every=0` with it) trains on every pair without validation.
     """
     family = get_family(model)
     cfgs = configs_for(model, overrides)
@@ -71,11 +71,9 @@ def fit(model: str, data_path: str | Path, out: str | Path, seed: int = 0, resum
         if every == 0:
             raise PluralError(f"data.val_fraction={frac} holds out pairs for validation, but train.eval_every=0 "
                               "turns validation off: set data.val_fraction=0 too, or eval_every > 0")
-        held, val = split_pairs(data, frac, seed)
-        if val is None:  # no user has two pairs (e.g. anonymous rows): hold out whole users instead
-            held, val = split_users(data, frac, seed)
+        held, val = holdout(data, frac, seed)
         if val is None:
-            raise PluralError(f"{data.source}: too small to hold out data.val_fraction={frac} for validation; "
+            raise PluralError(f"{data.source}: one pair cannot be split for validation; "
                               "pass --val PATH or --set data.val_fraction=0")
         data = held
     out = Path(out)

@@ -94,6 +94,9 @@ def test_demo_prints_the_subgroup_table_and_writes_figures(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "worst-off group" in text and "oracle" in text and "bt" in text
     table = pd.read_csv(tmp_path / "demo/group_table.csv")
-    assert set(table["group"]) == {"g0", "g1", "g2"} and set(table["model"]) == set(FAMILIES)
+    assert set(table["group"]) == {"g0", "g1", "g2"}
+    assert set(table["model"]) == set(FAMILIES) | {"bt (group)", "bt (user)"}  # every family and BT's fair variants
+    for name in FAMILIES:  # each fitted with early stopping on the population's validation table
+        assert "best_step" in json.loads((tmp_path / "demo/runs" / name / "metrics.json").read_text())
     for ext in ("png", "pdf", "csv"):
         assert (tmp_path / "demo/figures" / f"group_accuracy.{ext}").stat().st_size > 0

@@ -171,3 +171,17 @@ def test_anonymous_rows_hold_out_whole_users_for_validation(tiny, tmp_path):
     config = json.loads((tmp_path / "r/config.json").read_text())
     metrics = json.loads((tmp_path / "r/metrics.json").read_text())
     assert 0 < len(df) - len(config["users"]) <= 0.12 * len(df) and "best_val_accuracy" in metrics
+
+
+def test_holdout_takes_something_from_small_tables_and_never_a_users_last_pair(tiny):
+    from plural.data.arrays import holdout
+
+    _, d = tiny
+    data = read_table(d / "train.parquet")
+    small = data.take(np.concatenate([r[:3] for r in data.user_rows()[:2]]))  # 2 users x 3 pairs: 0.1 rounds to 0
+    train_part, val = holdout(small, 0.1, seed=0)
+    assert val.n_pairs == 1 and train_part.n_pairs == 5 and train_part.n_users == 2  # nobody loses their last pair
+    one = data.take(data.user_rows()[0][:1])
+    assert holdout(one, 0.1)[1] is None
+    a, b = holdout(data, 0.1, seed=3), holdout(data, 0.1, seed=3)
+    assert a[1].frame.equals(b[1].frame) and not a[1].frame.equals(holdout(data, 0.1, seed=4)[1].frame) and a[1].n_pairs == sum(round(0.1 * len(r)) for r in data.user_rows())

@@ -150,3 +150,30 @@ def split_pairs(data: PreferenceData, test_fraction: float, seed: int = 0) -> tu
     if not mask.any():
         return data, None
     return data.take(np.flatnonzero(~mask)), data.take(np.flatnonzero(mask))
+
+
+def holdout(data: PreferenceData, fraction: float, seed: int = 0) -> tuple[PreferenceData, PreferenceData | None]:
+    """Validation data out of a training table given alone: (train rows, held-out rows or None).
+
+    `fraction` of each user's pairs (`split_pairs`); where that rounds to nothing (every user has a handful
+    of pairs), max(1, round(fraction * N)) pairs drawn from users who keep at least one; where no user has
+    two pairs (anonymous rows), max(1, round(fraction * U)) whole users, whose rows are then scored with
+    the population prediction. None only for a table of one user with one pair. Deterministic per seed.
+    """
+    train, val = split_pairs(data, fraction, seed)
+    if val is not None:
+        return train, val
+    rng = np.random.default_rng(seed)
+    rows = data.user_rows()
+    spare = np.concatenate([r[1:] for r in rows if len(r) > 1] or [np.zeros(0, np.int64)])
+    if len(spare):  # rows beyond each user's first: holding any of them out leaves every user a pair
+        pick = rng.choice(spare, size=min(len(spare), max(1, int(round(fraction * data.n_pairs)))), replace=False)
+    elif data.n_users > 1:
+        users = rng.choice(data.n_users, size=min(data.n_users - 1, max(1, int(round(fraction * data.n_users)))),
+                           replace=False)
+        pick = np.flatnonzero(np.isin(data.user, users))
+    else:
+        return data, None
+    held = np.zeros(data.n_pairs, bool)
+    held[pick] = True
+    return data.take(np.flatnonzero(~held)), data.take(np.flatnonzero(held))
