@@ -212,21 +212,28 @@ def test_pal_from_the_cli(tiny, tmp_path):
 @pytest.mark.slow
 def test_pal_on_persona_statements_with_real_embeddings(tmp_path):
     """Real text: MiniLM embeddings of persona statements, 4 groups x 6 dimensions, 10% label noise (the
-    `experiments/statements.py` population). Both variants close most of the majority-to-oracle gap for
-    seen users and, from 16 shots, for unseen users; BT, one reward, cannot (below the majority: it
-    overfits the 384-d embeddings). PAL-B needs its input dropout here: without it, 0.28 seen."""
+    `experiments/paper.py` population; train / val / test statements disjoint, near-duplicates kept in one
+    split). With early stopping on the val table, both variants at their defaults close much of the
+    majority-to-oracle gap for seen users and, from 10 shots, for unseen users; BT, one reward, cannot (it
+    stays below the majority). Thresholds: below every seed of results/paper (PAL-A 0.76 / 0.70, PAL-B
+    0.65 / 0.53 mean over 3 seeds)."""
     from personas.statements import StatementsConfig, simulate_statements
 
     pop = simulate_statements(StatementsConfig(n_groups=4, n_dims=6, n_users=60, train_pairs=60, test_pairs=30,
                                                label_noise=0.1, seed=0))
     d = pop.write(tmp_path / "pop")
-    tr, te = read_table(d / "train.parquet"), read_table(d / "test.parquet")
-    bt = predict(_fit("bt", tr, "model.hidden=(64,)", "train.steps=1000"), list(tr.users), te, shots=16)
+    tr, va, te = (read_table(d / f"{k}.parquet") for k in ("train", "val", "test"))
+
+    def fit(name):
+        c = configs_for(name, [])
+        return train(get_family(name), c["model"], c["train"], tr, progress=False, val=va)
+
+    bt = predict(fit("bt"), list(tr.users), te, shots=10)
     assert _summary(bt[bt.seen])[1] < 0.1
-    for name in ("pal-a", "pal-b"):
-        rows = predict(_fit(name, tr, "model.n_prototypes=4"), list(tr.users), te, shots=16)
+    for name, (min_seen, min_unseen) in (("pal-a", (0.65, 0.55)), ("pal-b", (0.5, 0.35))):
+        rows = predict(fit(name), list(tr.users), te, shots=10)
         seen, unseen = _summary(rows[rows.seen])[1], _summary(rows[~rows.seen])[1]
-        assert seen >= 0.7 and unseen >= 0.6, (name, seen, unseen)
+        assert seen >= min_seen and unseen >= min_unseen, (name, seen, unseen)
 
 
 def test_bad_pal_hyper_parameters_are_one_line_errors(tiny, tmp_path, capsys):
