@@ -22,5 +22,5 @@ def get_config():
         },
         "seeds": [0, 1, 2],
         "shots": [1, 2, 4, 8, 16],
-        "active": {"budget": 8, "pool_size": 40, "n_answers": 16, "random_repeats": 3},
+        "active": {"budget": 8, "pool_size": 20, "n_answers": 16, "random_repeats": 3},
     }

@@ -15,6 +15,7 @@ import numpy as np
 from flax import nnx
 
 from plural.data import PreferenceData
+from plural.errors import PluralError
 from plural.models.vpl import select_queries
 
 FIELDS = ("prompt", "chosen", "rejected")
@@ -27,6 +28,9 @@ def query_curve(model, data: PreferenceData, budget: int, pool_size: int, strate
     Returns {"users": (U,) ids, "rows": (U, H) held-out row indices, "margin": (budget, U, H)}.
     """
     rows_of = [r for r in data.user_rows() if len(r) > pool_size]
+    if not rows_of:
+        raise PluralError(f"{data.source}: active queries need users with more than pool_size={pool_size} rows "
+                          f"(the most any user has is {max(len(r) for r in data.user_rows())})")
     n_hold = min(len(r) for r in rows_of) - pool_size
     pool_rows = np.stack([r[:pool_size] for r in rows_of])
     hold_rows = np.stack([r[pool_size:pool_size + n_hold] for r in rows_of])
