@@ -36,6 +36,7 @@ class TrainConfig:
     seed_batching: str = "auto"  # how S seeds train at once: vmap | map (lax.map in one program) | auto
     # (auto: map on CPU, where batched matmuls are slower than plain ones; vmap on GPU/TPU)
     mesh_data: int = 0  # devices on the 'data' mesh axis; 0 = all local devices that divide the batch
+    # Validation protocol (fixed by hand, not swept; every run in results/ used these values):
     eval_every: int = 100  # steps between validation evaluations when validation data is given (0: none)
     early_stopping: int = 10  # patience: stop after this many evaluations without improvement (0: never stop)
     val_metric: str = "accuracy"  # what validation maximises: accuracy | nll (minimised)

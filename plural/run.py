@@ -54,8 +54,9 @@ def fit(model: str, data_path: str | Path, out: str | Path, seed: int = 0, resum
     """`plural fit`: train one seed of `model` on the table at `data_path`, writing the run directory.
 
     Validation: on the table `val_path` (or `val`) when given; otherwise `data.val_fraction` of each user's
-    pairs are held out of training for it (`plural.data.arrays.holdout`, seeded by `seed`: whole users when no
-    user has two pairs, as in anonymous data), so that a table given alone stops early by default. `data.val_fraction=0` (or `train.eval_every=0` with it) trains on every pair without validation.
+    pairs are held out of training for it (`plural.data.arrays.holdout`, seeded by `seed`: whole users when
+    no user has two pairs, as in anonymous data), so that a table given alone stops early by default.
+    `data.val_fraction=0` (or `train.eval_every=0` with it) trains on every pair without validation.
     """
     family = get_family(model)
     cfgs = configs_for(model, overrides)

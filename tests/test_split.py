@@ -278,7 +278,6 @@ def test_hh_converter_refuses_malformed_lines(tmp_path, edit, expect):
         convert("hh-hidden-context", src, users_per_objective=0)
 
 
-@pytest.mark.skipif(not HH.exists(), reason="the HH hidden-context file is not in ../shared/data")
 def test_hh_converter_on_the_real_file():
     with gzip.open(HH, "rt", encoding="utf-8") as fh:
         raw = [json.loads(line) for line in fh]

@@ -319,8 +319,7 @@ def test_shipped_statements_do_not_leak_across_splits(tmp_path):
     """The default population on ../shared/data/anthropic-persona with MiniLM: no statement in two of train / val /
     test after normalising, and no cross-split pair of statements with cosine > 0.9, recomputed from the
     embeddings in the written tables (~6000 statements embedded: about 30 s on 2 CPU cores, cached after)."""
-    if not persona_dir().is_dir():
-        pytest.skip(f"no persona statements at {persona_dir()}")
+    assert persona_dir().is_dir(), f"no persona statements at {persona_dir()} (set PLURAL_PERSONA_DIR)"
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the real embedder, not the fallback
         pop = simulate_statements(StatementsConfig(seed=0))

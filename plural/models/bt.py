@@ -22,6 +22,8 @@ Defaults (hidden (64,), train.lr 1e-3, at most 3000 steps with early stopping) w
 data of the defaults suite (experiments/defaults.py, results/defaults), with the same budget as the
 pluralistic families: one point for every dataset, the best validation accuracy averaged over the suite;
 the user-blind linear probe (`hidden=()`) is best at train.lr 3e-3, the group-told one at 3e-2.
+Not swept (set by hand, untuned, before the suite ran; candidates for the next sweep): the user variant's
+`user_dim`, `generic_prob`, `user_l2`, `adapt_steps`, `adapt_lr` and `adapt_l2`, and `input_dropout` (off).
 
 Departure from P-RLHF: the paper conditions an LLM on the user embedding as soft-prompt tokens; here the
 embedding is an input of the reward MLP over frozen embeddings, as every family in this library is.
