@@ -1,8 +1,8 @@
 """Subgroup analysis of scored comparisons: accuracies with bootstrap CIs, worst-off group, gap closed,
 calibration, seed summaries and paired method differences."""
 
-from analysis.calibration import (calibration_metrics, per_group_calibration, reliability_curve,
-                                  uncertainty_error_correlation)
+from plural.calibration import (calibration_metrics, per_group_calibration, reliability_curve,
+                                uncertainty_error_correlation)
 from analysis.clustering import adjusted_rand_index, kmeans, match_components
 from analysis.metrics import (accuracy_table, bootstrap_ci, expected_accuracy, gap_closed,
                               group_report)

@@ -10,11 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-
-def expected_accuracy(margin: np.ndarray, oracle_p: np.ndarray) -> np.ndarray:
-    """Per-row probability that a model with `margin` agrees with the user's (noisy) label."""
-    margin, p = np.asarray(margin), np.asarray(oracle_p)
-    return np.where(margin > 0, p, 1.0 - p)
+from plural.calibration import expected_accuracy  # noqa: F401  (re-exported: defined beside the calibration metrics)
 
 
 def gap_closed(acc: float, single: float, oracle: float) -> float:

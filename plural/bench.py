@@ -24,6 +24,7 @@ import pandas as pd
 
 from plural.config import TrainConfig
 from plural.data import PreferenceData
+from plural.data.batching import PairBatches
 from plural.models import get_family
 from plural.models.bt import BTHparams
 from plural.train import Trainer
@@ -81,8 +82,8 @@ def step_flops(trainer: Trainer) -> float:
 
 def bench_fit(dim: int = 384, pairs: int = 1024, steps: int = 50, out: str | None = None, repeats: int = 3) -> dict:
     data = random_table(16 * pairs, dim)
-    cfg = TrainConfig(steps=steps, batch_size=pairs, log_every=steps, ckpt_every=0, mesh_data=1)
-    trainer = Trainer(get_family("bt"), BTHparams(), cfg, data, seeds=(0,))
+    cfg = TrainConfig(steps=steps, log_every=steps, ckpt_every=0, mesh_data=1)
+    trainer = Trainer(get_family("bt"), BTHparams(), cfg, data, seeds=(0,), batches=PairBatches(pairs))
     flops = step_flops(trainer)
     run = _Runner(trainer, steps)
     train_s = _best_of(run, repeats)
@@ -112,13 +113,14 @@ def bench_fit(dim: int = 384, pairs: int = 1024, steps: int = 50, out: str | Non
 def bench_grid(seeds: int, dim: int = 384, pairs: int = 1024, steps: int = 20, out: str | None = None,
                repeats: int = 2) -> dict:
     data = random_table(16 * pairs, dim)
-    base = dict(steps=steps, batch_size=pairs, log_every=steps, ckpt_every=0, mesh_data=1)
+    base = dict(steps=steps, log_every=steps, ckpt_every=0, mesh_data=1)
     fam, hp = get_family("bt"), BTHparams()
-    single = _Runner(Trainer(fam, hp, TrainConfig(**base), data, seeds=(0,)), steps)
+    single = _Runner(Trainer(fam, hp, TrainConfig(**base), data, seeds=(0,), batches=PairBatches(pairs)), steps)
     sequential_s = _best_of(lambda: [single() for _ in range(seeds)], repeats)
     res = {"benchmark": "grid", "seeds": seeds, "dim": dim, "pairs": pairs, "steps": steps, "sequential_s": sequential_s}
     for mode in ("vmap", "map"):
-        runner = _Runner(Trainer(fam, hp, TrainConfig(**base, seed_batching=mode), data, seeds=tuple(range(seeds))), steps)
+        runner = _Runner(Trainer(fam, hp, TrainConfig(**base, seed_batching=mode), data, seeds=tuple(range(seeds)),
+                                 batches=PairBatches(pairs)), steps)
         res[{"vmap": "vmapped_s", "map": "mapped_s"}[mode]] = _best_of(runner, repeats)
     res["vmapped_over_sequential"] = res["vmapped_s"] / sequential_s
     res["mapped_over_sequential"] = res["mapped_s"] / sequential_s

@@ -1,4 +1,4 @@
-"""The `plural` command line (CONTRACT.md section 2). User errors exit 2 with one line, no traceback."""
+"""The `plural` command line (docs/cli.md). User errors exit 2 with one line, no traceback."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from pathlib import Path
 
 
 def _parser() -> argparse.ArgumentParser:
+    from plural.models import FAMILIES, PLANNED
+
     p = argparse.ArgumentParser(prog="plural", description="Pluralistic reward models in JAX.")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -21,7 +23,7 @@ def _parser() -> argparse.ArgumentParser:
     em.add_argument("--embedder", default="minilm", help="offline embedder (default minilm: all-MiniLM-L6-v2, 384-d)")
 
     f = sub.add_parser("fit", help="train a model on a preference table")
-    f.add_argument("--model", required=True, help="bt, vpl, pal-a, pal-b, micro, maxmin, fewshot, palette")
+    f.add_argument("--model", required=True, help=f"model family: {', '.join(FAMILIES)} (docs/methods.md; planned: {', '.join(PLANNED)})")
     f.add_argument("--data", required=True, help="parquet / JSON Lines file or a directory of them")
     f.add_argument("--out", required=True, help="run directory")
     f.add_argument("--val", default=None, help="validation table (early stopping, best checkpoint); without it "

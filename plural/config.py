@@ -1,7 +1,7 @@
 """Configuration: frozen dataclasses, `--set key=value` overrides, JSON round trips.
 
-Every hyper-parameter lives in one of three dataclasses: `TrainConfig` (`train.*`), the family's own
-`Hparams` (`model.*`) and `DataConfig` (`data.*`). `--set` takes dotted keys (`train.lr=3e-4`) or bare
+Every hyper-parameter lives in one of four dataclasses: `TrainConfig` (`train.*`), the family's own
+`Hparams` (`model.*`), its sampler (`batch.*`, plural.data.batching) and `DataConfig` (`data.*`). `--set` takes dotted keys (`train.lr=3e-4`) or bare
 ones when the name is unambiguous (`lr=3e-4`).
 """
 
@@ -19,12 +19,7 @@ from plural.errors import PluralError
 class TrainConfig:
     """The trainer's hyper-parameters (shared by every family)."""
 
-    steps: int = 1000  # optimiser steps
-    batch_size: int = 256  # pairs per step ("pairs" families)
-    users_per_batch: int = 32  # users per step ("users" families)
-    context_min: int = 1  # context pairs per user, sampled uniformly in [min, max] ("users" families)
-    context_max: int = 8
-    targets_per_user: int = 8  # target pairs per user ("users" families)
+    steps: int = 1000  # optimiser steps (batch sizes are the family sampler's `batch.*` settings)
     lr: float = 1e-3  # peak learning rate
     schedule: str = "cosine"  # constant | cosine | linear
     warmup_steps: int = 50

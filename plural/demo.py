@@ -1,6 +1,7 @@
 """`plural demo`: the main job on a built-in population, end to end in a few minutes on 2 CPU cores.
 
-Simulates a 3-group ideal-point population with a 10% minority (one fixed context), fits every registered family through
+Simulates a 3-group ideal-point population with a 10% minority (one fixed context), fits every registered family (and the variants it
+registers for the demo, e.g. BT's group- and user-conditioned baselines) through
 the same `plural fit` path with its defaults (chosen on the validation data of the defaults suite,
 experiments/defaults.py) and early stopping on the population's val table, scores seen users and unseen
 users (10 shots) on the test table, prints the subgroup table against the oracle and the best single
@@ -19,17 +20,10 @@ from paper_figs import group_accuracy
 from personas import IdealPointConfig, simulate_ideal_point
 from plural.data import read_table
 from plural.evaluate import predict
-from plural.models import FAMILIES
+from plural.models import demo_models
 from plural.run import fit
 
 SHOTS = 10
-# Per-family settings for the demo population (D = 32, 3600 training pairs); absent = the family's defaults.
-# Every family at its defaults, plus BT's two user-aware variants (the fair baselines): label -> (family, --set).
-DEMO_MODELS: dict[str, tuple[str, list[str]]] = {
-    **{name: (name, []) for name in FAMILIES},
-    "bt (group)": ("bt", ["model.condition=group"]),
-    "bt (user)": ("bt", ["model.condition=user"]),
-}
 
 
 def run_demo(out: Path, seed: int = 0) -> pd.DataFrame:
@@ -43,7 +37,7 @@ def run_demo(out: Path, seed: int = 0) -> pd.DataFrame:
     val = read_table(out / "population" / "val.parquet")
     test = read_table(out / "population" / "test.parquet")
     tables = []
-    for name, (family, sets) in DEMO_MODELS.items():
+    for name, (family, sets) in demo_models().items():
         run_dir = out / "runs" / name.replace(" ", "_").replace("(", "").replace(")", "")
         shutil.rmtree(run_dir, ignore_errors=True)  # the demo always trains from scratch
         result = fit(family, out / "population" / "train.parquet", run_dir, seed=seed, data=train, val=val,

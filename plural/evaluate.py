@@ -1,4 +1,4 @@
-"""Scoring a table with a fitted model, with the `--shots` semantics of CONTRACT.md section 3.
+"""Scoring a table with a fitted model, with the `--shots` semantics of docs/cli.md ("Evaluation").
 
 - A user seen during fit is scored with the model's state for that user (`seen_states`).
 - An unseen user with shots K > 0: the user's first K rows (file order) go to `adapt`, only the rest is
@@ -180,9 +180,9 @@ def metrics(rows: pd.DataFrame, shots: int, score_from: int | None = None) -> di
     accuracy, n_pairs, per_group, per_user, shots (and score_from when given), as the contract has them;
     plus `calibration` (overall) and `per_group_calibration`: log-loss, Brier score and ECE of the
     predicted preference probability sigma(margin), and with ground truth their oracle values and the
-    distance to the oracle probabilities (`analysis.calibration`).
+    distance to the oracle probabilities (`plural.calibration`).
     """
-    from analysis.calibration import calibration_metrics, per_group_calibration
+    from plural.calibration import calibration_metrics, per_group_calibration
 
     if rows.empty:
         raise PluralError("no rows left to score (every user has at most --shots / --score-from rows)")

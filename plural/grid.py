@@ -160,7 +160,7 @@ def run_grid(spec_path: str | Path, out: str | Path, resume: bool = False, progr
         data = datasets[ds]
         c = configs_for(model, sets)
         result = train(get_family(model), c["model"], c["train"], data["train"], seeds=seeds, progress=progress,
-                       val=data["val"])
+                       val=data["val"], batches=c["batch"])
         cell, rows = _score_cell(result, seeds, data, shots_list)
         if spec.get("active") and hasattr(get_family(model), "state_from_context"):
             _active_table(result, seeds, set(data["train"].users), data["test"], spec["active"]).assign(

@@ -29,10 +29,12 @@ def dumps(obj) -> str:
 
 
 def configs_for(model: str, overrides: list[str] = ()) -> dict:
-    """{'model': Hparams, 'train': TrainConfig, 'data': DataConfig} with `--set` overrides applied."""
+    """{'model': Hparams, 'train': TrainConfig, 'batch': the family's sampler, 'data': DataConfig},
+    each from the family's defaults with `--set` overrides applied."""
     family = get_family(model)
-    base = {"model": family.Hparams(), "train": TrainConfig(**family.train_defaults), "data": DataConfig()}
-    return apply_overrides(base, list(overrides))
+    base = {"model": family.Hparams(), "train": TrainConfig(**family.train_defaults), "batch": family.batches,
+            "data": DataConfig()}
+    return apply_overrides(base, overrides)
 
 
 def save_states(path: Path, states) -> None:
@@ -86,6 +88,7 @@ def fit(model: str, data_path: str | Path, out: str | Path, seed: int = 0, resum
                       {"held_out_fraction": frac} if val is not None and frac > 0 else None,
         "model_hparams": to_dict(cfgs["model"]),
         "train": to_dict(cfgs["train"]),
+        "batch": to_dict(cfgs["batch"]),
         "data": to_dict(cfgs["data"]),
         "spec": data.spec(),
         "users": [str(u) for u in data.users],
@@ -101,7 +104,7 @@ def fit(model: str, data_path: str | Path, out: str | Path, seed: int = 0, resum
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(dumps(config))
     result = train(family, cfgs["model"], cfgs["train"], data, seeds=(seed,), workdir=out, resume=resume,
-                   progress=progress, on_chunk=on_chunk, val=val)
+                   progress=progress, on_chunk=on_chunk, val=val, batches=cfgs["batch"])
     save_states(out / "seen_states.npz", result.seen)
     (out / "metrics.json").write_text(dumps(result.seed_metrics(0)))
     return result

@@ -4,9 +4,13 @@ A step is a pure, jit-compiled function over `nnx.split` state: draw a batch on 
 (seed, step), compute the family's loss, apply an optax update. Steps run `log_every` at a time inside
 one `lax.scan` (one dispatch per chunk), S seeds at once along a leading seed axis (`jax.vmap`, or
 `lax.map` where batched matmuls are slower than plain ones), and batches are split over a 'data' device
-mesh. Orbax checkpoints every `ckpt_every` steps; `resume=True` continues from the latest one to the
-same bytes an uninterrupted run gives, because the data order and all randomness are functions of
-(seed, step) only and chunk boundaries do not depend on where a run started.
+mesh. The family's sampler (`family.batches`, plural.data.batching) draws each batch.
+
+Between chunks, hooks (plural.hooks) run at their own cadences: validation and early stopping, named
+Orbax checkpoints (plural.checkpoint) every `ckpt_every` steps, the progress bar, and any added with
+`Trainer.add_hook`. `resume=True` continues from the latest checkpoint to the same bytes an
+uninterrupted run gives, because the data order and all randomness are functions of (seed, step) only
+and chunk boundaries do not depend on where a run started.
 
 Validation. Given validation data, every `eval_every` steps a jitted evaluation scores its rows of seen
 users (each with what the model has learned of that user; rows of users unseen in training get the
@@ -20,7 +24,6 @@ ones ("best" item) and are what the run returns and `restore_params` loads.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 from functools import partial
@@ -31,13 +34,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 from flax import nnx
-from tqdm.auto import tqdm
 
+from plural import checkpoint
 from plural.config import TrainConfig
-from plural.data import PreferenceData, device_data, sample_pairs, sample_users
+from plural.data import PreferenceData, device_data
 from plural.data.batching import eval_rows
+from plural.hooks import Callback, Checkpointer, Hook, LoopState, Progress, Validation
 from plural.errors import PluralError
 from plural.models import RewardModel
 from plural.models.base import bt_nll, masked_accuracy, row_states
@@ -80,19 +83,12 @@ def make_optimizer(cfg: TrainConfig, multipliers: dict[str, float] | None = None
     return optax.chain(*parts)
 
 
-def _key_name(k):
-    for attr in ("key", "name", "idx"):
-        if hasattr(k, attr):
-            return getattr(k, attr)
-    return str(k)
-
-
 def optimizer_for(family: type[RewardModel], hp, cfg: TrainConfig) -> optax.GradientTransformation:
     """The family's optimiser: `make_optimizer` with its parameter groups and learning-rate factors."""
 
     def labels(params):
         return jax.tree_util.tree_map_with_path(
-            lambda path, _: family.param_group(tuple(_key_name(k) for k in path)), params)
+            lambda path, _: family.param_group(tuple(checkpoint.path_name(path).split("/"))), params)
 
     return make_optimizer(cfg, family.lr_multipliers(hp), labels)
 
@@ -150,52 +146,47 @@ class TrainResult:
 
 
 class Trainer:
-    """Compiled training of one family on one table for S seeds. Use `train()` for the common path."""
+    """Compiled training of one family on one table for S seeds. Use `train()` for the common path.
+
+    `batches` is the family's sampler (`family.batches` with `batch.*` settings applied; see
+    `plural.data.batching`). Hooks (plural.hooks) run between chunks: validation when `val` is given,
+    checkpointing with a workdir, the progress bar, and any added with `add_hook(fn, every=)`."""
 
     def __init__(self, family: type[RewardModel], hp, cfg: TrainConfig, data: PreferenceData, seeds=(0,),
-                 val: PreferenceData | None = None):
+                 val: PreferenceData | None = None, batches=None):
         self.family, self.hp, self.cfg, self.seeds = family, hp, cfg, tuple(int(s) for s in seeds)
+        self.batches = family.batches if batches is None else batches
         self.spec = data.spec()
-        batch = cfg.batch_size if family.batch_kind == "pairs" else cfg.users_per_batch
-        if batch < 1 or cfg.steps < 1:
-            raise PluralError("train.steps and the batch size must be positive")
-        if family.batch_kind == "users" and not (1 <= cfg.context_min <= cfg.context_max):
-            raise PluralError("--set train.context_min/context_max: need 1 <= context_min <= context_max")
-        try:
-            self.mesh = data_mesh(batch, cfg.mesh_data)
-        except ValueError as e:
-            raise PluralError(f"--set train.mesh_data={cfg.mesh_data}: {e}")
-        if self.mesh is not None and batch % self.mesh.size:
-            raise PluralError(f"batch size {batch} is not divisible by the {self.mesh.size} devices of the mesh")
-        self.dd = device_data(data, replicated(self.mesh))
-        if cfg.val_metric not in ("accuracy", "nll"):
-            raise PluralError(f"--set train.val_metric={cfg.val_metric}: expected accuracy or nll")
+        if cfg.steps < 1:
+            raise PluralError(f"--set train.steps={cfg.steps}: must be >= 1")
         if cfg.eval_every < 0 or cfg.early_stopping < 0:
             raise PluralError("train.eval_every and train.early_stopping must be >= 0")
+        try:
+            self.mesh = data_mesh(self.batches.size, cfg.mesh_data)
+        except ValueError as e:
+            raise PluralError(f"--set train.mesh_data={cfg.mesh_data}: {e}")
+        if self.mesh is not None and self.batches.size % self.mesh.size:
+            raise PluralError(f"batch size {self.batches.size} is not divisible by the {self.mesh.size} devices of the mesh")
+        self.dd = device_data(data, replicated(self.mesh))
         self.vd = None
         if val is not None and cfg.eval_every > 0:
             rows = eval_rows(val, data.users, data.groups)
             if (rows["user"] >= 0).any():  # seen users' held-out pairs, each scored with its own state
                 rows = {k: v[rows["user"] >= 0] for k, v in rows.items()}
-            self.vd = jax.tree.map(jnp.asarray, rows) if self.mesh is None else jax.device_put(rows, replicated(self.mesh))
+            self.vd = self.place(jax.tree.map(jnp.asarray, rows))
         self.tx = optimizer_for(family, hp, cfg)
         self.graphdef = nnx.split(nnx.eval_shape(lambda: family(self.spec, hp, nnx.Rngs(0))))[0]
         self._chunks: dict[int, Callable] = {}  # compiled programs live (and die) with the Trainer
         self._validate = jax.jit(self._validate_all)
+        self.hooks: list[Hook] = []
 
     # -- pure functions --------------------------------------------------------------------------------
     def _init_one(self, key, dd):
         return init_state(self.family, self.hp, self.spec, self.tx, key, dd)
 
-    def _sample(self, key, dd):
-        c = self.cfg
-        if self.family.batch_kind == "pairs":
-            return sample_pairs(key, dd, c.batch_size)
-        return sample_users(key, dd, c.users_per_batch, c.context_min, c.context_max, c.targets_per_user)
-
     def _step_one(self, params, rest, opt_state, train_key, step, dd):
         k_batch, k_model = jax.random.split(jax.random.fold_in(train_key, step))
-        batch = shard_batch(self._sample(k_batch, dd), self.mesh)
+        batch = shard_batch(self.batches.sample(k_batch, dd), self.mesh)
 
         def loss_fn(p):
             loss, metrics = nnx.merge(self.graphdef, p, rest).loss(batch, k_model, step)
@@ -223,38 +214,11 @@ class Trainer:
                 mode = "map" if jax.default_backend() == "cpu" else "vmap"
             if mode == "vmap":
                 many = jax.vmap(one, in_axes=(0, 0, 0, 0, None, None))
-            elif mode == "map":
+            else:  # "map"
                 def many(params, rest, opt_state, keys, start, dd):
                     return jax.lax.map(lambda a: one(*a, start, dd), (params, rest, opt_state, keys))
-            else:
-                raise PluralError(f"--set train.seed_batching={self.cfg.seed_batching}: expected vmap, map or auto")
             self._chunks[n] = jax.jit(many, donate_argnums=(0, 2))
         return self._chunks[n]
-
-    def init(self):
-        """(params, rest, opt_state, train_keys), each with a leading seed axis."""
-        keys = jnp.stack([seed_key(s, INIT_STREAM) for s in self.seeds])
-        params, rest, opt_state = jax.jit(jax.vmap(self._init_one, in_axes=(0, None)))(keys, self.dd)
-        train_keys = jnp.stack([seed_key(s, TRAIN_STREAM) for s in self.seeds])
-        return self._place((params, rest, opt_state, train_keys))
-
-    def _place(self, tree):
-        """Replicate a pytree over the mesh (a no-op on one device)."""
-        return tree if self.mesh is None else jax.device_put(tree, replicated(self.mesh))
-
-    def boundaries(self) -> list[int]:
-        """Steps at which a chunk ends: multiples of log_every, ckpt_every and (validating) eval_every, and the last step."""
-        c = self.cfg
-        ends = {c.steps}
-        for every in (c.log_every, c.ckpt_every, c.eval_every if self.vd is not None else 0):
-            if every > 0:
-                ends.update(range(every, c.steps, every))
-        return sorted(ends)
-
-    def seen_states(self, params, rest):
-        def one(p, r):
-            return nnx.merge(self.graphdef, p, r).seen_states(self.dd)
-        return jax.jit(jax.vmap(one))(params, rest)
 
     def _validate_all(self, params, rest, dd, vd):
         """(val_loss (S,), val_accuracy (S,)) of every seed on the validation rows (jitted per Trainer)."""
@@ -265,155 +229,110 @@ class Trainer:
             return bt_nll(m), masked_accuracy(m)
         return jax.vmap(one)(params, rest)
 
-    @staticmethod
-    @jax.jit
-    def _keep_best(best, params, improved):
-        """Per seed, `params` where `improved` (S,) else `best` (new buffers: params are donated later)."""
-        def pick(b, p):
-            return jnp.where(improved.reshape((-1,) + (1,) * (p.ndim - 1)), p, b)
-        return jax.tree.map(pick, best, params)
+    def validate(self, params, rest):
+        """(val_loss (S,), val_accuracy (S,)) on the validation rows given to the Trainer."""
+        return self._validate(params, rest, self.dd, self.vd)
 
-    def _early_update(self, early: dict, end: int, loss, acc) -> np.ndarray:
-        """Record one evaluation in `early` (in place); returns which seeds improved."""
-        score = np.asarray(acc, np.float64) if self.cfg.val_metric == "accuracy" else -np.asarray(loss, np.float64)
-        improved = np.zeros(len(self.seeds), bool)
-        for i, sc in enumerate(score.tolist()):
-            if early["stopped_step"][i] is not None:
-                continue  # frozen: a stopped seed's result must not depend on the seeds beside it
-            if sc > early["best_score"][i]:
-                improved[i] = True
-                early["best_score"][i], early["best_step"][i], early["bad"][i] = sc, end, 0
-            else:
-                early["bad"][i] += 1
-            if self.cfg.early_stopping and early["bad"][i] >= self.cfg.early_stopping:
-                early["stopped_step"][i] = end
-        return improved
+    def init(self):
+        """(params, rest, opt_state, train_keys), each with a leading seed axis."""
+        keys = jnp.stack([seed_key(s, INIT_STREAM) for s in self.seeds])
+        params, rest, opt_state = jax.jit(jax.vmap(self._init_one, in_axes=(0, None)))(keys, self.dd)
+        train_keys = jnp.stack([seed_key(s, TRAIN_STREAM) for s in self.seeds])
+        return self.place((params, rest, opt_state, train_keys))
 
-    # -- the loop ----------------------------------------------------------------------------------------
+    def place(self, tree):
+        """Replicate a pytree over the mesh (a no-op on one device)."""
+        return tree if self.mesh is None else jax.device_put(tree, replicated(self.mesh))
+
+    def seen_states(self, params, rest):
+        def one(p, r):
+            return nnx.merge(self.graphdef, p, r).seen_states(self.dd)
+        return jax.jit(jax.vmap(one))(params, rest)
+
+    # -- hooks and the loop ------------------------------------------------------------------------------
+    def add_hook(self, hook: Hook | Callable[[LoopState], None], every: int | None = None) -> Hook:
+        """Run `hook` (a `Hook`, or fn(state)) after chunks at cadence `every` (plural.hooks); returns it."""
+        hook = hook if isinstance(hook, Hook) else Callback(hook, every)
+        self.hooks.append(hook)
+        return hook
+
+    def boundaries(self) -> list[int]:
+        """Steps at which a chunk ends: multiples of log_every, ckpt_every, (validating) eval_every and every
+        added hook's cadence, and the last step."""
+        c = self.cfg
+        ends = {c.steps}
+        cadences = [c.log_every, c.ckpt_every, c.eval_every if self.vd is not None else 0]
+        for every in cadences + [h.every or 0 for h in self.hooks]:
+            if every > 0:
+                ends.update(range(every, c.steps, every))
+        return sorted(ends)
+
+    def default_hooks(self, workdir, resume: bool, progress: bool) -> list[Hook]:
+        """Validation (with val data), checkpointing (with a workdir), progress: in that order."""
+        hooks: list[Hook] = []
+        if self.vd is not None:
+            hooks.append(Validation(self.cfg.eval_every, self.cfg.early_stopping, self.cfg.val_metric))
+        if workdir is not None:
+            hooks.append(Checkpointer(workdir, self.cfg.ckpt_every, resume))
+        hooks.append(Progress(self.cfg.steps, self.family.name, progress))
+        return hooks
+
     def run(self, workdir: str | Path | None = None, resume: bool = False, progress: bool = True,
             on_chunk: Callable[[int], None] | None = None) -> TrainResult:
         """Train all seeds to `cfg.steps` (or until every seed stops early); checkpoint under `workdir/checkpoints`.
 
-        `on_chunk(step)` is called after each chunk (and its checkpoint); tests use it to simulate a crash.
-        """
+        `on_chunk(step)` runs after each chunk and its checkpoint (tests use it to simulate a crash)."""
+        hooks = self.default_hooks(workdir, resume, progress) + self.hooks
+        if on_chunk is not None:
+            hooks.append(Callback(lambda st: on_chunk(st.step)))
         params, rest, opt_state, train_keys = self.init()
-        S = len(self.seeds)
-        validating = self.vd is not None
-        early = {"best_score": [-math.inf] * S, "best_step": [0] * S, "bad": [0] * S, "stopped_step": [None] * S}
-        best = jax.tree.map(jnp.copy, params) if validating else None
-        history: list[dict] = []
-        start = 0
-        mngr = None
-        if workdir is not None:
-            mngr = ocp.CheckpointManager(
-                Path(workdir).absolute() / "checkpoints",
-                options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True),
-            )
-            latest = mngr.latest_step()
-            if latest is not None and not resume:
-                raise PluralError(f"{workdir}: already holds checkpoints; pass --resume to continue, or use a new --out")
-            if latest is not None:
-                params, opt_state, rest, best, history, early, start = self._restore(mngr, latest, params, opt_state, rest, best)
-                params, opt_state, rest, best = self._place((params, opt_state, rest, best))
-                if start not in self.boundaries() or start > self.cfg.steps:
-                    raise PluralError(f"{workdir}: checkpoint at step {start} does not match this configuration")
-        done = validating and all(s is not None for s in early["stopped_step"])
-        bar = tqdm(total=self.cfg.steps, initial=start, disable=not progress or None, desc=self.family.name,
-                   unit="step", dynamic_ncols=True, leave=False)
+        state = LoopState(0, params, opt_state, rest, train_keys, history=[])
         try:
+            for hook in hooks:
+                hook.start(self, state)
             for end in self.boundaries():
-                if end <= start or done:
+                if end <= state.step or state.done:
                     continue
-                params, opt_state, ms = self.chunk_fn(end - start)(params, rest, opt_state, train_keys, start, self.dd)
-                history.append({"step": end, **{k: np.asarray(v, np.float64).tolist() for k, v in ms.items()}})
-                if validating and (end % self.cfg.eval_every == 0 or end == self.cfg.steps):
-                    loss, acc = self._validate(params, rest, self.dd, self.vd)
-                    history[-1]["val_loss"] = np.asarray(loss, np.float64).tolist()
-                    history[-1]["val_accuracy"] = np.asarray(acc, np.float64).tolist()
-                    improved = self._early_update(early, end, loss, acc)
-                    best = self._keep_best(best, params, jnp.asarray(improved))
-                    done = all(s is not None for s in early["stopped_step"])
-                bar.update(end - start)
-                bar.set_postfix(loss=f"{np.mean(history[-1]['loss']):.4f}",
-                                **({"val_acc": f"{np.mean(history[-1]['val_accuracy']):.3f}"} if "val_accuracy" in history[-1] else {}))
-                start = end
-                is_ckpt = self.cfg.ckpt_every > 0 and end % self.cfg.ckpt_every == 0
-                if mngr is not None and (is_ckpt or end == self.cfg.steps or done):
-                    self._save(mngr, end, params, opt_state, rest, best, history, early if validating else None)
-                if on_chunk is not None:
-                    on_chunk(end)
+                state.params, state.opt_state, ms = self.chunk_fn(end - state.step)(
+                    state.params, state.rest, state.opt_state, state.train_keys, state.step, self.dd)
+                state.history.append({"step": end, **{k: np.asarray(v, np.float64).tolist() for k, v in ms.items()}})
+                state.step = end
+                for hook in hooks:
+                    if hook.due(end, last=end == self.cfg.steps or state.done):
+                        hook(self, state)
         finally:
-            bar.close()
-            if mngr is not None:
-                mngr.wait_until_finished()
-                mngr.close()
-        if validating:
-            params = best
-        seen = self.seen_states(params, rest)
-        return TrainResult(self.family, self.hp, self.cfg, self.spec, self.seeds, self.graphdef,
-                           params, rest, seen, history,
-                           {k: early[k] for k in ("best_step", "best_score", "stopped_step")} if validating else None)
-
-    @staticmethod
-    def _leaves(*trees) -> dict:
-        return {str(i): x for i, x in enumerate(jax.tree.leaves(trees))}
-
-    def _save(self, mngr, step, params, opt_state, rest, best, history, early):
-        items = {"state": ocp.args.StandardSave(self._leaves(params, opt_state, rest)),
-                 # copies: Orbax writes in the background while the next chunk appends to `history`
-                 "history": ocp.args.JsonSave(copy.deepcopy({"history": history, "seeds": list(self.seeds), "early": early}))}
-        if early is not None:
-            items["best"] = ocp.args.StandardSave(self._leaves(best))
-        mngr.save(step, args=ocp.args.Composite(**items))
-
-    def _restore(self, mngr, step, params, opt_state, rest, best):
-        meta = mngr.restore(step, args=ocp.args.Composite(history=ocp.args.JsonRestore()))["history"]
-        if meta["seeds"] != list(self.seeds):
-            raise PluralError(f"checkpoint at step {step} was written for seeds {meta['seeds']}, not {list(self.seeds)}")
-        if (meta.get("early") is None) != (best is None):
-            raise PluralError(f"checkpoint at step {step} was written {'without' if best is not None else 'with'} "
-                              "validation; resume with the same validation data and train.eval_every")
-        items = {"state": ocp.args.StandardRestore(self._leaves(params, opt_state, rest))}
-        if best is not None:
-            items["best"] = ocp.args.StandardRestore(self._leaves(best))
-        got = mngr.restore(step, args=ocp.args.Composite(**items))
-        params, opt_state, rest = _unflatten((params, opt_state, rest), got["state"])
-        if best is not None:
-            best = _unflatten(best, got["best"])
-        early = meta.get("early") or {}
-        return params, opt_state, rest, best, meta["history"], early, step
-
-
-def _unflatten(like, leaves: dict):
-    """The pytree `like` with its leaves replaced by `leaves` ({"0": ..., "1": ...}, `_leaves` order)."""
-    return jax.tree.unflatten(jax.tree.structure(like), [leaves[str(i)] for i in range(len(leaves))])
+            for hook in hooks:
+                hook.close()
+        params = state.best if state.best is not None else state.params
+        early = None if state.early is None else {k: state.early[k] for k in ("best_step", "best_score", "stopped_step")}
+        return TrainResult(self.family, self.hp, self.cfg, self.spec, self.seeds, self.graphdef, params, state.rest,
+                           self.seen_states(params, state.rest), state.history, early)
 
 
 def train(family: type[RewardModel], hp, cfg: TrainConfig, data: PreferenceData, seeds=(0,), workdir=None,
-          resume: bool = False, progress: bool = True, on_chunk=None, val: PreferenceData | None = None) -> TrainResult:
+          resume: bool = False, progress: bool = True, on_chunk=None, val: PreferenceData | None = None,
+          batches=None) -> TrainResult:
     """Train `family` on `data` for each seed in `seeds` at once, validating on `val` if given. See `Trainer.run`."""
-    return Trainer(family, hp, cfg, data, seeds, val).run(workdir, resume, progress, on_chunk)
+    return Trainer(family, hp, cfg, data, seeds, val, batches).run(workdir, resume, progress, on_chunk)
 
 
 def restore_params(family: type[RewardModel], hp, spec: dict, cfg: TrainConfig, seeds, workdir) -> tuple:
     """(graphdef, params, rest, step) of the latest checkpoint under `workdir` (leading seed axis).
 
-    With validation, `params` are the best ones (the "best" item), which is what training returned."""
+    With validation, `params` are the best ones (the "best" item), which is what training returned.
+    The same named restore as resuming (plural.checkpoint): a changed family fails in one line."""
     graphdef = nnx.split(nnx.eval_shape(lambda: family(spec, hp, nnx.Rngs(0))))[0]
     init_one = partial(init_state, family, hp, spec, optimizer_for(family, hp, cfg))
     keys = jnp.stack([seed_key(s, INIT_STREAM) for s in seeds])
     params, rest, opt_state = jax.eval_shape(jax.vmap(init_one), keys)
-    mngr = ocp.CheckpointManager(Path(workdir).absolute() / "checkpoints")
-    step = mngr.latest_step()
-    if step is None:
-        raise PluralError(f"{workdir}: no checkpoint found")
-    meta = mngr.restore(step, args=ocp.args.Composite(history=ocp.args.JsonRestore()))["history"]
-    items = {"state": ocp.args.StandardRestore(Trainer._leaves(params, opt_state, rest))}
-    if meta.get("early") is not None:
-        items["best"] = ocp.args.StandardRestore(Trainer._leaves(params))
-    got = mngr.restore(step, args=ocp.args.Composite(**items))
-    mngr.close()
-    params, _, rest = _unflatten((params, opt_state, rest), got["state"])
-    if "best" in items:
-        params = _unflatten(params, got["best"])
-    return graphdef, params, rest, step
+    mngr = checkpoint.manager(workdir)
+    try:
+        step = mngr.latest_step()
+        if step is None:
+            raise PluralError(f"{workdir}: no checkpoint found")
+        validated = checkpoint.read_meta(mngr, step, str(workdir)).get("early") is not None
+        trees, best, _ = checkpoint.restore(mngr, step, {"params": params, "opt_state": opt_state, "rest": rest},
+                                            params if validated else None, str(workdir))
+    finally:
+        mngr.close()
+    return graphdef, best if validated else trees["params"], trees["rest"], step

@@ -11,7 +11,7 @@ import pytest
 
 from analysis import (calibration_metrics, group_gap_closed, paired_difference, per_group_calibration,
                       reliability_curve, seed_summary, uncertainty_error_correlation)
-from analysis.calibration import average_ranks, spearman
+from plural.calibration import average_ranks, spearman
 from analysis.summary import t_quantile
 from plural.errors import PluralError
 

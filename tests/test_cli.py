@@ -1,4 +1,4 @@
-"""`plural fit` / `plural evaluate` as CONTRACT.md says, including the --shots semantics."""
+"""`plural fit` / `plural evaluate` as docs/cli.md says, including the --shots semantics."""
 
 import json
 
@@ -24,7 +24,7 @@ def test_fit_writes_config_checkpoint_and_metrics(run):
     config = json.loads((run / "config.json").read_text())
     assert config["model"] == "bt" and config["seed"] == 0
     assert config["model_hparams"]["hidden"] == [16]
-    assert config["train"]["steps"] == 100 and config["train"]["batch_size"] == 64
+    assert config["train"]["steps"] == 100 and config["batch"]["batch_size"] == 64
     assert set(config["train"]) >= {"lr", "schedule", "warmup_steps", "weight_decay", "grad_clip", "seed_batching"}
     assert any(p.name == "100" for p in (run / "checkpoints").iterdir())
     metrics = json.loads((run / "metrics.json").read_text())

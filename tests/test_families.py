@@ -1,32 +1,45 @@
-"""Every registered family through the one trainer and the one scorer: the same seed gives the same bytes,
-a run killed after a checkpoint resumes to the same bytes and parameters, S seeds trained at once equal
-each seed trained alone, and `--shots K` adapts unseen users on their first K rows and scores only the rest."""
+"""The conformance suite: every registered family (parametrised over `plural.models.FAMILIES`, so a new
+family joins by registering, and a registered family that breaks the protocol turns CI red) through the
+one trainer and the one scorer, on a tiny population:
+
+- protocol: shapes of seen / population / group / adapted states, margins = reward differences;
+- the same seed gives the same bytes; a run killed after a checkpoint resumes to the same bytes and
+  parameters; S seeds trained at once equal each seed trained alone;
+- `plural evaluate` at 0 and K shots and `plural score` on its run directory;
+- `--shots K` adapts unseen users on their first K rows and scores only the rest.
+And the registry: README table, `--model` help and demo variants are made from it."""
 
 import json
+from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+import pandas as pd
 import pytest
 
+from plural.cli import main
 from plural.data import PreferenceData, read_table
+from plural.data.batching import eval_rows
 from plural.evaluate import predict, user_states
-from plural.models import FAMILIES, get_family
+from plural.models import FAMILIES, demo_models, family_table, get_family, register
 from plural.run import configs_for, fit, load_run
 from plural.train import train
 
 # Small widths per family (tiny data: D = 8, 12 users); a family missing here trains at its defaults.
 SMALL = {
-    "bt": ["model.hidden=(16,)"],
-    "vpl": ["model.width=16", "model.pair_hidden=(16,)", "model.decoder_hidden=(16,)", "train.users_per_batch=8",
-            "train.context_max=8", "train.targets_per_user=4"],
-    "pal-a": ["model.projector_hidden=(16,)", "model.latent_dim=8"],
-    "pal-b": ["model.latent_dim=8", "model.prompt_hidden=(8,)"],
+    "bt": ["model.hidden=(16,)", "batch.batch_size=64"],
+    "vpl": ["model.width=16", "model.pair_hidden=(16,)", "model.decoder_hidden=(16,)", "batch.users_per_batch=8",
+            "batch.context_max=8", "batch.targets_per_user=4"],
+    "pal-a": ["model.projector_hidden=(16,)", "model.latent_dim=8", "batch.batch_size=64"],
+    "pal-b": ["model.latent_dim=8", "model.prompt_hidden=(8,)", "batch.batch_size=64"],
 }
 # 40 steps in chunks of 10, checkpoints at 20 and 40, validation (fit's held-out pairs) at every chunk; one
 # device (compiles a third faster; sharded batches are tested in test_train).
-STEPS = ["train.steps=40", "train.log_every=10", "train.ckpt_every=20", "train.eval_every=10", "train.batch_size=64",
-         "train.mesh_data=1"]
+STEPS = ["train.steps=40", "train.log_every=10", "train.ckpt_every=20", "train.eval_every=10", "train.mesh_data=1"]
+K = 4  # shots in the evaluation tests
 NO_USER_STATE = {"bt"}  # families whose adapt is the identity: a new user's shots change nothing
+ROOT = Path(__file__).resolve().parents[1]
 
 
 class Crash(Exception):
@@ -56,6 +69,40 @@ def full_run(request, tiny, tmp_path_factory):
 def _fit(name, d, out, **kw):
     return fit(name, d / "train.parquet", out, overrides=_overrides(name), progress=False, val_path=d / "val.parquet",
                **kw)
+
+
+# -- the protocol --------------------------------------------------------------------------------------
+
+def test_states_and_margins_have_the_protocol_shapes(full_run, tiny):
+    """seen_states (U, ...), population_state (...), group_state (N,) -> (N, ...), adapt(K pairs) -> a state
+    shaped like the population state; margin and reward (N,) finite, margin = reward(chosen) - reward(rejected)."""
+    name, out, result = full_run
+    _, d = tiny
+    te = read_table(d / "test.parquet")
+    model = result.model(0)
+    users = json.loads((out / "config.json").read_text())["users"]
+    n_users = result.spec["n_users"]
+    pop = model.population_state()
+    seen = jax.tree.map(lambda s: s[0], result.seen)
+    assert jax.tree.structure(seen) == jax.tree.structure(pop)
+    for s, p in zip(jax.tree.leaves(seen), jax.tree.leaves(pop), strict=True):
+        assert s.shape == (n_users, *p.shape) and n_users == 12
+    rows = eval_rows(te, users, result.spec["groups"])
+    N = te.n_pairs
+    by_group = model.group_state(jnp.asarray(rows["group"]))
+    for g, p in zip(jax.tree.leaves(by_group), jax.tree.leaves(pop), strict=True):
+        assert g.shape == (N, *p.shape)
+    K = 4
+    ctx = {k: jnp.asarray(v[:K]) for k, v in rows.items()} | {"mask": jnp.ones((K,), jnp.float32)}
+    adapted = model.adapt(ctx, jax.random.PRNGKey(0))
+    assert jax.tree.structure(adapted) == jax.tree.structure(pop)
+    for a, p in zip(jax.tree.leaves(adapted), jax.tree.leaves(pop), strict=True):
+        assert a.shape == p.shape and np.isfinite(np.asarray(a)).all()
+    m = model.margin(te.prompt, te.chosen, te.rejected, by_group)
+    r_c, r_r = model.reward(te.prompt, te.chosen, by_group), model.reward(te.prompt, te.rejected, by_group)
+    assert m.shape == r_c.shape == (N,) and np.isfinite(np.asarray(m)).all()
+    np.testing.assert_allclose(np.asarray(m), np.asarray(r_c - r_r), rtol=1e-5, atol=1e-5)
+    assert np.abs(np.asarray(m)).max() > 0  # trained, not a constant
 
 
 def test_same_seed_gives_the_same_metrics_bytes(full_run, tiny, tmp_path):
@@ -100,7 +147,7 @@ def test_seeds_at_once_equal_a_seed_alone(full_run, tiny):
     _, d = tiny
     c = configs_for(name, _overrides(name, "train.seed_batching=vmap"))
     together = train(get_family(name), c["model"], c["train"], read_table(d / "train.parquet"), seeds=(1, 0),
-                     progress=False, val=read_table(d / "val.parquet"))
+                     progress=False, val=read_table(d / "val.parquet"), batches=c["batch"])
     assert together.seed_metrics(1)["best_step"] == alone.seed_metrics(0)["best_step"]
     for a, b in zip(_leaves((together.params, together.seen)), _leaves((alone.params, alone.seen)), strict=True):
         np.testing.assert_allclose(a[1], b[0], atol=1e-5, rtol=1e-5)
@@ -112,9 +159,67 @@ def test_seeds_at_once_equal_a_seed_alone(full_run, tiny):
     assert any(not np.allclose(x[0], x[1]) for x in _leaves(together.params) if x[0].size > 1)  # two models
 
 
-# -- --shots K: an unseen user's first K rows (file order) adapt the model, only the rest is scored --------
+# -- the command line on the run directory: evaluate at 0 and K shots, score ------------------------------
 
-K = 4
+def test_evaluate_at_zero_and_k_shots_and_score(full_run, tiny, tmp_path):
+    name, out, _ = full_run
+    _, d = tiny
+    te = read_table(d / "test.parquet")
+    train_users = set(json.loads((out / "config.json").read_text())["users"])
+    per_unseen = [len(r) for u, r in enumerate(te.user_rows()) if te.users[u] not in train_users]
+    assert len(per_unseen) == 6 and min(per_unseen) > K
+    counts = {}
+    for shots in (0, K):
+        assert main(["evaluate", "--run", str(out), "--data", str(d / "test.parquet"), "--shots", str(shots),
+                     "--out", str(tmp_path / f"m{shots}.json")]) == 0
+        m = json.loads((tmp_path / f"m{shots}.json").read_text())
+        assert m["shots"] == shots and 0.0 <= m["accuracy"] <= 1.0 and set(m["per_group"]) == set(te.groups)
+        counts[shots] = m["n_pairs"]
+    assert counts == {0: te.n_pairs, K: te.n_pairs - K * len(per_unseen)}
+    assert main(["score", "--run", str(out), "--data", str(d / "test.parquet"), "--shots", str(K),
+                 "--out", str(tmp_path / "scores.parquet")]) == 0
+    scores = pd.read_parquet(tmp_path / "scores.parquet")
+    assert len(scores) == te.n_pairs and scores[["chosen_reward", "rejected_reward"]].notna().all().all()
+    run = load_run(out)
+    rows = predict(run.result, run.users, te, shots=K)
+    scored = scores.iloc[rows["row"].to_numpy()]
+    np.testing.assert_allclose((scored["chosen_reward"] - scored["rejected_reward"]).to_numpy(),
+                               rows["margin"].to_numpy(), rtol=1e-5, atol=1e-5)
+    assert int(scores["adapt_row"].sum()) == K * len(per_unseen)
+
+
+# -- one registration -------------------------------------------------------------------------------------
+
+def test_the_readme_table_and_the_cli_help_are_the_registry(capsys):
+    readme = (ROOT / "README.md").read_text()
+    assert family_table() in readme, "README's family table differs from plural.models.family_table()"
+    with pytest.raises(SystemExit):
+        main(["fit", "--help"])
+    helptext = " ".join(capsys.readouterr().out.split())
+    assert all(name in helptext for name in FAMILIES)
+    labels = demo_models()
+    assert {fam for fam, _ in labels.values()} == set(FAMILIES)  # the demo fits every family
+    for label, (fam, sets) in labels.items():
+        configs_for(fam, sets)  # and its settings are valid
+
+
+def test_register_refuses_an_incomplete_or_taken_family():
+    from plural.models.bt import BT
+
+    class NoReference(BT):
+        name, reference = "no-reference", ""
+
+    class Taken(BT):
+        pass
+
+    with pytest.raises(TypeError, match="no reference"):
+        register(NoReference)
+    with pytest.raises(TypeError, match="'bt' is taken"):
+        register(Taken)
+    assert "no-reference" not in FAMILIES
+
+
+# -- --shots K: an unseen user's first K rows (file order) adapt the model, only the rest is scored --------
 
 
 def _flipped(data: PreferenceData, rows) -> PreferenceData:

@@ -18,7 +18,7 @@ from plural.models import get_family
 from plural.run import configs_for, fit
 from plural.train import Trainer, train
 
-FAST = ["model.hidden=(16,)", "train.steps=200", "train.log_every=50", "train.ckpt_every=100", "train.batch_size=64"]
+FAST = ["model.hidden=(16,)", "train.steps=200", "train.log_every=50", "train.ckpt_every=100", "batch.batch_size=64"]
 
 
 class Crash(Exception):
@@ -166,7 +166,7 @@ def test_parameter_groups_get_their_own_learning_rates(tiny):
     class HalfFrozen(BT):
         @classmethod
         def param_group(cls, path):
-            return "first" if 0 in path else "rest"
+            return "first" if "0" in path else "rest"
 
         @classmethod
         def lr_multipliers(cls, hp):
@@ -213,3 +213,68 @@ def test_batched_cosine_matches_eager():
 
     eager = np.stack([np.asarray(score(Z[j])) for j in range(len(Z))])
     np.testing.assert_allclose(np.asarray(jax.jit(jax.vmap(score))(Z)), eager, atol=1e-3)
+
+
+def test_a_run_whose_family_gained_a_parameter_fails_in_one_line_naming_it(tiny, tmp_path, monkeypatch, capsys):
+    """Checkpoints are named by parameter path: a family that gained a parameter since the run was written
+    is refused with that parameter's name (not an Orbax traceback, not a silent leaf swap); so is resuming."""
+    from flax import nnx
+
+    from plural import models
+    from plural.errors import PluralError
+    from plural.models.bt import BT
+    from plural.run import load_run
+
+    _, d = tiny
+    fit("bt", d / "train.parquet", tmp_path / "run", overrides=FAST + ["train.steps=50"], progress=False)
+    load_run(tmp_path / "run")  # loads as written
+
+    class Grown(BT):
+        def __init__(self, spec, hp, rngs):
+            super().__init__(spec, hp, rngs)
+            self.temperature = nnx.Param(jnp.ones(()))
+
+    monkeypatch.setitem(models.FAMILIES, "bt", Grown)
+    with pytest.raises(PluralError, match=r"parameter params/temperature .*checkpoint lacks"):
+        load_run(tmp_path / "run")
+    with pytest.raises(PluralError, match=r"params/temperature"):
+        fit("bt", d / "train.parquet", tmp_path / "run", overrides=FAST + ["train.steps=50"], progress=False,
+            resume=True)
+    from plural.cli import main
+
+    assert main(["evaluate", "--run", str(tmp_path / "run"), "--data", str(d / "test.parquet"),
+                 "--out", str(tmp_path / "m.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "params/temperature" in err[0]
+
+
+def test_a_checkpoint_leaf_of_another_shape_is_refused_by_name(tiny, tmp_path):
+    """Same names, different shapes (config.json edited to a wider MLP): refused naming the first leaf."""
+    import json
+
+    from plural.errors import PluralError
+    from plural.run import load_run
+
+    _, d = tiny
+    fit("bt", d / "train.parquet", tmp_path / "run", overrides=FAST + ["train.steps=50"], progress=False)
+    cfg = json.loads((tmp_path / "run/config.json").read_text())
+    cfg["model_hparams"]["hidden"] = [32]
+    (tmp_path / "run/config.json").write_text(json.dumps(cfg))
+    with pytest.raises(PluralError, match=r"parameter params/mlp/layers/0/bias is \(1, 16\) float32 in the checkpoint but \(1, 32\)"):
+        load_run(tmp_path / "run")
+
+
+def test_hooks_run_at_their_own_cadence_and_see_the_loop_state(tiny):
+    """A hook added with every=30 runs after steps 30, 60, 90 and the last one (100), on chunk boundaries
+    it adds itself (log_every=50 alone would end chunks at 50 and 100), and sees the live state."""
+    _, d = tiny
+    data = read_table(d / "train.parquet")
+    hp, cfg = _cfgs("train.steps=100", "train.log_every=50", "train.ckpt_every=0")
+    trainer = Trainer(get_family("bt"), hp, cfg, data)
+    seen = []
+    trainer.add_hook(lambda st: seen.append((st.step, len(st.history), float(st.history[-1]["loss"][0]))), every=30)
+    result = trainer.run(progress=False)
+    assert [s for s, _, _ in seen] == [30, 60, 90, 100]
+    assert [h["step"] for h in result.history] == [30, 50, 60, 90, 100]
+    assert [n for _, n, _ in seen] == [1, 3, 4, 5]  # the history as it stood after each of those chunks
+    assert seen[-1][2] == result.history[-1]["loss"][0]

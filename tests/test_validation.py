@@ -15,7 +15,7 @@ from plural.models import get_family
 from plural.run import configs_for, fit
 from plural.train import train
 
-FAST = ["model.hidden=(16,)", "train.steps=400", "train.batch_size=64", "train.eval_every=20",
+FAST = ["model.hidden=(16,)", "train.steps=400", "batch.batch_size=64", "train.eval_every=20",
         "train.early_stopping=3", "train.lr=3e-2", "train.log_every=20", "train.ckpt_every=40"]
 
 

@@ -151,7 +151,7 @@ def test_vpl_from_the_cli(tiny, tmp_path):
     assert main(["fit", "--model", "vpl", "--data", str(d / "train.parquet"), "--out", str(run),
                  "--set", "train.steps=60", "--set", "width=16", "--set", "decoder_hidden=(16,)"]) == 0
     config = json.loads((run / "config.json").read_text())
-    assert config["train"]["context_max"] == 32 and config["model_hparams"]["latent_dim"] == 8
+    assert config["batch"]["context_max"] == 32 and config["model_hparams"]["latent_dim"] == 8
     out = tmp_path / "m.json"
     assert main(["evaluate", "--run", str(run), "--data", str(d / "test.parquet"), "--shots", "5", "--out", str(out)]) == 0
     m = json.loads(out.read_text())

@@ -1,25 +1,32 @@
 """Batches drawn on device, as pure functions of a PRNG key (so data order = f(seed, step)).
 
-`DeviceData` holds the training arrays once on the device(s); samplers gather a batch inside the
+`device_data` holds the training arrays once on the device(s); samplers gather a batch inside the
 jitted training step, so no host work happens per step.
 
-Two kinds of batch:
-- pairs: B independent comparisons (BT, MiCRo, ...): dict(prompt (B,Dp), chosen (B,D), rejected (B,D),
-  user (B,), group (B,) (index into the table's groups, -1 without a group column),
+A family owns its sampler: the class attribute `batches` of a `RewardModel` is a sampler instance with
+the family's defaults, and its fields are the `batch.*` settings (`--set batch.users_per_batch=16`).
+A sampler is a frozen dataclass with `size` (the leading batch dimension, split over the 'data' mesh
+axis) and `sample(key, dd) -> batch`; a new kind of batch is a new sampler here, not a trainer branch.
+
+- `PairBatches`: B independent comparisons (BT, PAL, MiCRo, ...): dict(prompt (B,Dp), chosen (B,D),
+  rejected (B,D), user (B,), group (B,) (index into the table's groups, -1 without a group column),
   attr_chosen / attr_rejected (B,A), mask (B,)).
-- users: U users, each with a context set of C pairs and T disjoint target pairs drawn from that user's
-  own rows (VPL, few-shot, ...): dict(user (U,), context=pairs (U,C,..) + mask (U,C), target=pairs
-  (U,T,..) + mask (U,T)). The number of valid context pairs is drawn uniformly in
+- `UserBatches`: U users, each with a context set of C pairs and T disjoint target pairs drawn from that
+  user's own rows (VPL, few-shot, ...): dict(user (U,), context=pairs (U,C,..) + mask (U,C),
+  target=pairs (U,T,..) + mask (U,T)). The number of valid context pairs is drawn uniformly in
   [context_min, context_max], capped at n_u - 1 so that every user keeps at least one target.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from plural.data.arrays import PreferenceData
+from plural.errors import PluralError
 
 PAIR_FIELDS = ("prompt", "chosen", "rejected", "attr_chosen", "attr_rejected", "user", "group")
 
@@ -87,6 +94,48 @@ def sample_users(key: jax.Array, dd: dict, users_per_batch: int, context_min: in
     target = gather(dd, t_rows)
     target["mask"] = t_mask.astype(jnp.float32)
     return {"user": users, "context": context, "target": target}
+
+
+@dataclasses.dataclass(frozen=True)
+class PairBatches:
+    """`batch_size` comparisons per step, drawn uniformly with replacement from all rows."""
+
+    batch_size: int = 256
+
+    def __post_init__(self):
+        if self.batch_size < 1:
+            raise PluralError(f"--set batch.batch_size={self.batch_size}: must be >= 1")
+
+    @property
+    def size(self) -> int:
+        return self.batch_size
+
+    def sample(self, key: jax.Array, dd: dict) -> dict:
+        return sample_pairs(key, dd, self.batch_size)
+
+
+@dataclasses.dataclass(frozen=True)
+class UserBatches:
+    """`users_per_batch` users per step, each with context and disjoint target pairs of their own."""
+
+    users_per_batch: int = 32
+    context_min: int = 1  # context pairs per user, drawn uniformly in [context_min, context_max]
+    context_max: int = 8
+    targets_per_user: int = 8  # target pairs per user
+
+    def __post_init__(self):
+        if self.users_per_batch < 1 or self.targets_per_user < 1:
+            raise PluralError("--set batch.users_per_batch / batch.targets_per_user: must be >= 1")
+        if not 1 <= self.context_min <= self.context_max:
+            raise PluralError(f"--set batch.context_min={self.context_min} / batch.context_max={self.context_max}: "
+                              "need 1 <= context_min <= context_max")
+
+    @property
+    def size(self) -> int:
+        return self.users_per_batch
+
+    def sample(self, key: jax.Array, dd: dict) -> dict:
+        return sample_users(key, dd, self.users_per_batch, self.context_min, self.context_max, self.targets_per_user)
 
 
 def eval_rows(data: PreferenceData, train_users, train_groups) -> dict:

@@ -1,4 +1,4 @@
-"""Reading and validating the preference table of CONTRACT.md section 1.
+"""Reading and validating the preference table of docs/data-format.md.
 
 `read_table(path)` accepts a parquet file, a JSON Lines file or a directory of them and returns a
 validated `PreferenceData`. Every check runs before any training and fails with a one-line

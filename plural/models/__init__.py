@@ -1,6 +1,15 @@
-"""Model families, chosen by name (CONTRACT.md section 2). A new family = one file + one entry here."""
+"""Model families, chosen by name (`plural fit --model NAME`; docs/methods.md).
+
+A new family is one model file plus one line in `_REGISTERED` below: `register` checks what the rest of
+the library relies on (a name, a one-line summary, a reference, frozen `Hparams`, a sampler), and the
+command line's `--model` help, `plural demo`, the README's family table (`family_table`, checked by a
+test) and the conformance suite (tests/test_families.py, parametrised over `FAMILIES`) all read this
+registry, so nothing else needs touching.
+"""
 
 from __future__ import annotations
+
+import dataclasses
 
 from plural.errors import PluralError
 from plural.models.base import RewardModel
@@ -8,10 +17,35 @@ from plural.models.bt import BT
 from plural.models.pal import PALA, PALB
 from plural.models.vpl import VPL
 
-FAMILIES: dict[str, type[RewardModel]] = {"bt": BT, "vpl": VPL, "pal-a": PALA, "pal-b": PALB}
+FAMILIES: dict[str, type[RewardModel]] = {}
 
-# Names reserved by the contract whose families have not landed yet.
-PLANNED = ("micro", "maxmin", "fewshot", "palette")
+# Names reserved for families that have not landed yet (`--model NAME` says so in one line).
+PLANNED = ("micro", "dpl", "maxmin", "fewshot", "palette")
+
+
+def register(family: type[RewardModel]) -> type[RewardModel]:
+    """Add `family` to `FAMILIES` after checking its declarations; returns it (usable as a decorator)."""
+    name = family.name
+    problems = [
+        "no name" if not name else None,
+        f"name {name!r} is taken" if name in FAMILIES else None,
+        "no one-line summary" if not family.summary or "\n" in family.summary else None,
+        "no reference" if not family.reference else None,
+        "Hparams is not a frozen dataclass" if not (dataclasses.is_dataclass(family.Hparams)
+                                                    and family.Hparams.__dataclass_params__.frozen) else None,
+        "no sampler (`batches` with size and sample)" if not (hasattr(family.batches, "sample")
+                                                             and hasattr(family.batches, "size")) else None,
+    ]
+    problems = [p for p in problems if p]
+    if problems:
+        raise TypeError(f"cannot register {family.__name__}: {'; '.join(problems)}")
+    FAMILIES[name] = family
+    return family
+
+
+_REGISTERED = (BT, VPL, PALA, PALB)
+for _family in _REGISTERED:
+    register(_family)
 
 
 def get_family(name: str) -> type[RewardModel]:
@@ -23,4 +57,20 @@ def get_family(name: str) -> type[RewardModel]:
     raise PluralError(f"--model {name}: unknown model family (available: {', '.join(FAMILIES)})")
 
 
-__all__ = ["FAMILIES", "RewardModel", "get_family"]
+def demo_models() -> dict[str, tuple[str, list[str]]]:
+    """{label: (family name, [--set ...])}: every variant `plural demo` fits, in registration order."""
+    out = {}
+    for name, family in FAMILIES.items():
+        for label, sets in (family.demo or {name: []}).items():
+            out[label] = (name, list(sets))
+    return out
+
+
+def family_table() -> str:
+    """The README's table of families (Markdown), made from the registry."""
+    lines = ["| `--model` | what it models | reference |", "|---|---|---|"]
+    lines += [f"| `{n}` | {f.summary} | {f.reference} |" for n, f in FAMILIES.items()]
+    return "\n".join(lines)
+
+
+__all__ = ["FAMILIES", "PLANNED", "RewardModel", "demo_models", "family_table", "get_family", "register"]

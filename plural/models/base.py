@@ -2,11 +2,16 @@
 
 A family is one `RewardModel` subclass in one file, registered by name in `plural.models`. It provides:
 
+- `name`, `summary` (one line), `reference` (the paper) and `demo` ({label: [--set ...]}, the variants
+  `plural demo` fits): what the registry (`plural.models.register`), `plural --help`, the demo and the
+  README's family table are made from.
 - `Hparams`: a frozen dataclass of its hyper-parameters (`--set model.<name>=...`).
 - `__init__(spec, hp, rngs)`: build the parameters eagerly; `spec` is `PreferenceData.spec()`
-  (dim, prompt_dim, n_users, attr_names).
-- `batch_kind`: "pairs" (independent comparisons) or "users" (per-user context + target sets); the
-  trainer draws batches of that kind (see `plural.data.batching`).
+  (dim, prompt_dim, n_users, groups, attr_names).
+- `batches`: its sampler with the family's defaults (`PairBatches()`: independent comparisons;
+  `UserBatches(...)`: per-user context + target sets; see `plural.data.batching`), whose fields are the
+  `batch.*` settings. The trainer only calls `sample(key, dd)`.
+- `train_defaults`: the family's own defaults for `train.*` (before `--set`).
 - `loss(batch, key, step) -> (scalar, {name: scalar})`: the training objective on one batch.
 - `reward(prompt, response, state) -> (...)`: the scalar reward of responses for users described by
   `state` (a pytree whose leaves carry the same leading dims as `prompt`).
@@ -22,7 +27,7 @@ A user state is an array or a flat dict of arrays (it is stored in an .npz file)
 
 Optional hooks:
 - `param_group(path) -> str` (a classmethod) names the learning-rate group of the parameter at `path` (a tuple of
-  attribute names / indices), and `lr_multipliers(hp) -> {group: factor}` scales `train.lr` per group
+  the parameter's path names, as in its checkpoint name), and `lr_multipliers(hp) -> {group: factor}` scales `train.lr` per group
   (PAL's projector vs prototypes and weights). Default: one group, factor 1.
 - `init_from_data(dd, rngs)` adjusts freshly built parameters in place using the training table's device
   data `dd` (PAL starts the users' mixture weights from k-means clusters of `user_directions`); it runs
@@ -42,6 +47,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from plural.data.batching import PairBatches
+
 
 @dataclasses.dataclass(frozen=True)
 class NoHparams:
@@ -52,8 +59,11 @@ class RewardModel(nnx.Module):
     """Base class of a model family; see the module docstring for the protocol."""
 
     name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""  # one line: what the family models (README table, --help)
+    reference: ClassVar[str] = ""  # the paper it implements, "Authors, Title, Venue Year"
+    demo: ClassVar[dict[str, list[str]] | None] = None  # {label: [key=value, ...]} fitted by `plural demo`; None: {name: []}
     Hparams: ClassVar[type] = NoHparams
-    batch_kind: ClassVar[str] = "pairs"
+    batches: ClassVar[Any] = PairBatches()  # the family's sampler (plural.data.batching) with its defaults
     train_defaults: ClassVar[dict] = {}  # the family's own defaults for `train.*` (before --set)
 
     def loss(self, batch: dict, key: jax.Array, step: jax.Array) -> tuple[jax.Array, dict]:
@@ -68,7 +78,7 @@ class RewardModel(nnx.Module):
 
     @classmethod
     def param_group(cls, path: tuple) -> str:
-        """Learning-rate group of the parameter at `path`, e.g. ('mlp', 'layers', 0, 'kernel')."""
+        """Learning-rate group of the parameter at `path`, e.g. ('mlp', 'layers', '0', 'kernel')."""
         return "default"
 
     @classmethod

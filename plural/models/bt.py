@@ -59,8 +59,12 @@ class BTHparams:
 
 class BT(RewardModel):
     name = "bt"
+    summary = ("Bradley-Terry reward; `model.condition=group` one head per group label, "
+               "`model.condition=user` a learned embedding per user (P-RLHF)")
+    reference = ("Bradley & Terry, Biometrika 1952; P-RLHF: Li et al., Personalized Language Modeling from "
+                 "Personalized Human Feedback, 2024")
+    demo = {"bt": [], "bt (group)": ["model.condition=group"], "bt (user)": ["model.condition=user"]}
     Hparams = BTHparams
-    batch_kind = "pairs"
     train_defaults = {"steps": 3000}  # the most steps, as PAL's; early stopping on validation ends sooner
 
     def __init__(self, spec: dict, hp: BTHparams, rngs: nnx.Rngs):

@@ -21,8 +21,8 @@ Loss over a batch of comparisons (x, y_w, y_l, i), with margin m = r_i(x, y_w) -
 Bradley-Terry -log sigma(m) (`loss="bt"`, PAL-B's default) or hinge max(0, hinge_margin - m)
 (`loss="hinge"`, PAL-A's default), plus `mixture_entropy` x the mean entropy of the batch users' mixtures
 H(a_i): a sparsity prior that puts each user near one prototype (K preference types);
-`model.mixture_entropy=0` is the paper's objective, and the prior to drop where users truly blend types. Learning rates per parameter group (METHODS.md: projectors 1e-4,
-prototypes and weights 5e-3): `projector_lr_factor`, `prototype_lr_factor` and `weight_lr_factor` scale
+`model.mixture_entropy=0` is the paper's objective, and the prior to drop where users truly blend types. Learning rates per parameter group (the paper's release: projectors
+1e-4, prototypes and weights 5e-3): `projector_lr_factor`, `prototype_lr_factor` and `weight_lr_factor` scale
 `train.lr` for f, for P / g (and the logit scale) and for W.
 
 Start. Random logits put every user at the prototypes' centroid, and training can then settle with a
@@ -116,8 +116,8 @@ class PALBHparams(PALHparams):
 class PAL(RewardModel):
     """What PAL-A and PAL-B share: per-user mixture weights, the item projector, losses and adaptation."""
 
-    batch_kind = "pairs"
     train_defaults = {"steps": 3000}
+    reference = "Chen et al., PAL: Sample-Efficient Personalized Reward Modeling for Pluralistic Alignment, ICLR 2025"
 
     def __init__(self, spec: dict, hp: PALHparams, rngs: nnx.Rngs):
         if hp.n_prototypes < 1 or hp.latent_dim < 1:
@@ -246,6 +246,7 @@ class PALA(PAL):
     """PAL-A: prototypes are points; reward = minus the distance to the user's ideal point."""
 
     name = "pal-a"
+    summary = "ideal points mixed from K prototype points; reward = -distance to the user's ideal point"
     Hparams = PALAHparams
 
     def __init__(self, spec: dict, hp: PALAHparams, rngs: nnx.Rngs):
@@ -268,6 +269,7 @@ class PALB(PAL):
     """PAL-B: prototypes are functions of the prompt; reward = scaled cosine to the user's ideal point."""
 
     name = "pal-b"
+    summary = "K prompt-dependent prototype functions mixed per user; reward = scaled cosine similarity"
     Hparams = PALBHparams
 
     def __init__(self, spec: dict, hp: PALBHparams, rngs: nnx.Rngs):

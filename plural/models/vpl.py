@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from plural.data.batching import UserBatches
 from plural.models.base import MLP, RewardModel, bt_nll, masked_accuracy
 
 
@@ -49,14 +50,17 @@ class VPLHparams:
     mu_clip: float = 3.0  # mu clamped to [-mu_clip, mu_clip]
     logvar_min: float = -6.0  # log sigma^2 clamped to [logvar_min, logvar_max]
     logvar_max: float = 1.0
-    eval_context: int = 32  # training pairs used to infer a seen user's posterior (~ train.context_max)
+    eval_context: int = 32  # training pairs used to infer a seen user's posterior (~ batch.context_max)
 
 
 class VPL(RewardModel):
     name = "vpl"
+    summary = "latent user variable z inferred from a few labelled pairs; reward conditioned on z"
+    reference = ("Poddar et al., Personalizing Reinforcement Learning from Human Feedback with Variational "
+                 "Preference Learning, NeurIPS 2024")
     Hparams = VPLHparams
-    batch_kind = "users"
-    train_defaults = {"steps": 2000, "context_max": 32, "targets_per_user": 16}
+    batches = UserBatches(context_max=32, targets_per_user=16)
+    train_defaults = {"steps": 2000}
 
     def __init__(self, spec: dict, hp: VPLHparams, rngs: nnx.Rngs):
         d_x, d_y, w = spec["prompt_dim"], spec["dim"], hp.width

@@ -1,4 +1,4 @@
-"""Converters from published preference datasets to the preference table of CONTRACT.md section 1.
+"""Converters from published preference datasets to the preference table of docs/data-format.md.
 
 Each source is one small module with an `Options` dataclass (its `--set` options, `group` among them
 where the source has demographics) and `convert(path, options) -> Conversion`. The tables they write

@@ -1,0 +1,181 @@
+"""Trainer hooks: what runs between compiled chunks, each at its own cadence.
+
+The trainer advances all seeds by one compiled chunk, then calls every hook whose cadence the chunk's
+last step meets, in the order they were added, with the `LoopState`. A hook may read and update the
+state (validation keeps the best parameters and stops seeds; the checkpointer writes it); `start` runs
+once before the first chunk (the checkpointer restores there) and `close` once at the end, also after
+an exception.
+
+Cadence (`every`): None = after every chunk; 0 = only after the last chunk; n > 0 = at multiples of n
+and after the last chunk. The trainer puts a chunk boundary at every multiple of every hook's `every`,
+so chunk boundaries depend on the configuration only, never on where a resumed run started.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from plural import checkpoint
+from plural.errors import PluralError
+
+
+@dataclasses.dataclass
+class LoopState:
+    """The training loop between chunks. Leaves of params / opt_state / rest / best carry a seed axis (S, ...)."""
+
+    step: int
+    params: Any
+    opt_state: Any
+    rest: Any
+    train_keys: Any
+    history: list[dict]  # one entry per chunk: {"step": int, "loss": [S floats], <metric>: [S floats], ...}
+    best: Any = None  # validating: each seed's best params so far
+    early: dict | None = None  # validating: per seed "best_score", "best_step", "bad", "stopped_step" lists
+    done: bool = False  # set when every seed has stopped early: the loop ends after this chunk's hooks
+
+
+class Hook:
+    """Base class: override `__call__` (and `start` / `close` if needed); see the module docstring."""
+
+    every: int | None = None
+
+    def due(self, step: int, last: bool) -> bool:
+        if self.every is None:
+            return True
+        return last or (self.every > 0 and step % self.every == 0)
+
+    def start(self, trainer, state: LoopState) -> None:
+        pass
+
+    def __call__(self, trainer, state: LoopState) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class Callback(Hook):
+    """`fn(state)` at the given cadence (`Trainer.add_hook(fn, every=...)`)."""
+
+    def __init__(self, fn: Callable[[LoopState], None], every: int | None = None):
+        self.fn, self.every = fn, every
+
+    def __call__(self, trainer, state: LoopState) -> None:
+        self.fn(state)
+
+
+class Validation(Hook):
+    """Every `eval_every` steps: validation loss / accuracy of every seed into the history, each seed's
+    best parameters kept (by `val_metric`), a seed stopped after `early_stopping` evaluations without
+    improvement. A stopped seed's best parameters are frozen, so its result does not depend on the seeds
+    trained beside it; the loop ends when every seed has stopped."""
+
+    def __init__(self, every: int, patience: int, metric: str):
+        self.every, self.patience, self.metric = every, patience, metric
+
+    def start(self, trainer, state: LoopState) -> None:
+        S = len(trainer.seeds)
+        state.best = jax.tree.map(jnp.copy, state.params)
+        state.early = {"best_score": [-math.inf] * S, "best_step": [0] * S, "bad": [0] * S, "stopped_step": [None] * S}
+
+    def __call__(self, trainer, state: LoopState) -> None:
+        loss, acc = trainer.validate(state.params, state.rest)
+        state.history[-1]["val_loss"] = np.asarray(loss, np.float64).tolist()
+        state.history[-1]["val_accuracy"] = np.asarray(acc, np.float64).tolist()
+        improved = self._record(state.early, state.step, loss, acc)
+        state.best = _keep_best(state.best, state.params, jnp.asarray(improved))
+        state.done = all(s is not None for s in state.early["stopped_step"])
+
+    def _record(self, early: dict, step: int, loss, acc) -> np.ndarray:
+        score = np.asarray(acc, np.float64) if self.metric == "accuracy" else -np.asarray(loss, np.float64)
+        improved = np.zeros(len(score), bool)
+        for i, sc in enumerate(score.tolist()):
+            if early["stopped_step"][i] is not None:
+                continue  # frozen
+            if sc > early["best_score"][i]:
+                improved[i] = True
+                early["best_score"][i], early["best_step"][i], early["bad"][i] = sc, step, 0
+            else:
+                early["bad"][i] += 1
+            if self.patience and early["bad"][i] >= self.patience:
+                early["stopped_step"][i] = step
+        return improved
+
+
+@jax.jit
+def _keep_best(best, params, improved):
+    """Per seed, `params` where `improved` (S,) else `best` (new buffers: params are donated later)."""
+    def pick(b, p):
+        return jnp.where(improved.reshape((-1,) + (1,) * (p.ndim - 1)), p, b)
+    return jax.tree.map(pick, best, params)
+
+
+class Checkpointer(Hook):
+    """Every `every` steps, after the last chunk and when every seed has stopped: a named Orbax checkpoint
+    (plural.checkpoint) of params, optimiser state, the best params, history and early-stopping record
+    under `workdir/checkpoints`. `start` restores the latest one when `resume`, else refuses a workdir
+    that already holds checkpoints."""
+
+    def __init__(self, workdir: str | Path, every: int, resume: bool):
+        self.workdir, self.every, self.resume = Path(workdir), every, resume
+        self.mngr = None
+
+    def start(self, trainer, state: LoopState) -> None:
+        self.mngr = checkpoint.manager(self.workdir, create=True)
+        latest = self.mngr.latest_step()
+        if latest is None:
+            return
+        if not self.resume:
+            raise PluralError(f"{self.workdir}: already holds checkpoints; pass --resume to continue, or use a new --out")
+        trees = {"params": state.params, "opt_state": state.opt_state, "rest": state.rest}
+        trees, best, meta = checkpoint.restore(self.mngr, latest, trees, state.best, str(self.workdir))
+        if meta["seeds"] != list(trainer.seeds):
+            raise PluralError(f"{self.workdir}: checkpoint at step {latest} was written for seeds {meta['seeds']}, "
+                              f"not {list(trainer.seeds)}")
+        if latest not in trainer.boundaries() or latest > trainer.cfg.steps:
+            raise PluralError(f"{self.workdir}: checkpoint at step {latest} does not match this configuration")
+        state.params, state.opt_state, state.rest = trainer.place((trees["params"], trees["opt_state"], trees["rest"]))
+        state.best = trainer.place(best) if best is not None else None
+        state.history, state.step = meta["history"], latest
+        if state.early is not None:
+            state.early = meta["early"]
+            state.done = all(s is not None for s in state.early["stopped_step"])
+
+    def __call__(self, trainer, state: LoopState) -> None:
+        checkpoint.save(self.mngr, state.step, {"params": state.params, "opt_state": state.opt_state, "rest": state.rest},
+                        {"history": state.history, "seeds": list(trainer.seeds), "early": state.early}, state.best)
+
+    def close(self) -> None:
+        if self.mngr is not None:
+            self.mngr.wait_until_finished()
+            self.mngr.close()
+
+
+class Progress(Hook):
+    """A tqdm bar over steps with the running loss (and validation accuracy when there is one)."""
+
+    def __init__(self, total: int, desc: str, enabled: bool):
+        self.total, self.desc, self.enabled = total, desc, enabled
+        self.bar = None
+
+    def start(self, trainer, state: LoopState) -> None:
+        self.bar = tqdm(total=self.total, initial=state.step, disable=not self.enabled or None, desc=self.desc,
+                        unit="step", dynamic_ncols=True, leave=False)
+
+    def __call__(self, trainer, state: LoopState) -> None:
+        last = state.history[-1]
+        self.bar.update(state.step - self.bar.n)
+        self.bar.set_postfix(loss=f"{np.mean(last['loss']):.4f}",
+                             **({"val_acc": f"{np.mean(last['val_accuracy']):.3f}"} if "val_accuracy" in last else {}))
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
