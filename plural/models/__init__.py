@@ -14,13 +14,14 @@ import dataclasses
 from plural.errors import PluralError
 from plural.models.base import RewardModel
 from plural.models.bt import BT
+from plural.models.micro import MiCRo
 from plural.models.pal import PALA, PALB
 from plural.models.vpl import VPL
 
 FAMILIES: dict[str, type[RewardModel]] = {}
 
 # Names reserved for families that have not landed yet (`--model NAME` says so in one line).
-PLANNED = ("micro", "dpl", "maxmin", "fewshot", "palette")
+PLANNED = ("dpl", "maxmin", "fewshot", "palette")
 
 
 def register(family: type[RewardModel]) -> type[RewardModel]:
@@ -43,7 +44,7 @@ def register(family: type[RewardModel]) -> type[RewardModel]:
     return family
 
 
-_REGISTERED = (BT, VPL, PALA, PALB)
+_REGISTERED = (BT, VPL, PALA, PALB, MiCRo)
 for _family in _REGISTERED:
     register(_family)
 
