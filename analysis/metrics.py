@@ -36,15 +36,28 @@ def bootstrap_ci(values: np.ndarray, clusters: np.ndarray, n_boot: int = 1000, l
     return float(np.quantile(means, a)), float(np.quantile(means, 1 - a))
 
 
+def agreement(margin: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """Per row: 1 where the model prefers the response a predictor with P(chosen) = p prefers (sign(margin)
+    = sign(p - 1/2)), 0 where it prefers the other, 1/2 where either is a tie."""
+    a, b = np.sign(np.asarray(margin, float)), np.sign(np.asarray(p, float) - 0.5)
+    return np.where((a == 0) | (b == 0), 0.5, (a == b).astype(float))
+
+
 def _cols(rows: pd.DataFrame) -> dict[str, np.ndarray]:
-    """Per-row score columns: `accuracy` (realised) and, with ground truth, `expected`, `oracle`, `single`."""
+    """Per-row score columns: `accuracy` (realised) and, with ground truth, `expected`, `oracle`, `single`,
+    `agree_oracle` (the model's preference is the user's noise-free one) and `agree_single` (it is the best
+    user-blind predictor's: for a user-blind model, how well it learned the population's preference,
+    apart from the label noise and the users it cannot serve)."""
     out = {"accuracy": rows["correct"].to_numpy(float)}
     if "oracle_p" in rows.columns and rows["oracle_p"].notna().all():
-        p = rows["oracle_p"].to_numpy(float)
-        out["expected"] = expected_accuracy(rows["margin"].to_numpy(), p)
+        p, m = rows["oracle_p"].to_numpy(float), rows["margin"].to_numpy()
+        out["expected"] = expected_accuracy(m, p)
         out["oracle"] = np.maximum(p, 1 - p)
-        if "population_p" in rows.columns:
-            out["single"] = np.where(rows["population_p"].to_numpy(float) > 0.5, p, 1 - p)
+        out["agree_oracle"] = agreement(m, p)
+        if "population_p" in rows.columns and rows["population_p"].notna().all():
+            q = rows["population_p"].to_numpy(float)
+            out["single"] = np.where(q > 0.5, p, 1 - p)
+            out["agree_single"] = agreement(m, q)
     return out
 
 
@@ -52,7 +65,9 @@ def accuracy_table(rows: pd.DataFrame, by: str | None = "group", n_boot: int = 1
     """One line per value of `by` (or one line overall with by=None).
 
     Columns: n_users, n_pairs, accuracy, accuracy_lo, accuracy_hi (95% user-bootstrap CI); with ground
-    truth also expected (noise-free accuracy), oracle, single and gap_closed (of the expected accuracy).
+    truth also expected (noise-free accuracy), oracle, single, gap_closed (of the expected accuracy),
+    agree_oracle and agree_single (shares of pairs on which the model prefers what the user's oracle / the
+    best user-blind predictor prefers).
     """
     keys = [("all", rows)] if by is None else list(rows.groupby(by, sort=True))
     lines = []
@@ -61,7 +76,7 @@ def accuracy_table(rows: pd.DataFrame, by: str | None = "group", n_boot: int = 1
         lo, hi = bootstrap_ci(cols["accuracy"], r["user_id"].to_numpy(), n_boot, seed=seed)
         line = {by or "subset": key, "n_users": r["user_id"].nunique(), "n_pairs": len(r),
                 "accuracy": cols["accuracy"].mean(), "accuracy_lo": lo, "accuracy_hi": hi}
-        for k in ("expected", "oracle", "single"):
+        for k in ("expected", "oracle", "single", "agree_oracle", "agree_single"):
             if k in cols:
                 line[k] = cols[k].mean()
         if "single" in cols:

@@ -84,3 +84,23 @@ def test_kmeans_finds_the_lower_inertia_solution():
     single = [adjusted_rand_index(kmeans(x, 3, n_init=1, seed=s), truth) for s in range(40)]
     assert min(single) < 1.0  # the trap exists
     assert all(adjusted_rand_index(kmeans(x, 3, seed=s), truth) == 1.0 for s in range(40))
+
+
+def test_agreement_with_the_oracle_and_the_best_user_blind_predictor():
+    """agree_single = share of pairs where the model prefers what the population's majority prefers; a
+    user-blind model that always does has agree_single 1 and accuracy = single, whatever agree_oracle."""
+    import pandas as pd
+
+    from analysis.metrics import accuracy_table, agreement
+
+    np.testing.assert_array_equal(agreement([1.0, -2.0, 0.0, 3.0], [0.9, 0.8, 0.7, 0.5]), [1.0, 0.0, 0.5, 0.5])
+    oracle_p = np.array([0.9, 0.1, 0.9, 0.1, 0.9, 0.9])  # users a, b disagree on the first pairs
+    population_p = np.array([0.7, 0.7, 0.7, 0.7, 0.7, 0.7])  # the majority prefers chosen everywhere
+    rows = pd.DataFrame({"user_id": list("ababab"), "group": list("xyxyxy"), "margin": np.ones(6),
+                         "correct": [True, False, True, False, True, True], "oracle_p": oracle_p,
+                         "population_p": population_p})
+    t = accuracy_table(rows, by=None).iloc[0]
+    assert t["agree_single"] == 1.0 and t["agree_oracle"] == 4 / 6
+    assert t["expected"] == t["single"]  # follows the majority exactly: no gap closed, none lost
+    flipped = accuracy_table(rows.assign(margin=[1, -1, 1, -1, 1, -1.0]), by=None).iloc[0]
+    assert flipped["agree_single"] == 3 / 6 and flipped["agree_oracle"] == 5 / 6

@@ -22,8 +22,10 @@ Defaults (hidden (64,), train.lr 1e-3, at most 3000 steps with early stopping) w
 data of the defaults suite (experiments/defaults.py, results/defaults), with the same budget as the
 pluralistic families: one point for every dataset, the best validation accuracy averaged over the suite;
 the user-blind linear probe (`hidden=()`) is best at train.lr 3e-3, the group-told one at 3e-2.
-Not swept (set by hand, untuned, before the suite ran; candidates for the next sweep): the user variant's
-`user_dim`, `generic_prob`, `user_l2`, `adapt_steps`, `adapt_lr` and `adapt_l2`, and `input_dropout` (off).
+The user variant's settings were swept on the same suite afterwards (experiments/bt_user.py,
+results/bt_user: user_dim 8 / 32, generic_prob 0.2 / 0.5, user_l2 1e-3 / 0.1, adapt_l2 0.1 / 1.0, six
+points): validation selects user_dim 32 (suite validation score 0.729 against 0.726 for the old point; the
+other changes score 0.706-0.726). Not swept: `adapt_steps`, `adapt_lr`, and `input_dropout` (off).
 
 Departure from P-RLHF: the paper conditions an LLM on the user embedding as soft-prompt tokens; here the
 embedding is an input of the reward MLP over frozen embeddings, as every family in this library is.
@@ -49,7 +51,7 @@ class BTHparams:
     activation: str = "gelu"
     condition: str = "none"  # none | group (one head per group label) | user (P-RLHF user embeddings)
     input_dropout: float = 0.0  # dropout rate on e(y_w), e(y_l) while training
-    user_dim: int = 8  # condition=user: size of the user embedding
+    user_dim: int = 32  # condition=user: size of the user embedding. Suite (results/bt_user): 32 over 8
     generic_prob: float = 0.2  # condition=user: share of training pairs scored with the generic e_0 alone
     user_l2: float = 1e-3  # condition=user: penalty on the mean squared user offset o_u
     adapt_steps: int = 100  # condition=user: Adam steps fitting a new user's offset from its shots
