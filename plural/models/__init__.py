@@ -14,6 +14,7 @@ import dataclasses
 from plural.errors import PluralError
 from plural.models.base import RewardModel
 from plural.models.bt import BT
+from plural.models.dpl import DPL
 from plural.models.micro import MiCRo
 from plural.models.pal import PALA, PALB
 from plural.models.vpl import VPL
@@ -21,7 +22,7 @@ from plural.models.vpl import VPL
 FAMILIES: dict[str, type[RewardModel]] = {}
 
 # Names reserved for families that have not landed yet (`--model NAME` says so in one line).
-PLANNED = ("dpl", "maxmin", "fewshot", "palette")
+PLANNED = ("maxmin", "fewshot", "palette")
 
 
 def register(family: type[RewardModel]) -> type[RewardModel]:
@@ -44,7 +45,7 @@ def register(family: type[RewardModel]) -> type[RewardModel]:
     return family
 
 
-_REGISTERED = (BT, VPL, PALA, PALB, MiCRo)
+_REGISTERED = (BT, VPL, PALA, PALB, MiCRo, DPL)
 for _family in _REGISTERED:
     register(_family)
 
