@@ -35,6 +35,7 @@ SMALL = {
     "pal-b": ["model.latent_dim=8", "model.prompt_hidden=(8,)", "batch.batch_size=64"],
     "micro": ["model.hidden=(16,)", "batch.batch_size=64"],
     "dpl": ["model.hidden=(16,)", "batch.batch_size=64"],
+    "maxmin": ["model.hidden=(16,)", "batch.users_per_batch=8", "batch.context_max=8", "batch.targets_per_user=4"],
 }
 # 40 steps in chunks of 10, checkpoints at 20 and 40, validation (fit's held-out pairs) at every chunk; one
 # device (compiles a third faster; sharded batches are tested in test_train).

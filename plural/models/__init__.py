@@ -15,6 +15,7 @@ from plural.errors import PluralError
 from plural.models.base import RewardModel
 from plural.models.bt import BT
 from plural.models.dpl import DPL
+from plural.models.maxmin import MaxMin
 from plural.models.micro import MiCRo
 from plural.models.pal import PALA, PALB
 from plural.models.vpl import VPL
@@ -22,7 +23,7 @@ from plural.models.vpl import VPL
 FAMILIES: dict[str, type[RewardModel]] = {}
 
 # Names reserved for families that have not landed yet (`--model NAME` says so in one line).
-PLANNED = ("maxmin", "fewshot", "palette")
+PLANNED = ("fewshot", "palette")
 
 
 def register(family: type[RewardModel]) -> type[RewardModel]:
@@ -45,7 +46,7 @@ def register(family: type[RewardModel]) -> type[RewardModel]:
     return family
 
 
-_REGISTERED = (BT, VPL, PALA, PALB, MiCRo, DPL)
+_REGISTERED = (BT, VPL, PALA, PALB, MiCRo, DPL, MaxMin)
 for _family in _REGISTERED:
     register(_family)
 
