@@ -142,6 +142,7 @@ def bench_adapt(models=("pal-a", "pal-b"), shots: int = 10, dim: int = 384, user
     ctx = {k: jnp.asarray(rng.normal(size=(users, shots, dim)).astype(np.float32) / math.sqrt(dim))
            for k in ("prompt", "chosen", "rejected")}
     ctx["mask"] = jnp.ones((users, shots), jnp.float32)
+    ctx["user"] = ctx["group"] = -jnp.ones((users, shots), jnp.int32)  # new users of unknown group
     keys = jax.random.split(jax.random.key(0), users)
     res = {"benchmark": "adapt", "shots": shots, "dim": dim, "users": users}
     for name in models:
