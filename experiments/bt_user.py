@@ -6,12 +6,7 @@ The selected point (user_dim 32) is BT's default for `condition=user`.
     plural grid experiments/bt_user.py --out results/bt_user     # about 6 min on 2 CPU cores
 """
 
-import importlib.util
-from pathlib import Path
-
-_spec = importlib.util.spec_from_file_location("plural_defaults_suite", Path(__file__).with_name("defaults.py"))
-_defaults = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_defaults)
+from common import SUITE
 
 # The points were swept while the default was user_dim 8, so each names every setting it changes from that.
 POINTS = [{"model.user_dim": 8}, {"model.user_dim": 8, "model.adapt_l2": 1.0},
@@ -22,7 +17,7 @@ POINTS = [{"model.user_dim": 8}, {"model.user_dim": 8, "model.adapt_l2": 1.0},
 
 def get_config():
     return {
-        "datasets": _defaults.get_config()["datasets"],
+        "datasets": SUITE,
         "methods": {"bt-user": {"model": "bt", "set": ["model.condition=user"], "points": POINTS}},
         "select": "across_datasets",
         "seeds": [0],

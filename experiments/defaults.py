@@ -12,44 +12,24 @@ the datasets); test numbers are reported for that one point on every dataset.
     plural grid experiments/defaults.py --out results/defaults
 """
 
-from pathlib import Path
-
-HH = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "hh-hidden-context" / "both.jsonl.gz")
-
-SIMULATED = {
-    "sphere3": {"n_groups": 3, "group_sizes": "(0.6,0.3,0.1)", "n_prompts": 0, "seed": 0},
-    "gauss3": {"item_dist": "gaussian", "n_groups": 3, "group_sizes": "(1,1,1)", "train_pairs": 80,
-               "n_prompts": 0, "seed": 1},
-    "clust4": {"item_dist": "clustered", "n_groups": 4, "group_sizes": "(0.4,0.3,0.2,0.1)", "dim": 16,
-               "train_pairs": 40, "seed": 2},
-    "sphere2": {"n_groups": 2, "group_sizes": "(0.7,0.3)", "dim": 64, "train_pairs": 30, "seed": 3},
-    "gauss6": {"item_dist": "gaussian", "n_groups": 6, "group_sizes": "(0.3,0.2,0.15,0.15,0.1,0.1)",
-               "dim": 24, "n_users": 90, "train_pairs": 50, "seed": 4},
-}
-REAL = {
-    "statements": {"simulate": {"population": "statements", "n_groups": 4, "n_dims": 6, "n_users": 60,
-                                "train_pairs": 30, "test_pairs": 20, "label_noise": 0.1, "seed": 0}},
-    "hh": {"table": HH, "convert": "hh-hidden-context", "split": {"disjoint": "prompt", "seed": 0}},
-}
-
-LR = [1e-3, 1e-2]
+from common import LR, PROBE_LR, SUITE
 
 
 def get_config():
     return {
-        "datasets": {**{k: {"simulate": v} for k, v in SIMULATED.items()}, **REAL},
+        "datasets": SUITE,
         "methods": {
-            "bt": {"model": "bt", "grid": {"train.lr": LR, "model.hidden": ["(64,)", "(256,256)"]}},
-            "bt-linear": {"model": "bt", "set": ["model.hidden=()"], "grid": {"train.lr": [3e-3, 3e-2]}},
+            "bt": {"model": "bt", "grid": {"train.lr": LR, "model.hidden": [(64,), (256, 256)]}},
+            "bt-linear": {"model": "bt", "set": ["model.hidden=()"], "grid": {"train.lr": PROBE_LR}},
             "bt-group-linear": {"model": "bt", "set": ["model.hidden=()", "model.condition=group"],
-                                "grid": {"train.lr": [3e-3, 3e-2]}},
+                                "grid": {"train.lr": PROBE_LR}},
             "bt-group": {"model": "bt", "set": ["model.condition=group", "model.hidden=(64,)"], "grid": {"train.lr": LR}},
             "bt-user": {"model": "bt", "set": ["model.condition=user", "model.hidden=(64,)"], "grid": {"train.lr": LR}},
             "vpl": {"model": "vpl", "grid": {"train.lr": [1e-3, 3e-3]}},
             "pal-a": {"model": "pal-a", "points": [
                 {"model.n_prototypes": k, "model.mixture_entropy": e, "model.projector_l2": l2, **hidden}
                 for k in (4, 8) for e, l2, hidden in ((0.1, 1e-3, {}), (0.1, 0.0, {}), (0.0, 0.0, {}),
-                                                      (0.1, 0.0, {"model.projector_hidden": "(256,)"}))]},
+                                                      (0.1, 0.0, {"model.projector_hidden": (256,)}))]},
             "pal-b": {"model": "pal-b", "points": [
                 {"model.n_prototypes": k, "model.mixture_entropy": e, "model.input_dropout": p, **l2}
                 for k in (4, 8) for e, p, l2 in ((0.1, 0.5, {}), (0.1, 0.5, {"model.prompt_l2": 10.0}),

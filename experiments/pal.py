@@ -7,17 +7,18 @@ the mixture and the rest are scored).
     plural figs --results results/pal --out figs/pal       # accuracy_vs_prototypes + accuracy_vs_shots
 """
 
+from common import IDEAL3
+
 PROTOTYPES = [1, 2, 3, 4, 6, 8]
 
 
 def get_config():
     return {
         "datasets": {
-            "ideal3": {"simulate": {"n_groups": 3, "group_sizes": "(0.6,0.3,0.1)", "n_prompts": 0,
-                                    "test_pairs": 80, "seed": 0}},
+            "ideal3": {"simulate": {**IDEAL3, "test_pairs": 80}},
         },
         "methods": {
-            "bt": {"model": "bt", "set": ["model.hidden=(64,)", "train.steps=1000"]},
+            "bt": {"model": "bt", "set": {"model.hidden": (64,), "train.steps": 1000}},
             "pal-a": {"model": "pal-a", "set": [], "grid": {"model.n_prototypes": PROTOTYPES}},
             "pal-b": {"model": "pal-b", "set": [], "grid": {"model.n_prototypes": PROTOTYPES}},
         },

@@ -12,21 +12,14 @@ summary.parquet (seed CIs), paired.parquet (each method minus BT on the same row
     plural figs --results results/paper --out figs/paper
 """
 
-LR = [1e-3, 1e-2]
+from common import IDEAL3, STATEMENTS4X6, bt_baselines
 
 
 def get_config():
     return {
-        "datasets": {
-            "ideal3": {"simulate": {"n_groups": 3, "group_sizes": "(0.6,0.3,0.1)", "n_prompts": 0, "seed": 0}},
-            "statements4x6": {"simulate": {"population": "statements", "n_groups": 4, "n_dims": 6, "n_users": 60,
-                                           "train_pairs": 60, "test_pairs": 30, "label_noise": 0.1, "seed": 0}},
-        },
+        "datasets": {"ideal3": {"simulate": IDEAL3}, "statements4x6": {"simulate": STATEMENTS4X6}},
         "methods": {
-            "bt": {"model": "bt", "grid": {"train.lr": LR}},
-            "bt-linear": {"model": "bt", "set": ["model.hidden=()"], "grid": {"train.lr": [3e-3, 3e-2]}},
-            "bt-group": {"model": "bt", "set": ["model.condition=group"], "grid": {"train.lr": LR}},
-            "bt-user": {"model": "bt", "set": ["model.condition=user"], "grid": {"train.lr": LR}},
+            **{k: v for k, v in bt_baselines().items() if k != "bt-group-linear"},
             "vpl": {"model": "vpl", "grid": {"train.lr": [1e-3, 3e-3]}},
             "pal-a": {"model": "pal-a", "grid": {"model.n_prototypes": [3, 4, 8]}},
             "pal-b": {"model": "pal-b", "grid": {"model.n_prototypes": [3, 4, 8]}},

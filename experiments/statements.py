@@ -8,16 +8,16 @@ the oracle.
     plural figs --results results/statements --out figs/statements
 """
 
+from common import STATEMENTS4X6
+
 
 def get_config():
     return {
         "datasets": {
-            "statements4x6": {"simulate": {"population": "statements", "n_groups": 4, "n_dims": 6,
-                                           "n_users": 60, "train_pairs": 60, "test_pairs": 30,
-                                           "label_noise": 0.1, "seed": 0}},
+            "statements4x6": {"simulate": STATEMENTS4X6},
         },
         "methods": {
-            "bt": {"model": "bt", "set": ["model.hidden=(64,)", "train.steps=1000"]},
+            "bt": {"model": "bt", "set": {"model.hidden": (64,), "train.steps": 1000}},
             "vpl": {"model": "vpl", "set": []},
             "pal-a": {"model": "pal-a", "set": ["model.n_prototypes=4"]},
             "pal-b": {"model": "pal-b", "set": ["model.n_prototypes=4"]},

@@ -6,18 +6,17 @@ persona-statement population (real text: 4 groups x 6 persona dimensions, as exp
     plural figs --results results/vpl --out figs/vpl
 """
 
+from common import IDEAL3, STATEMENTS4X6
+
 
 def get_config():
     return {
         "datasets": {
-            "ideal3": {"simulate": {"n_groups": 3, "group_sizes": "(0.6,0.3,0.1)", "n_prompts": 0,
-                                    "test_pairs": 80, "seed": 0}},
-            "statements4x6": {"simulate": {"population": "statements", "n_groups": 4, "n_dims": 6,
-                                           "n_users": 60, "train_pairs": 60, "test_pairs": 30,
-                                           "label_noise": 0.1, "seed": 0}},
+            "ideal3": {"simulate": {**IDEAL3, "test_pairs": 80}},
+            "statements4x6": {"simulate": STATEMENTS4X6},
         },
         "methods": {
-            "bt": {"model": "bt", "set": ["model.hidden=(64,)", "train.steps=1000"]},
+            "bt": {"model": "bt", "set": {"model.hidden": (64,), "train.steps": 1000}},
             "vpl": {"model": "vpl", "set": []},
         },
         "seeds": [0, 1, 2],

@@ -37,12 +37,13 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
 
 import numpy as np
 import pandas as pd
 
-ITEM_DISTS = ("sphere", "gaussian", "clustered")
+from plural.config import check_config
+
 SPLITS = ("train", "val", "test")
 
 
@@ -61,7 +62,7 @@ class IdealPointConfig:
     spread: float = 1.0  # prototype norm (between-group disagreement)
     user_noise: float = 0.1  # within-group spread of ideal points
     margin_scale: float = 4.0  # std of reward differences of random pairs (sharpness of labels)
-    item_dist: str = "sphere"  # response embeddings: sphere | gaussian | clustered
+    item_dist: Literal["sphere", "gaussian", "clustered"] = "sphere"  # response embeddings
     n_item_clusters: int = 8  # item_dist=clustered: number of cluster centres
     item_cluster_noise: float = 0.3  # item_dist=clustered: within-cluster noise (norm about this) before re-normalising
     seed: int = 0
@@ -202,8 +203,7 @@ def _check(cfg: IdealPointConfig) -> np.ndarray:
     if len(cfg.group_sizes) != cfg.n_groups or min(cfg.group_sizes) <= 0:
         raise ValueError(f"group_sizes has {len(cfg.group_sizes)} entries for {cfg.n_groups} groups (all must be > 0)")
     check_tables(cfg)
-    if cfg.item_dist not in ITEM_DISTS:
-        raise ValueError(f"item_dist={cfg.item_dist!r}: expected one of {', '.join(ITEM_DISTS)}")
+    check_config(cfg)
     if cfg.item_dist == "clustered" and (cfg.n_item_clusters < 1 or cfg.item_cluster_noise < 0):
         raise ValueError("item_dist=clustered needs n_item_clusters >= 1 and item_cluster_noise >= 0")
     C = IdealPointConfig

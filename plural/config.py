@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import types
 import typing
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
 
 from plural.errors import PluralError
 
@@ -21,20 +25,20 @@ class TrainConfig:
 
     steps: int = 1000  # optimiser steps (batch sizes are the family sampler's `batch.*` settings)
     lr: float = 1e-3  # peak learning rate
-    schedule: str = "cosine"  # constant | cosine | linear
+    schedule: Literal["constant", "cosine", "linear"] = "cosine"
     warmup_steps: int = 50
     end_lr_fraction: float = 0.0  # final lr as a fraction of the peak (cosine / linear)
     weight_decay: float = 0.0
     grad_clip: float = 1.0  # global-norm clip; 0 disables
     log_every: int = 100  # steps per compiled chunk; one running-loss entry per chunk
     ckpt_every: int = 500  # checkpoint interval in steps (0: only the final one)
-    seed_batching: str = "auto"  # how S seeds train at once: vmap | map (lax.map in one program) | auto
+    seed_batching: Literal["auto", "vmap", "map"] = "auto"  # how S seeds train at once (map: lax.map in one program)
     # (auto: map on CPU, where batched matmuls are slower than plain ones; vmap on GPU/TPU)
     mesh_data: int = 0  # devices on the 'data' mesh axis; 0 = all local devices that divide the batch
     # Validation protocol (fixed by hand, not swept; every run in results/ used these values):
     eval_every: int = 100  # steps between validation evaluations when validation data is given (0: none)
     early_stopping: int = 10  # patience: stop after this many evaluations without improvement (0: never stop)
-    val_metric: str = "accuracy"  # what validation maximises: accuracy | nll (minimised)
+    val_metric: Literal["accuracy", "nll"] = "accuracy"  # what validation maximises (nll: minimised)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,41 +48,122 @@ class DataConfig:
     val_fraction: float = 0.1  # without --val: share of each user's pairs held out for validation (0: none)
 
 
-def _coerce(value: str, typ: Any, key: str) -> Any:
-    """Parse a `--set` string into the field's declared type."""
-    if isinstance(typ, str):
-        typ = eval(typ, vars(typing), {})  # annotations are strings under `from __future__`
+def _type_name(typ) -> str:
+    if typing.get_origin(typ) is typing.Literal:
+        return " | ".join(map(str, typing.get_args(typ)))
+    return getattr(typ, "__name__", str(typ))
+
+
+def _check_value(value: Any, typ: Any, key: str, shown: str) -> Any:
+    """`value` (a Python value) as the field's type `typ`, or a one-line PluralError naming `key`.
+
+    Literal options must be one of their values; an int is accepted for a float (not a bool for either);
+    tuple elements are checked one by one; Optional[X] accepts None."""
+    origin, args = typing.get_origin(typ), typing.get_args(typ)
+    bad = PluralError(f"--set {key}={shown}: expected {_type_name(typ)}")
+    if origin is typing.Literal:
+        if not any(value == a and type(value) is type(a) for a in args):
+            raise PluralError(f"--set {key}={shown}: expected one of {', '.join(map(str, args))}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        rest = [a for a in args if a is not type(None)]
+        return _check_value(value, rest[0], key, shown) if len(rest) == 1 else value
+    if origin is tuple or typ is tuple:
+        if not isinstance(value, (tuple, list)):
+            raise bad
+        elem = args[0] if args else Any
+        return tuple(_check_value(v, elem, key, shown) for v in value)
+    if typ is Any:
+        return value
+    if typ is bool:
+        if not isinstance(value, (bool, np.bool_)):
+            raise bad
+        return bool(value)
+    if typ is float:
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+            raise bad
+        return float(value)
+    if typ is int:
+        if isinstance(value, (bool, np.bool_)):
+            raise bad
+        if isinstance(value, (float, np.floating)) and float(value).is_integer():
+            return int(value)
+        if not isinstance(value, (int, np.integer)):
+            raise bad
+        return int(value)
+    if typ is str:
+        if not isinstance(value, str):
+            raise bad
+        return value
+    if isinstance(typ, type) and issubclass(typ, Path):
+        if not isinstance(value, (str, Path)):
+            raise bad
+        return Path(value)
+    return value
+
+
+def _parse(text: str, typ: Any, key: str) -> Any:
+    """Parse a `--set` string into a Python value of the field's type `typ`."""
     origin = typing.get_origin(typ)
+    if origin in (typing.Union, types.UnionType):
+        if text.strip().lower() == "none" and type(None) in typing.get_args(typ):
+            return None
+        rest = [a for a in typing.get_args(typ) if a is not type(None)]
+        typ, origin = (rest[0], typing.get_origin(rest[0])) if len(rest) == 1 else (typ, origin)
     try:
         if typ is bool:
-            if value.lower() in ("1", "true", "yes", "on"):
+            if text.lower() in ("1", "true", "yes", "on"):
                 return True
-            if value.lower() in ("0", "false", "no", "off"):
+            if text.lower() in ("0", "false", "no", "off"):
                 return False
-            raise ValueError(value)
-        if typ in (int, float, str):
-            return typ(value) if typ is not int else int(float(value)) if "e" in value.lower() else int(value)
+            raise ValueError(text)
+        if typ is int:
+            return int(float(text)) if "e" in text.lower() and float(text).is_integer() else int(text)
+        if typ is float:
+            return float(text)
+        if typ is str or origin is typing.Literal or (isinstance(typ, type) and issubclass(typ, Path)):
+            return text
         if origin is tuple or typ is tuple:
-            parsed = ast.literal_eval(value if value.strip().startswith(("(", "[")) else f"({value},)")
-            args = typing.get_args(typ)
-            elem = args[0] if args else (lambda v: v)
-            return tuple(elem(v) for v in parsed)
-        return ast.literal_eval(value)
+            parsed = ast.literal_eval(text if text.strip().startswith(("(", "[")) else f"({text},)")
+            return tuple(parsed) if isinstance(parsed, (tuple, list)) else parsed
+        return ast.literal_eval(text)
     except (ValueError, SyntaxError, TypeError):
-        raise PluralError(f"--set {key}={value}: cannot read {value!r} as {getattr(typ, '__name__', typ)}")
+        raise PluralError(f"--set {key}={text}: cannot read {text!r} as {_type_name(typ)}")
 
 
-def apply_overrides(configs: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply `key=value` strings to a dict of named frozen dataclasses; returns new instances.
+def check_config(cfg, section: str = ""):
+    """`cfg` with every field checked against its annotation (Literal options, types); one-line errors.
 
-    `configs` maps a section name (`train`, `model`, `data`) to a dataclass instance.
+    Every config the library builds passes here (defaults, `--set`, `from_dict`), so string options are
+    checked once, in this place, and nowhere else."""
+    prefix = f"{section}." if section else ""
+    fixed = {}
+    for name, typ in _field_types(cfg).items():
+        value = getattr(cfg, name)
+        fixed[name] = _check_value(value, typ, prefix + name, repr(value) if not isinstance(value, str) else value)
+    changed = {k: v for k, v in fixed.items() if v is not getattr(cfg, k)}
+    return dataclasses.replace(cfg, **changed) if changed else cfg
+
+
+def apply_overrides(configs: dict[str, Any], overrides: list[str] | dict[str, Any]) -> dict[str, Any]:
+    """Apply overrides to a dict of named frozen dataclasses; returns new, checked instances.
+
+    `configs` maps a section name (`train`, `model`, `batch`, `data`) to a dataclass instance.
+    `overrides`: `key=value` strings (as `--set` gives them), or a dict {key: value} of Python values (as
+    grid specs give them: `{"model.hidden": (64,), "train.lr": 1e-3}`); a value given as text is parsed by
+    the field's type, every value is then type-checked against it. Keys are `section.name`, or `name` alone when only one section has it.
     """
-    updates: dict[str, dict[str, Any]] = {name: {} for name in configs}
-    for item in overrides:
+    items = list(overrides.items()) if isinstance(overrides, dict) else []
+    for item in ([] if isinstance(overrides, dict) else overrides):
         if "=" not in item:
             raise PluralError(f"--set {item}: expected key=value")
         key, value = item.split("=", 1)
-        key = key.strip()
+        items.append((key, value))
+    updates: dict[str, dict[str, Any]] = {name: {} for name in configs}
+    for key, value in items:
+        key = str(key).strip()
         if "." in key:
             section, name = key.split(".", 1)
             if section not in configs:
@@ -94,12 +179,19 @@ def apply_overrides(configs: dict[str, Any], overrides: list[str]) -> dict[str, 
         if section is None or name not in _field_types(configs[section]):
             known = sorted(f"{s}.{f}" for s, c in configs.items() for f in _field_types(c))
             raise PluralError(f"--set {key}: unknown hyper-parameter (known: {', '.join(known)})")
-        updates[section][name] = _coerce(value, _field_types(configs[section])[name], key)
-    return {s: dataclasses.replace(c, **updates[s]) for s, c in configs.items()}
+        typ = _field_types(configs[section])[name]
+        full = f"{section}.{name}"
+        shown = value if isinstance(value, str) else repr(value)
+        parsed = _parse(value, typ, full) if isinstance(value, str) else value  # text: parsed by the field's type
+        updates[section][name] = _check_value(parsed, typ, full, shown)
+    return {s: check_config(dataclasses.replace(c, **updates[s]), s) for s, c in configs.items()}
 
 
 def _field_types(cfg) -> dict[str, Any]:
-    return {f.name: f.type for f in dataclasses.fields(cfg)}
+    """{field: resolved type} of a config dataclass (instance or class), via typing.get_type_hints."""
+    cls = cfg if isinstance(cfg, type) else type(cfg)
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
 def to_dict(cfg) -> dict[str, Any]:
@@ -108,6 +200,6 @@ def to_dict(cfg) -> dict[str, Any]:
 
 
 def from_dict(cls, d: dict[str, Any]):
-    """Rebuild a config dataclass from `to_dict` output (lists back to tuples)."""
-    types = {f.name: f.type for f in dataclasses.fields(cls)}
-    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in types})
+    """Rebuild a config dataclass from `to_dict` output (lists back to tuples), checked."""
+    types = _field_types(cls)
+    return check_config(cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in types}))

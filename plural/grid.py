@@ -1,14 +1,16 @@
 """Experiment grids: methods x datasets x hyper-parameters x seeds, seeds trained at once, with model
 selection on validation data.
 
-A spec is a plain Python file with `get_config()` returning a dict:
+A spec is a plain Python file with `get_config()` returning a dict (values are Python values: tuples,
+numbers, strings, booleans; `"(0.6,0.3,0.1)"`-style text is parsed too). While it loads, its own folder is
+first on `sys.path`, so specs share pieces with `from common import ...` (experiments/common.py):
 
     datasets: {name: {"simulate": {IdealPointConfig fields}}
                      | {"simulate": {"population": "statements", StatementsConfig fields}}
                      | {"train": path, "val": path, "test": path}
                      | {"table": path, "convert": SOURCE (optional), "convert_set": [...], "split": {SplitConfig fields}}}
               (a real table is converted if asked, then split by `plural split`'s rules into train / val / test)
-    methods:  {label: {"model": family name, "set": [key=value, ...], "grid": {...} or "points": [{...}, ...] (optional)}}
+    methods:  {label: {"model": family name, "set": [key=value, ...] or {key: value}, "grid": {...} or "points": [{...}, ...] (optional)}}
     grid:     {key: [values, ...]}   cartesian sweep applied to every method without its own "grid" (optional)
     select:   "per_dataset" (default) | "across_datasets" (one point per method for every dataset: the one
               with the best validation score averaged over the datasets; how family defaults are chosen)
@@ -44,6 +46,7 @@ import hashlib
 import importlib.util
 import itertools
 import json
+import sys
 from pathlib import Path
 
 import jax
@@ -67,10 +70,18 @@ def load_spec(path: str | Path) -> dict:
         raise PluralError(f"{path}: no such spec file")
     mod_spec = importlib.util.spec_from_file_location(f"plural_spec_{path.stem}", path)
     module = importlib.util.module_from_spec(mod_spec)
+    folder = str(path.resolve().parent)
+    for sibling in path.resolve().parent.glob("*.py"):  # a sibling `common.py` is this folder's, not another's
+        cached = sys.modules.get(sibling.stem)
+        if cached is not None and Path(getattr(cached, "__file__", "") or "").resolve().parent != Path(folder):
+            del sys.modules[sibling.stem]
+    sys.path.insert(0, folder)
     try:
         mod_spec.loader.exec_module(module)
     except Exception as e:  # a user's spec file: report it in one line
         raise PluralError(f"{path}: cannot load spec ({type(e).__name__}: {e})")
+    finally:
+        sys.path.remove(folder)
     if not hasattr(module, "get_config"):
         raise PluralError(f"{path}: a spec defines get_config()")
     spec = module.get_config()
@@ -89,7 +100,7 @@ def _dataset(name: str, entry: dict, out: Path) -> dict[str, PreferenceData]:
         if population not in POPULATIONS:
             raise PluralError(f"dataset {name}: unknown population {population!r} (expected {' or '.join(POPULATIONS)})")
         config_cls, simulate = POPULATIONS[population]
-        cfg = apply_overrides({"p": config_cls()}, [f"{k}={v}" for k, v in opts.items()])["p"]
+        cfg = apply_overrides({"p": config_cls()}, opts)["p"]
         if not (d / "test.parquet").exists():
             simulate(cfg).write(d)
         paths = {k: d / f"{k}.parquet" for k in SPLITS}
@@ -116,7 +127,7 @@ def _split_real(name: str, entry: dict, d: Path) -> None:
 
         convert(entry["convert"], table, d / "table.parquet", overrides=list(entry.get("convert_set", [])))
         table = d / "table.parquet"
-    cfg = apply_overrides({"s": SplitConfig()}, [f"{k}={v}" for k, v in entry.get("split", {}).items()])["s"]
+    cfg = apply_overrides({"s": SplitConfig()}, dict(entry.get("split", {})))["s"]
     parts = split_table(read_frame(table), cfg)
     for k in SPLITS:
         parts[k].to_parquet(d / f"{k}.parquet.tmp", index=False)
@@ -133,7 +144,9 @@ def cells(spec: dict):
         for label, m in spec["methods"].items():
             points = [dict(p) for p in m["points"]] if "points" in m else _points(m.get("grid", spec.get("grid", {})))
             for point in points:
-                sets = list(m.get("set", [])) + [f"{k}={v}" for k, v in point.items()]
+                given = m.get("set", [])
+                sets = ([f"{k}={v}" for k, v in given.items()] if isinstance(given, dict) else list(given)) + \
+                    [f"{k}={v}" for k, v in point.items()]
                 key = json.dumps([ds, label, m["model"], sets])
                 cid = f"{ds}__{label}__{hashlib.sha1(key.encode()).hexdigest()[:10]}"
                 yield cid, ds, label, m["model"], sets, point

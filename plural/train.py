@@ -37,7 +37,7 @@ import optax
 from flax import nnx
 
 from plural import checkpoint
-from plural.config import TrainConfig
+from plural.config import TrainConfig, check_config
 from plural.data import PreferenceData, device_data
 from plural.data.batching import eval_rows
 from plural.hooks import Callback, Checkpointer, Hook, LoopState, Progress, Validation
@@ -154,8 +154,9 @@ class Trainer:
 
     def __init__(self, family: type[RewardModel], hp, cfg: TrainConfig, data: PreferenceData, seeds=(0,),
                  val: PreferenceData | None = None, batches=None):
+        hp, cfg = check_config(hp, "model"), check_config(cfg, "train")
         self.family, self.hp, self.cfg, self.seeds = family, hp, cfg, tuple(int(s) for s in seeds)
-        self.batches = family.batches if batches is None else batches
+        self.batches = check_config(family.batches if batches is None else batches, "batch")
         self.spec = data.spec()
         if cfg.steps < 1:
             raise PluralError(f"--set train.steps={cfg.steps}: must be >= 1")

@@ -5,7 +5,6 @@ user from labelled pairs helps on a population with known ground truth."""
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 from flax import nnx
 
 from analysis import group_report

@@ -144,7 +144,7 @@ def test_bad_fractions_and_options_are_refused(frame):
                      (SplitConfig(val_fraction=0.5, test_fraction=0.5), "val_fraction \\+ test_fraction = 1"),
                      (SplitConfig(unseen_fraction=1.0), "unseen_fraction=1.0"),
                      (SplitConfig(val_fraction=0, test_fraction=0), "needs val_fraction or test_fraction"),
-                     (SplitConfig(disjoint="user"), "disjoint='user'")]:
+                     (SplitConfig(disjoint="user"), "split.disjoint=user: expected one of none, prompt")]:
         with pytest.raises(PluralError, match=msg):
             split_table(frame, cfg)
     with pytest.raises(PluralError, match="needs a 'prompt' or 'prompt_embedding' column"):

@@ -29,11 +29,13 @@ Rules (deterministic per seed; every input row lands in exactly one output, in i
 from __future__ import annotations
 
 import dataclasses
+from typing import Literal
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from plural.config import check_config
 from plural.errors import PluralError
 
 PARTS = ("train", "val", "test")  # part codes 0, 1, 2; user roles 0 seen, 1 val-unseen, 2 test-unseen
@@ -47,7 +49,7 @@ class SplitConfig:
     val_fraction: float = 0.1  # share of each seen user's pairs (or prompts) in val; also weighs unseen users to val
     test_fraction: float = 0.2  # share of each seen user's pairs (or prompts) in test; also weighs unseen users to test
     seed: int = 0
-    disjoint: str = "none"  # none | prompt: no prompt in train and in val / test
+    disjoint: Literal["none", "prompt"] = "none"  # prompt: no prompt in train and in val / test
 
     def check(self) -> None:
         """Refuse fractions outside [0, 1), val + test >= 1, or an unknown `disjoint`, with one line."""
@@ -61,8 +63,7 @@ class SplitConfig:
         if self.unseen_fraction > 0 and self.val_fraction + self.test_fraction == 0:
             raise PluralError(f"split: unseen_fraction={self.unseen_fraction} needs val_fraction or test_fraction > 0 "
                               "(they divide the unseen users between val and test)")
-        if self.disjoint not in ("none", "prompt"):
-            raise PluralError(f"split: disjoint={self.disjoint!r} must be 'none' or 'prompt'")
+        check_config(self, "split")  # types and the Literal options
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -34,6 +34,7 @@ embedding is an input of the reward MLP over frozen embeddings, as every family 
 from __future__ import annotations
 
 import dataclasses
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
@@ -42,14 +43,12 @@ from flax import nnx
 from plural.errors import PluralError
 from plural.models.base import MLP, RewardModel, adapt_by_gradient, bt_nll, masked_accuracy
 
-CONDITIONS = ("none", "group", "user")
-
 
 @dataclasses.dataclass(frozen=True)
 class BTHparams:
     hidden: tuple[int, ...] = (64,)  # MLP widths; () = a linear probe. Suite: (64,) over (256, 256)
-    activation: str = "gelu"
-    condition: str = "none"  # none | group (one head per group label) | user (P-RLHF user embeddings)
+    activation: Literal["gelu", "relu", "tanh", "silu"] = "gelu"
+    condition: Literal["none", "group", "user"] = "none"  # none | group (one head per group label) | user (P-RLHF user embeddings)
     input_dropout: float = 0.0  # dropout rate on e(y_w), e(y_l) while training
     user_dim: int = 32  # condition=user: size of the user embedding. Suite (results/bt_user): 32 over 8
     generic_prob: float = 0.2  # condition=user: share of training pairs scored with the generic e_0 alone
@@ -70,8 +69,6 @@ class BT(RewardModel):
     train_defaults = {"steps": 3000}  # the most steps, as PAL's; early stopping on validation ends sooner
 
     def __init__(self, spec: dict, hp: BTHparams, rngs: nnx.Rngs):
-        if hp.condition not in CONDITIONS:
-            raise PluralError(f"--set model.condition={hp.condition}: expected none, group or user")
         if not 0.0 <= hp.input_dropout < 1.0:
             raise PluralError(f"--set model.input_dropout={hp.input_dropout}: expected a rate in [0, 1)")
         if not 0.0 <= hp.generic_prob <= 1.0:

@@ -36,6 +36,7 @@ here the heads sit on an MLP over frozen sentence embeddings, as every family in
 from __future__ import annotations
 
 import dataclasses
+from typing import Literal
 import math
 
 import jax
@@ -43,14 +44,14 @@ import jax.numpy as jnp
 from flax import nnx
 
 from plural.errors import PluralError
-from plural.models.base import ACTIVATIONS, MLP, RewardModel, masked_accuracy
+from plural.models.base import MLP, RewardModel, masked_accuracy
 
 
 @dataclasses.dataclass(frozen=True)
 class DPLHparams:
-    variant: str = "mean_var"  # mean_var | categorical
+    variant: Literal["mean_var", "categorical"] = "mean_var"
     hidden: tuple[int, ...] = (64,)
-    activation: str = "gelu"
+    activation: Literal["gelu", "relu", "tanh", "silu"] = "gelu"
     n_atoms: int = 10  # categorical: reward atoms on [0, 1]
     entropy_bonus: float = 0.1  # categorical: weight of the atoms' entropy
     min_sigma: float = 1e-3  # mean_var: floor on sigma (keeps the probit finite)
@@ -76,10 +77,6 @@ class DPL(RewardModel):
     train_defaults = {"steps": 3000}
 
     def __init__(self, spec: dict, hp: DPLHparams, rngs: nnx.Rngs):
-        if hp.variant not in ("mean_var", "categorical"):
-            raise PluralError(f"--set model.variant={hp.variant}: expected mean_var or categorical")
-        if hp.activation not in ACTIVATIONS:
-            raise PluralError(f"--set model.activation={hp.activation}: expected one of {', '.join(ACTIVATIONS)}")
         if not 0.0 <= hp.risk_quantile < 1.0:
             raise PluralError(f"--set model.risk_quantile={hp.risk_quantile}: expected 0 (the mean) or a quantile in (0, 1)")
         if hp.variant == "categorical" and hp.n_atoms < 2:

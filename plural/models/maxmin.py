@@ -31,6 +31,7 @@ Defaults: `n_heads` 2, `hidden` (64,) as BT's, hard assignment; not yet selected
 from __future__ import annotations
 
 import dataclasses
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
@@ -38,15 +39,15 @@ from flax import nnx
 
 from plural.data.batching import UserBatches
 from plural.errors import PluralError
-from plural.models.base import ACTIVATIONS, MLP, RewardModel, masked_accuracy
+from plural.models.base import MLP, RewardModel, masked_accuracy
 
 
 @dataclasses.dataclass(frozen=True)
 class MaxMinHparams:
     n_heads: int = 2  # K reward models
     hidden: tuple[int, ...] = (64,)
-    activation: str = "gelu"
-    assignment: str = "hard"  # hard (arg-max head, the paper's) | soft (posterior weights)
+    activation: Literal["gelu", "relu", "tanh", "silu"] = "gelu"
+    assignment: Literal["hard", "soft"] = "hard"  # hard: the arg-max head (the paper's); soft: posterior weights
 
 
 class MaxMin(RewardModel):
@@ -60,10 +61,6 @@ class MaxMin(RewardModel):
     def __init__(self, spec: dict, hp: MaxMinHparams, rngs: nnx.Rngs):
         if hp.n_heads < 1:
             raise PluralError(f"--set model.n_heads={hp.n_heads}: must be >= 1")
-        if hp.assignment not in ("hard", "soft"):
-            raise PluralError(f"--set model.assignment={hp.assignment}: expected hard or soft")
-        if hp.activation not in ACTIVATIONS:
-            raise PluralError(f"--set model.activation={hp.activation}: expected one of {', '.join(ACTIVATIONS)}")
         self.hp = hp
         self.mlp = MLP(spec["prompt_dim"] + spec["dim"], tuple(hp.hidden), hp.n_heads, rngs, hp.activation)
 

@@ -56,6 +56,7 @@ O(S * K * d) and one user takes well under a millisecond on a CPU (`plural bench
 from __future__ import annotations
 
 import dataclasses
+from typing import Literal
 import math
 
 import jax
@@ -72,14 +73,14 @@ class PALHparams:
     n_prototypes: int = 4  # K (suite: 4 for PAL-A, 8 for PAL-B; 3..8 all within 0.01 of validation accuracy)
     latent_dim: int = 16  # d, the size of the ideal-point space
     projector_hidden: tuple[int, ...] = (64,)  # item projector f: e(y) -> R^d
-    activation: str = "gelu"
-    loss: str = "hinge"  # "bt" | "hinge"
+    activation: Literal["gelu", "relu", "tanh", "silu"] = "gelu"
+    loss: Literal["bt", "hinge"] = "hinge"
     hinge_margin: float = 1.0
     mixture_entropy: float = 0.1  # suite: 0.1 over 0; penalty on the entropy of the seen users' mixtures
     projector_l2: float = 0.0  # penalty on the projector's squared kernel weights (bounds the margins' scale)
     input_dropout: float = 0.0  # dropout rate on e(y_w), e(y_l) while training (a cosine reward ignores L2)
     weight_init_std: float = 0.1  # per-user logits w ~ N(0, std^2)
-    user_init: str = "kmeans"  # "kmeans": + user_init_strength on the logit of the user's k-means cluster | "random"
+    user_init: Literal["kmeans", "random"] = "kmeans"  # "kmeans": + user_init_strength on the logit of the user's k-means cluster | "random"
     user_init_strength: float = 2.0
     prototype_init_std: float = 1.0  # PAL-A prototypes P: orthogonal rows of norm std (K <= d)
     projector_lr_factor: float = 1.0  # x train.lr for f
@@ -89,12 +90,12 @@ class PALHparams:
     adapt_lr: float = 0.1
     adapt_l2: float = 1.0  # pull towards the starting logits (see adapt_init)
     adapt_entropy: float = 0.0  # entropy prior on the new user's mixture (total weight; per pair / shots)
-    adapt_init: str = "seen"  # start: "seen" (seen users' mixtures weighted by the shots' likelihood) | "population"
+    adapt_init: Literal["seen", "population"] = "seen"  # start: "seen" (seen users' mixtures weighted by the shots' likelihood) | "population"
 
 
 @dataclasses.dataclass(frozen=True)
 class PALAHparams(PALHparams):
-    loss: str = "hinge"
+    loss: Literal["bt", "hinge"] = "hinge"
     projector_hidden: tuple[int, ...] = (256,)  # suite: (256,) over (128,); wide enough for a norm-dependent reward
     prototype_init_std: float = 10.0  # prototypes start far apart (beyond the items), so that they do not merge
     projector_l2: float = 0.0  # suite: 0 over 1e-3 (early stopping regularises; 1e-3 cut Gaussian items to 0.1 of the gap)
@@ -102,7 +103,7 @@ class PALAHparams(PALHparams):
 
 @dataclasses.dataclass(frozen=True)
 class PALBHparams(PALHparams):
-    loss: str = "bt"
+    loss: Literal["bt", "hinge"] = "bt"
     projector_hidden: tuple[int, ...] = ()  # a linear f: the cosine geometry needs no more on embeddings
     n_prototypes: int = 8  # suite
     latent_dim: int = 32
@@ -122,12 +123,8 @@ class PAL(RewardModel):
     def __init__(self, spec: dict, hp: PALHparams, rngs: nnx.Rngs):
         if hp.n_prototypes < 1 or hp.latent_dim < 1:
             raise PluralError(f"--set model.n_prototypes={hp.n_prototypes} / model.latent_dim={hp.latent_dim}: must be >= 1")
-        if hp.loss not in ("bt", "hinge"):
-            raise PluralError(f"--set model.loss={hp.loss}: expected bt or hinge")
         if not 0.0 <= hp.input_dropout < 1.0:
             raise PluralError(f"--set model.input_dropout={hp.input_dropout}: expected a rate in [0, 1)")
-        if hp.user_init not in ("kmeans", "random"):
-            raise PluralError(f"--set model.user_init={hp.user_init}: expected kmeans or random")
         self.hp = hp
         self.projector = MLP(spec["dim"], tuple(hp.projector_hidden), hp.latent_dim, rngs, hp.activation)
         self.w = nnx.Param(hp.weight_init_std * jax.random.normal(rngs.params(), (spec["n_users"], hp.n_prototypes)))

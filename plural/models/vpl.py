@@ -27,6 +27,7 @@ Also here: VPL-SPO reward scaling (`spo_reward`) and active query selection (`se
 from __future__ import annotations
 
 import dataclasses
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
@@ -43,7 +44,7 @@ class VPLHparams:
     heads: int = 4
     pair_hidden: tuple[int, ...] = (64,)  # pair encoder MLP
     decoder_hidden: tuple[int, ...] = (64, 64)  # reward decoder MLP
-    activation: str = "gelu"
+    activation: Literal["gelu", "relu", "tanh", "silu"] = "gelu"
     beta: float = 1e-2  # KL weight at the top of each annealing cycle
     kl_cycle: int = 400  # steps per cyclical-annealing cycle (0: constant beta)
     kl_ramp: float = 0.5  # fraction of a cycle spent ramping beta up from 0

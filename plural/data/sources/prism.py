@@ -32,10 +32,12 @@ participant's message of that turn. Demographics become pass-through columns; `g
 from __future__ import annotations
 
 import dataclasses
+from typing import Literal
 from itertools import combinations
 from pathlib import Path
 
 from plural.data.sources._io import Conversion, Rows, finish, read_rows, text
+from plural.config import check_config
 from plural.errors import PluralError
 
 NAME = "prism"
@@ -51,13 +53,12 @@ CATEGORY_KEYS = ("simplified", "gpt4_categorised", "self_described")
 class Options:
     group: str = "birth_region"  # survey column that becomes `group`
     survey: str = ""  # survey.jsonl (default: beside the input)
-    turns: str = "all"  # all | first (the opening turn's four-way ratings only)
+    turns: Literal["all", "first"] = "all"  # first: (the opening turn's four-way ratings only)
     min_score_gap: float = 0.0  # keep a pair only if the scores differ by more than this
 
 
 def convert(path: Path, opts: Options) -> Conversion:
-    if opts.turns not in ("all", "first"):
-        raise PluralError(f"--set turns={opts.turns}: expected all or first")
+    check_config(opts)
     convo_file, survey_file = _locate(path, opts)
     survey = _read_survey(read_rows(survey_file, ("jsonl", "parquet")))
     rows = read_rows(convo_file, ("jsonl", "parquet"))

@@ -1,0 +1,58 @@
+"""What the experiment specs share: the reference populations, the defaults suite, and the BT baselines.
+
+Specs import it as `from common import ...` (`plural grid` puts a spec's folder first on `sys.path` while
+loading it). Values are Python values; `plural grid` type-checks them against the configs.
+"""
+
+from pathlib import Path
+
+# The HH-RLHF hidden-context table beside the repository (../shared/data), as released with VPL.
+HH = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "hh-hidden-context" / "both.jsonl.gz")
+
+# The 3-group ideal-point population: shares 0.6 / 0.3 / 0.1, one fixed context, D = 32.
+IDEAL3 = {"n_groups": 3, "group_sizes": (0.6, 0.3, 0.1), "n_prompts": 0, "seed": 0}
+
+# Persona statements (real text, MiniLM): 4 groups x 6 persona dimensions, 60 seen users with 60 training
+# pairs, 10% label noise.
+STATEMENTS4X6 = {"population": "statements", "n_groups": 4, "n_dims": 6, "n_users": 60, "train_pairs": 60,
+                 "test_pairs": 30, "label_noise": 0.1, "seed": 0}
+
+# The defaults suite (experiments/defaults.py): five simulated populations that differ in item
+# distribution, dimension, number of groups (2-6), group shares and pairs per user ...
+SUITE_SIMULATED = {
+    "sphere3": {"n_groups": 3, "group_sizes": (0.6, 0.3, 0.1), "n_prompts": 0, "seed": 0},
+    "gauss3": {"item_dist": "gaussian", "n_groups": 3, "group_sizes": (1, 1, 1), "train_pairs": 80,
+               "n_prompts": 0, "seed": 1},
+    "clust4": {"item_dist": "clustered", "n_groups": 4, "group_sizes": (0.4, 0.3, 0.2, 0.1), "dim": 16,
+               "train_pairs": 40, "seed": 2},
+    "sphere2": {"n_groups": 2, "group_sizes": (0.7, 0.3), "dim": 64, "train_pairs": 30, "seed": 3},
+    "gauss6": {"item_dist": "gaussian", "n_groups": 6, "group_sizes": (0.3, 0.2, 0.15, 0.15, 0.1, 0.1),
+               "dim": 24, "n_users": 90, "train_pairs": 50, "seed": 4},
+}
+# ... and two real-text tables at realistic sizes.
+SUITE_REAL = {
+    "statements": {"simulate": {"population": "statements", "n_groups": 4, "n_dims": 6, "n_users": 60,
+                                "train_pairs": 30, "test_pairs": 20, "label_noise": 0.1, "seed": 0}},
+    "hh": {"table": HH, "convert": "hh-hidden-context", "split": {"disjoint": "prompt", "seed": 0}},
+}
+SUITE = {**{k: {"simulate": v} for k, v in SUITE_SIMULATED.items()}, **SUITE_REAL}
+
+LR = [1e-3, 1e-2]  # the learning rates every BT variant is selected from
+PROBE_LR = [3e-3, 3e-2]  # ... and the linear probes
+
+
+def bt_baselines(select: bool = True, probes: bool = True) -> dict:
+    """The fair BT baselines as grid methods: plain, told the group, user embeddings (P-RLHF), and with
+    `probes` the user-blind and group-told linear probes. `select=True` sweeps their learning rates (model
+    selection on validation); False runs them at their defaults (the probes at the rates the defaults suite
+    selected for them: user-blind 3e-3, group-told 3e-2)."""
+    def method(sets, lrs):
+        return {"model": "bt", "set": sets, **({"grid": {"train.lr": lrs}} if select else {})}
+
+    out = {"bt": method([], LR), "bt-group": method(["model.condition=group"], LR),
+           "bt-user": method(["model.condition=user"], LR)}
+    if probes:
+        out["bt-linear"] = method(["model.hidden=()"] + ([] if select else ["train.lr=3e-3"]), PROBE_LR)
+        out["bt-group-linear"] = method(["model.hidden=()", "model.condition=group"] + ([] if select else ["train.lr=3e-2"]),
+                                        PROBE_LR)
+    return out
