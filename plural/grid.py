@@ -30,8 +30,9 @@ finishes (atomically), so `--resume` skips finished cells; its scored rows go to
 
 Outputs:
 - results.parquet: one row per (cell, table, seed, shots, split, group) with accuracy and its user-bootstrap
-  CI, log-loss / Brier / ECE, with ground truth the noise-free accuracy, oracle, single and gap_closed;
-  `selected` marks the selected cell of each (dataset, method).
+  CI, log-loss / Brier / ECE, with ground truth the noise-free accuracy, oracle, single, gap_closed and
+  agree_oracle / agree_single (shares of pairs on which the model prefers what the user's oracle / the best
+  user-blind predictor prefers); `selected` marks the selected cell of each (dataset, method).
 - selected.parquet: for each dataset and method, the hyper-parameter point with the best validation score
   (`selection_score`: mean accuracy over seeds of the seen users' val pairs and of the val-unseen users,
   averaged over the spec's shot counts), with its test rows.
@@ -65,26 +66,41 @@ from plural.train import train
 
 
 def load_spec(path: str | Path) -> dict:
+    """The dict of a spec file's `get_config()`.
+
+    The spec is loaded by path. While it loads (and while `get_config()` runs), its folder is first on
+    `sys.path`, and a module that one of the folder's .py files names, imported before from elsewhere, is
+    set aside, so `from common import ...` finds the spec's own `common.py` (experiments/common.py for the
+    shipped specs). Afterwards the modules imported from those files are dropped and the set-aside ones
+    restored: a spec in another folder, or an edited `common.py`, is never served a stale copy, and the
+    process is left as it was (standard-library names are never set aside)."""
     path = Path(path)
     if not path.exists():
         raise PluralError(f"{path}: no such spec file")
+    folder = path.resolve().parent
     mod_spec = importlib.util.spec_from_file_location(f"plural_spec_{path.stem}", path)
     module = importlib.util.module_from_spec(mod_spec)
-    folder = str(path.resolve().parent)
-    for sibling in path.resolve().parent.glob("*.py"):  # a sibling `common.py` is this folder's, not another's
-        cached = sys.modules.get(sibling.stem)
-        if cached is not None and Path(getattr(cached, "__file__", "") or "").resolve().parent != Path(folder):
-            del sys.modules[sibling.stem]
-    sys.path.insert(0, folder)
+    std = set(sys.stdlib_module_names) | set(sys.builtin_module_names)
+    own = {p.stem for p in folder.glob("*.py")} - std
+    before = set(sys.modules)
+    set_aside = {name: sys.modules.pop(name) for name in own if name in sys.modules}
+    sys.path.insert(0, str(folder))
     try:
         mod_spec.loader.exec_module(module)
+        if not hasattr(module, "get_config"):
+            raise PluralError(f"{path}: a spec defines get_config()")
+        spec = module.get_config()
+    except PluralError:
+        raise
     except Exception as e:  # a user's spec file: report it in one line
         raise PluralError(f"{path}: cannot load spec ({type(e).__name__}: {e})")
     finally:
-        sys.path.remove(folder)
-    if not hasattr(module, "get_config"):
-        raise PluralError(f"{path}: a spec defines get_config()")
-    spec = module.get_config()
+        sys.path.remove(str(folder))
+        for name in [n for n in sys.modules if n.split(".")[0] in own and n not in before]:
+            del sys.modules[name]
+        sys.modules.update(set_aside)
+    if not isinstance(spec, dict):
+        raise PluralError(f"{path}: get_config() returns a dict, not {type(spec).__name__}")
     for key in ("datasets", "methods"):
         if not spec.get(key):
             raise PluralError(f"{path}: get_config() needs a non-empty '{key}'")
@@ -283,7 +299,8 @@ def summarise(chosen: pd.DataFrame) -> pd.DataFrame:
     """Mean and 95% CI across training seeds of the selected cells' test numbers."""
     from analysis.summary import seed_summary
 
-    cols = [c for c in ("accuracy", "expected", "gap_closed", "log_loss", "brier", "ece") if c in chosen]
+    cols = [c for c in ("accuracy", "expected", "gap_closed", "agree_oracle", "agree_single", "log_loss", "brier", "ece")
+            if c in chosen]
     keys = ["dataset", "method", "model", "hparams", "split", "shots", "group"]
     extra = [c for c in ("oracle", "single") if c in chosen]
     out = seed_summary(chosen, cols, keys)

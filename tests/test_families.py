@@ -200,6 +200,8 @@ def test_the_readme_table_and_the_cli_help_are_the_registry(capsys):
         main(["fit", "--help"])
     helptext = " ".join(capsys.readouterr().out.split())
     assert all(name in helptext for name in FAMILIES)
+    headings = [line[3:] for line in (ROOT / "docs/methods.md").read_text().splitlines() if line.startswith("## ")]
+    assert all(any(name in h.split(" / ") for h in headings) for name in FAMILIES), headings  # each documented
     labels = demo_models()
     assert {fam for fam, _ in labels.values()} == set(FAMILIES)  # the demo fits every family
     for label, (fam, sets) in labels.items():
