@@ -11,10 +11,16 @@ Generative model (all in R^D, D = `dim`):
   unit centres c_j (chosen uniformly per item), re-normalised to the unit sphere, so it differs from
   "sphere" only in where responses concentrate (topics), not in their norm;
   a prompt embedding x is one of `n_prompts` uniform unit vectors whatever `item_dist` (the reward does
-  not depend on it: the prompt is context the models must learn to ignore);
+  not depend on it: the prompt is context the models must learn to ignore); with `context_signal` c > 0
+  the prompt instead says who is asking: x = z + c d_g with a fresh z ~ N(0, I/D) per row and d_g one of
+  K orthonormal group directions, so P(group | x) = softmax_g(log share_g + D c x . d_g)
+  (`group_posterior`): at c = 0 a router on the prompt learns nothing, at c = 1 it nearly reads the group;
 - user i's reward r_i(y) = -s * ||y - u_i||^2, with s set so that reward differences of random pairs
   (drawn from `item_dist`, for a group's prototype) have standard deviation `margin_scale`;
 - a pair (a, b) is labelled by Bradley-Terry noise: P(a > b) = sigma(r_i(a) - r_i(b)).
+
+With `anonymous=true` every row gets its own user id ("r..", "v..", "t.." per table; `group` kept), so
+no user is seen twice and every val / test row is scored as a new user.
 
 Tables (user ids: seen "s0000".., test-unseen "u0000".., validation-unseen "v0000.."; each kind's
 groups in the shares `group_sizes` as closely as integers allow):
@@ -26,7 +32,9 @@ Every pair's responses are fresh draws, so no pair repeats across tables.
 
 Every row carries its ground truth: `seen`, `oracle_p` = P(this user prefers chosen | their ideal
 point) and `population_p` = sum_k share_k P(a random member of group k prefers chosen), the best any
-single (user-blind) predictor can do. For a group the margin r_u(a) - r_u(b) is Gaussian in the user
+single (user-blind) predictor can do, and `context_p` = sum_k P(k | prompt) P(a member of k prefers
+chosen), the best prompt-aware but user-blind predictor (= `population_p` when the prompt says nothing);
+truth.json reports the oracle's, the single model's and this context model's accuracies. For a group the margin r_u(a) - r_u(b) is Gaussian in the user
 noise (it is linear in u), so that probability is an exact Gauss-Hermite average over it. From them:
 the oracle's expected accuracy mean(max(p, 1-p)) and the single model's mean(p if q > 1/2 else 1-p).
 A model with margins m has expected accuracy mean(p if m > 0 else 1-p) (`analysis.expected_accuracy`).
@@ -65,6 +73,8 @@ class IdealPointConfig:
     item_dist: Literal["sphere", "gaussian", "clustered"] = "sphere"  # response embeddings
     n_item_clusters: int = 8  # item_dist=clustered: number of cluster centres
     item_cluster_noise: float = 0.3  # item_dist=clustered: within-cluster noise (norm about this) before re-normalising
+    context_signal: float = 0.0  # > 0: each prompt is z + context_signal * d_g (z ~ N(0, I/D) per row, d_g the asker's group direction)
+    anonymous: bool = False  # one user id per row (the group is kept for analysis): no user is seen twice
     seed: int = 0
 
 
@@ -102,7 +112,11 @@ def truth_of(table: pd.DataFrame) -> dict:
     `population_p`: {"all" | "seen" | "unseen": {...}, "per_group": {group: {...}}}, each
     {"oracle_accuracy", "single_accuracy"}; subsets without rows are left out ({} for an empty table)."""
     def acc(rows):
-        return {"oracle_accuracy": oracle_accuracy(rows), "single_accuracy": single_accuracy(rows)}
+        out = {"oracle_accuracy": oracle_accuracy(rows), "single_accuracy": single_accuracy(rows)}
+        if "context_p" in rows:  # the best prompt-aware but user-blind predictor
+            p, c = rows["oracle_p"].to_numpy(), rows["context_p"].to_numpy()
+            out["context_accuracy"] = float(np.mean(np.where(c > 0.5, p, 1 - p)))
+        return out
 
     if table.empty:
         return {}
@@ -198,12 +212,16 @@ def _sigmoid(x):
 
 
 def _check(cfg: IdealPointConfig) -> np.ndarray:
+    check_config(cfg)  # field types and the Literal options (a config built by hand as well as one from --set)
     if cfg.n_groups < 1 or cfg.dim < 1:
         raise ValueError("n_groups and dim must be at least 1")
     if len(cfg.group_sizes) != cfg.n_groups or min(cfg.group_sizes) <= 0:
         raise ValueError(f"group_sizes has {len(cfg.group_sizes)} entries for {cfg.n_groups} groups (all must be > 0)")
     check_tables(cfg)
-    check_config(cfg)
+    if cfg.context_signal < 0 or (cfg.context_signal > 0 and cfg.n_prompts < 1):
+        raise ValueError(f"context_signal={cfg.context_signal}: must be >= 0, and > 0 needs prompts (n_prompts >= 1)")
+    if cfg.context_signal > 0 and cfg.n_groups > cfg.dim:
+        raise ValueError(f"context_signal > 0 needs n_groups <= dim (one direction per group), not {cfg.n_groups} > {cfg.dim}")
     if cfg.item_dist == "clustered" and (cfg.n_item_clusters < 1 or cfg.item_cluster_noise < 0):
         raise ValueError("item_dist=clustered needs n_item_clusters >= 1 and item_cluster_noise >= 0")
     C = IdealPointConfig
@@ -252,6 +270,24 @@ def group_preference(ya: np.ndarray, yb: np.ndarray, protos: np.ndarray, user_no
     return _sigmoid(mean[..., None] + std[:, None] * z) @ (w / w.sum())
 
 
+def group_posterior(x: np.ndarray, directions: np.ndarray, share: np.ndarray, signal: float) -> np.ndarray:
+    """P(group | prompt) (n, K) for prompts x = z + signal * d_g, z ~ N(0, I/D): softmax_g(log share_g +
+    D signal x . d_g) (the |d_g| = 1 terms cancel)."""
+    logits = np.log(share)[None] + x.shape[-1] * signal * x @ directions.T
+    logits -= logits.max(1, keepdims=True)
+    post = np.exp(logits)
+    return post / post.sum(1, keepdims=True)
+
+
+def anonymise(table: pd.DataFrame, split: str) -> pd.DataFrame:
+    """One user id per row ("r..." train, "v..." val, "t..." test), so no user is seen twice; `group` is kept."""
+    out = table.copy()
+    prefix = {"train": "r", "val": "v", "test": "t"}[split]
+    out["user_id"] = [f"{prefix}{i:06d}" for i in range(len(out))]
+    out["seen"] = split == "train"
+    return out
+
+
 def simulate_ideal_point(cfg: IdealPointConfig = IdealPointConfig()) -> Population:
     """Draw a population and its train / val / test tables (deterministic per `cfg.seed`)."""
     share = _check(cfg)
@@ -261,6 +297,7 @@ def simulate_ideal_point(cfg: IdealPointConfig = IdealPointConfig()) -> Populati
     protos = rng.normal(size=(K, D))
     protos = cfg.spread * protos / np.linalg.norm(protos, axis=1, keepdims=True)
     prompts = _unit(rng.normal(size=(max(cfg.n_prompts, 1), D)))
+    directions = np.linalg.qr(rng.normal(size=(D, K)))[0].T if cfg.context_signal > 0 else None  # (K, D) orthonormal
     items = item_sampler(cfg, rng)
     users = users_of(share, {"seen": cfg.n_users, "test": cfg.n_unseen, "val": n_val_unseen(cfg)})
     points = {u: protos[g] + cfg.user_noise * rngs["val" if kind == "val" else "train"].normal(size=D) / np.sqrt(D)
@@ -272,10 +309,16 @@ def simulate_ideal_point(cfg: IdealPointConfig = IdealPointConfig()) -> Populati
 
     def pairs(uid, g, seen, n, split):
         r = rngs[split]
-        x = prompts[r.integers(0, len(prompts), n)]
+        if directions is None:
+            x = prompts[r.integers(0, len(prompts), n)]
+        else:  # the prompt carries the asker's group
+            x = r.normal(size=(n, D)) / np.sqrt(D) + cfg.context_signal * directions[g]
         ya, yb = items((2, n), r)
         p_a = _sigmoid(margin(ya, yb, points[uid], scale))
-        q_a = share @ group_preference(ya, yb, protos, cfg.user_noise, scale)
+        per_group = group_preference(ya, yb, protos, cfg.user_noise, scale)  # (K, n)
+        q_a = share @ per_group
+        # the best prompt-aware but user-blind predictor: the groups weighted by P(group | prompt)
+        c_a = q_a if directions is None else (group_posterior(x, directions, share, cfg.context_signal) * per_group.T).sum(1)
         a_wins = r.random(n) < p_a
         chosen, rejected = np.where(a_wins[:, None], ya, yb), np.where(a_wins[:, None], yb, ya)
         cols = {"prompt_embedding": list(x.astype(np.float32))} if cfg.n_prompts > 0 else {}
@@ -284,7 +327,11 @@ def simulate_ideal_point(cfg: IdealPointConfig = IdealPointConfig()) -> Populati
             "chosen_embedding": list(chosen.astype(np.float32)),
             "rejected_embedding": list(rejected.astype(np.float32)),
             "oracle_p": np.where(a_wins, p_a, 1 - p_a), "population_p": np.where(a_wins, q_a, 1 - q_a),
+            "context_p": np.where(a_wins, c_a, 1 - c_a),
         })
 
-    return Population(config=cfg, **draw_tables(users, cfg, pairs), prototypes=protos, ideal_points=points,
+    tables = draw_tables(users, cfg, pairs)
+    if cfg.anonymous:
+        tables = {k: anonymise(t, k) for k, t in tables.items()}
+    return Population(config=cfg, **tables, prototypes=protos, ideal_points=points,
                       user_group={uid: f"g{g}" for uid, g, _ in users}, scale=float(scale))
