@@ -18,7 +18,7 @@ POINTS = [{"model.user_dim": 8}, {"model.user_dim": 8, "model.adapt_l2": 1.0},
 def get_config():
     return {
         "datasets": SUITE,
-        "methods": {"bt-user": {"model": "bt", "set": ["model.condition=user"], "points": POINTS}},
+        "methods": {"bt-user": {"model": "bt", "set": {"model.condition": "user"}, "points": POINTS}},
         "select": "across_datasets",
         "seeds": [0],
         "shots": [0, 10],

@@ -1,7 +1,8 @@
 """What the experiment specs share: the reference populations, the defaults suite, and the BT baselines.
 
-Specs import it as `from common import ...` (`plural grid` puts a spec's folder first on `sys.path` while
-loading it). Values are Python values; `plural grid` type-checks them against the configs.
+Specs import it as `from common import ...`: `plural.grid.load_spec` puts a spec's folder first on
+`sys.path` while loading it (and drops the module again afterwards). Values are Python values (tuples,
+numbers, strings); `plural grid` type-checks them against the config fields they set before training.
 """
 
 from pathlib import Path
@@ -20,7 +21,7 @@ STATEMENTS4X6 = {"population": "statements", "n_groups": 4, "n_dims": 6, "n_user
 # The defaults suite (experiments/defaults.py): five simulated populations that differ in item
 # distribution, dimension, number of groups (2-6), group shares and pairs per user ...
 SUITE_SIMULATED = {
-    "sphere3": {"n_groups": 3, "group_sizes": (0.6, 0.3, 0.1), "n_prompts": 0, "seed": 0},
+    "sphere3": {**IDEAL3},  # the 3-group population itself
     "gauss3": {"item_dist": "gaussian", "n_groups": 3, "group_sizes": (1, 1, 1), "train_pairs": 80,
                "n_prompts": 0, "seed": 1},
     "clust4": {"item_dist": "clustered", "n_groups": 4, "group_sizes": (0.4, 0.3, 0.2, 0.1), "dim": 16,
@@ -31,8 +32,7 @@ SUITE_SIMULATED = {
 }
 # ... and two real-text tables at realistic sizes.
 SUITE_REAL = {
-    "statements": {"simulate": {"population": "statements", "n_groups": 4, "n_dims": 6, "n_users": 60,
-                                "train_pairs": 30, "test_pairs": 20, "label_noise": 0.1, "seed": 0}},
+    "statements": {"simulate": {**STATEMENTS4X6, "train_pairs": 30, "test_pairs": 20}},  # 4 x 6, fewer pairs
     "hh": {"table": HH, "convert": "hh-hidden-context", "split": {"disjoint": "prompt", "seed": 0}},
 }
 SUITE = {**{k: {"simulate": v} for k, v in SUITE_SIMULATED.items()}, **SUITE_REAL}
@@ -46,13 +46,13 @@ def bt_baselines(select: bool = True, probes: bool = True) -> dict:
     `probes` the user-blind and group-told linear probes. `select=True` sweeps their learning rates (model
     selection on validation); False runs them at their defaults (the probes at the rates the defaults suite
     selected for them: user-blind 3e-3, group-told 3e-2)."""
-    def method(sets, lrs):
-        return {"model": "bt", "set": sets, **({"grid": {"train.lr": lrs}} if select else {})}
+    def method(sets, lrs, lr=None):
+        fixed = {**sets, **({} if select or lr is None else {"train.lr": lr})}
+        return {"model": "bt", "set": fixed, **({"grid": {"train.lr": lrs}} if select else {})}
 
-    out = {"bt": method([], LR), "bt-group": method(["model.condition=group"], LR),
-           "bt-user": method(["model.condition=user"], LR)}
+    out = {"bt": method({}, LR), "bt-group": method({"model.condition": "group"}, LR),
+           "bt-user": method({"model.condition": "user"}, LR)}
     if probes:
-        out["bt-linear"] = method(["model.hidden=()"] + ([] if select else ["train.lr=3e-3"]), PROBE_LR)
-        out["bt-group-linear"] = method(["model.hidden=()", "model.condition=group"] + ([] if select else ["train.lr=3e-2"]),
-                                        PROBE_LR)
+        out["bt-linear"] = method({"model.hidden": ()}, PROBE_LR, lr=3e-3)
+        out["bt-group-linear"] = method({"model.hidden": (), "model.condition": "group"}, PROBE_LR, lr=3e-2)
     return out

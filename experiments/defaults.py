@@ -20,11 +20,11 @@ def get_config():
         "datasets": SUITE,
         "methods": {
             "bt": {"model": "bt", "grid": {"train.lr": LR, "model.hidden": [(64,), (256, 256)]}},
-            "bt-linear": {"model": "bt", "set": ["model.hidden=()"], "grid": {"train.lr": PROBE_LR}},
-            "bt-group-linear": {"model": "bt", "set": ["model.hidden=()", "model.condition=group"],
+            "bt-linear": {"model": "bt", "set": {"model.hidden": ()}, "grid": {"train.lr": PROBE_LR}},
+            "bt-group-linear": {"model": "bt", "set": {"model.hidden": (), "model.condition": "group"},
                                 "grid": {"train.lr": PROBE_LR}},
-            "bt-group": {"model": "bt", "set": ["model.condition=group", "model.hidden=(64,)"], "grid": {"train.lr": LR}},
-            "bt-user": {"model": "bt", "set": ["model.condition=user", "model.hidden=(64,)"], "grid": {"train.lr": LR}},
+            "bt-group": {"model": "bt", "set": {"model.condition": "group", "model.hidden": (64,)}, "grid": {"train.lr": LR}},
+            "bt-user": {"model": "bt", "set": {"model.condition": "user", "model.hidden": (64,)}, "grid": {"train.lr": LR}},
             "vpl": {"model": "vpl", "grid": {"train.lr": [1e-3, 3e-3]}},
             "pal-a": {"model": "pal-a", "points": [
                 {"model.n_prototypes": k, "model.mixture_entropy": e, "model.projector_l2": l2, **hidden}

@@ -19,8 +19,8 @@ def get_config():
         "methods": {
             "bt": {"model": "bt", "set": {"model.hidden": (64,), "train.steps": 1000}},
             "vpl": {"model": "vpl", "set": []},
-            "pal-a": {"model": "pal-a", "set": ["model.n_prototypes=4"]},
-            "pal-b": {"model": "pal-b", "set": ["model.n_prototypes=4"]},
+            "pal-a": {"model": "pal-a", "set": {"model.n_prototypes": 4}},
+            "pal-b": {"model": "pal-b", "set": {"model.n_prototypes": 4}},
         },
         "seeds": [0, 1, 2],
         "shots": [1, 2, 4, 8, 16],

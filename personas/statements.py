@@ -66,6 +66,7 @@ import pandas as pd
 
 from personas.ideal_point import (SPLITS, Tables, check_tables, draw_tables, n_val_unseen, split_rngs, users_of,
                                   write_population)
+from plural.config import check_config
 from plural.errors import PluralError
 
 DEFAULT_DIMS = (
@@ -300,6 +301,7 @@ def draw_stances(n_groups: int, n_dims: int, shares: np.ndarray, rng: np.random.
 
 
 def _check(cfg: StatementsConfig) -> np.ndarray:
+    check_config(cfg)  # field types (a config built by hand as well as one from --set)
     if cfg.n_groups < 1 or cfg.n_dims < 1:
         raise ValueError("n_groups and n_dims must be at least 1")
     if not 0 <= cfg.label_noise < 0.5:

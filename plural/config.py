@@ -1,14 +1,25 @@
 """Configuration: frozen dataclasses, `--set key=value` overrides, JSON round trips.
 
 Every hyper-parameter lives in one of four dataclasses: `TrainConfig` (`train.*`), the family's own
-`Hparams` (`model.*`), its sampler (`batch.*`, plural.data.batching) and `DataConfig` (`data.*`). `--set` takes dotted keys (`train.lr=3e-4`) or bare
-ones when the name is unambiguous (`lr=3e-4`).
+`Hparams` (`model.*`), its sampler (`batch.*`, plural.data.batching) and `DataConfig` (`data.*`). `--set`
+takes dotted keys (`train.lr=3e-4`) or bare ones when the name is unambiguous (`lr=3e-4`).
+
+Field types are the dataclass annotations, resolved with `typing.get_type_hints` (so `Path`, enums, nested
+dataclasses and `Optional[...]` work under `from __future__ import annotations`). Supported: bool, int,
+float, str, Path, `tuple[X, ...]`, `Optional[X]`, `Literal[...]`, Enum subclasses and nested config
+dataclasses. A string option is annotated `Literal["a", "b"]` and checked here, once, by `check_config`
+(which `apply_overrides` and `from_dict` apply to every config they build, and the trainer to the configs
+it is given), so no other code re-checks it by hand. Overrides are `key=value` text (parsed by the field's
+type) or Python values ({key: value}, as grid specs give them), type-checked alike; a bad value is a
+one-line `PluralError` naming the key.
 """
 
 from __future__ import annotations
 
 import ast
 import dataclasses
+import enum
+import functools
 import types
 import typing
 from pathlib import Path
@@ -101,6 +112,22 @@ def _check_value(value: Any, typ: Any, key: str, shown: str) -> Any:
         if not isinstance(value, (str, Path)):
             raise bad
         return Path(value)
+    if isinstance(typ, type) and issubclass(typ, enum.Enum):
+        if isinstance(value, typ):
+            return value
+        for member in typ:
+            if value == member.name or (value == member.value and type(value) is type(member.value)):
+                return member
+        raise PluralError(f"--set {key}={shown}: expected one of {', '.join(m.name for m in typ)}")
+    if dataclasses.is_dataclass(typ) and isinstance(typ, type):
+        if isinstance(value, dict):
+            unknown = sorted(set(value) - set(_field_types(typ)))
+            if unknown:
+                raise PluralError(f"--set {key}={shown}: unknown field(s) {', '.join(unknown)} of {typ.__name__}")
+            value = typ(**value)
+        if not isinstance(value, typ):
+            raise bad
+        return check_config(value, key)
     return value
 
 
@@ -125,12 +152,29 @@ def _parse(text: str, typ: Any, key: str) -> Any:
             return float(text)
         if typ is str or origin is typing.Literal or (isinstance(typ, type) and issubclass(typ, Path)):
             return text
+        if isinstance(typ, type) and issubclass(typ, enum.Enum):  # a member's name (or its value, as text)
+            if text in typ.__members__:
+                return text
+            try:
+                return ast.literal_eval(text)
+            except (ValueError, SyntaxError):
+                return text
         if origin is tuple or typ is tuple:
             parsed = ast.literal_eval(text if text.strip().startswith(("(", "[")) else f"({text},)")
             return tuple(parsed) if isinstance(parsed, (tuple, list)) else parsed
         return ast.literal_eval(text)
     except (ValueError, SyntaxError, TypeError):
         raise PluralError(f"--set {key}={text}: cannot read {text!r} as {_type_name(typ)}")
+
+
+def _textual(typ) -> bool:
+    """Whether the type is written as bare text (str, Path, an enum, a Literal of strings, or Optional of one)."""
+    origin, args = typing.get_origin(typ), typing.get_args(typ)
+    if origin in (typing.Union, types.UnionType):
+        return any(_textual(a) for a in args)
+    if origin is typing.Literal:
+        return any(isinstance(a, str) for a in args)
+    return typ is str or (isinstance(typ, type) and issubclass(typ, (Path, enum.Enum)))
 
 
 def check_config(cfg, section: str = ""):
@@ -142,7 +186,8 @@ def check_config(cfg, section: str = ""):
     fixed = {}
     for name, typ in _field_types(cfg).items():
         value = getattr(cfg, name)
-        fixed[name] = _check_value(value, typ, prefix + name, repr(value) if not isinstance(value, str) else value)
+        shown = value if isinstance(value, str) and _textual(typ) else repr(value)  # a stray string shows its quotes
+        fixed[name] = _check_value(value, typ, prefix + name, shown)
     changed = {k: v for k, v in fixed.items() if v is not getattr(cfg, k)}
     return dataclasses.replace(cfg, **changed) if changed else cfg
 
@@ -153,7 +198,8 @@ def apply_overrides(configs: dict[str, Any], overrides: list[str] | dict[str, An
     `configs` maps a section name (`train`, `model`, `batch`, `data`) to a dataclass instance.
     `overrides`: `key=value` strings (as `--set` gives them), or a dict {key: value} of Python values (as
     grid specs give them: `{"model.hidden": (64,), "train.lr": 1e-3}`); a value given as text is parsed by
-    the field's type, every value is then type-checked against it. Keys are `section.name`, or `name` alone when only one section has it.
+    the field's type, every value is then type-checked against it. Keys are `section.name`, or `name` alone
+    when only one section has it.
     """
     items = list(overrides.items()) if isinstance(overrides, dict) else []
     for item in ([] if isinstance(overrides, dict) else overrides):
@@ -189,9 +235,16 @@ def apply_overrides(configs: dict[str, Any], overrides: list[str] | dict[str, An
 
 def _field_types(cfg) -> dict[str, Any]:
     """{field: resolved type} of a config dataclass (instance or class), via typing.get_type_hints."""
-    cls = cfg if isinstance(cfg, type) else type(cfg)
-    hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+    return dict(_hints(cfg if isinstance(cfg, type) else type(cfg)))
+
+
+@functools.lru_cache(maxsize=None)
+def _hints(cls) -> tuple:
+    try:
+        hints = typing.get_type_hints(cls)
+    except Exception as e:  # an annotation naming what its module cannot see
+        raise PluralError(f"{cls.__name__}: cannot resolve its field types ({type(e).__name__}: {e})")
+    return tuple((f.name, hints[f.name]) for f in dataclasses.fields(cls))
 
 
 def to_dict(cfg) -> dict[str, Any]:
@@ -201,5 +254,5 @@ def to_dict(cfg) -> dict[str, Any]:
 
 def from_dict(cls, d: dict[str, Any]):
     """Rebuild a config dataclass from `to_dict` output (lists back to tuples), checked."""
-    types = _field_types(cls)
-    return check_config(cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in types}))
+    fields = _field_types(cls)
+    return check_config(cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in fields}))

@@ -1,14 +1,21 @@
 """Experiment grids: methods x datasets x hyper-parameters x seeds, seeds trained at once, with model
 selection on validation data.
 
-A spec is a plain Python file with `get_config()` returning a dict (values are Python values: tuples,
-numbers, strings, booleans; `"(0.6,0.3,0.1)"`-style text is parsed too). While it loads, its own folder is
-first on `sys.path`, so specs share pieces with `from common import ...` (experiments/common.py):
+A spec is a plain Python file with `get_config()` returning a dict. Its values are Python values (tuples,
+numbers, strings, booleans: `"group_sizes": (0.6, 0.3, 0.1)`, `"model.hidden": (64,)`, `"train.lr": 1e-3`),
+type-checked against the config fields they set (`plural.config.apply_overrides`); text such as
+`"(0.6,0.3,0.1)"` or `"model.hidden=(64,)"` is parsed by the field's type, as `--set` is.
+
+Shared pieces: `load_spec` loads a spec by path with the spec's own folder first on `sys.path`, so a spec
+imports its siblings by plain name; the shipped specs take their populations, suite and BT baselines from
+experiments/common.py with `from common import ...`. Modules imported that way are dropped again after
+the load (and a same-named module imported earlier from elsewhere is set aside meanwhile), so every load
+reads the spec folder's current files and leaves `sys.modules` as it found it.
 
     datasets: {name: {"simulate": {IdealPointConfig fields}}
                      | {"simulate": {"population": "statements", StatementsConfig fields}}
                      | {"train": path, "val": path, "test": path}
-                     | {"table": path, "convert": SOURCE (optional), "convert_set": [...], "split": {SplitConfig fields}}}
+                     | {"table": path, "convert": SOURCE (optional), "convert_set": [...] or {...}, "split": {SplitConfig fields}}}
               (a real table is converted if asked, then split by `plural split`'s rules into train / val / test)
     methods:  {label: {"model": family name, "set": [key=value, ...] or {key: value}, "grid": {...} or "points": [{...}, ...] (optional)}}
     grid:     {key: [values, ...]}   cartesian sweep applied to every method without its own "grid" (optional)
@@ -107,16 +114,39 @@ def load_spec(path: str | Path) -> dict:
     return spec
 
 
+def _population(name: str, entry: dict):
+    """(checked config, simulator) of a dataset's {"simulate": {...}} entry."""
+    opts = dict(entry["simulate"])
+    population = opts.pop("population", "ideal-point")
+    if population not in POPULATIONS:
+        raise PluralError(f"dataset {name}: unknown population {population!r} (expected {' or '.join(POPULATIONS)})")
+    config_cls, simulate = POPULATIONS[population]
+    try:
+        return apply_overrides({"simulate": config_cls()}, opts)["simulate"], simulate
+    except PluralError as e:
+        raise PluralError(f"dataset {name}: {e}") from None
+
+
+def _split_config(entry: dict):
+    """The checked SplitConfig of a real table's {"split": {...}} entry."""
+    from plural.data.split import SplitConfig
+
+    cfg = apply_overrides({"split": SplitConfig()}, dict(entry.get("split", {})))["split"]
+    cfg.check()
+    return cfg
+
+
+def _convert_set(entry: dict) -> list[str]:
+    """A real table's "convert_set" (["key=value", ...] or {key: value}) as `--set` strings."""
+    given = entry.get("convert_set", [])
+    return [f"{k}={_text(v)}" for k, v in given.items()] if isinstance(given, dict) else list(given)
+
+
 def _dataset(name: str, entry: dict, out: Path) -> dict[str, PreferenceData]:
     """{"train", "val", "test"} tables of a spec's dataset entry (simulated or converted/split once under out/data)."""
     d = out / "data" / name
     if "simulate" in entry:
-        opts = dict(entry["simulate"])
-        population = opts.pop("population", "ideal-point")
-        if population not in POPULATIONS:
-            raise PluralError(f"dataset {name}: unknown population {population!r} (expected {' or '.join(POPULATIONS)})")
-        config_cls, simulate = POPULATIONS[population]
-        cfg = apply_overrides({"p": config_cls()}, opts)["p"]
+        cfg, simulate = _population(name, entry)
         if not (d / "test.parquet").exists():
             simulate(cfg).write(d)
         paths = {k: d / f"{k}.parquet" for k in SPLITS}
@@ -133,7 +163,7 @@ def _dataset(name: str, entry: dict, out: Path) -> dict[str, PreferenceData]:
 
 def _split_real(name: str, entry: dict, d: Path) -> None:
     """Convert (optionally) and split a real table into d/{train,val,test}.parquet."""
-    from plural.data.split import SplitConfig, split_table
+    from plural.data.split import split_table
     from plural.data.table import read_frame
 
     d.mkdir(parents=True, exist_ok=True)
@@ -141,31 +171,95 @@ def _split_real(name: str, entry: dict, d: Path) -> None:
     if entry.get("convert"):
         from plural.data.sources import convert
 
-        convert(entry["convert"], table, d / "table.parquet", overrides=list(entry.get("convert_set", [])))
+        convert(entry["convert"], table, d / "table.parquet", overrides=_convert_set(entry))
         table = d / "table.parquet"
-    cfg = apply_overrides({"s": SplitConfig()}, dict(entry.get("split", {})))["s"]
-    parts = split_table(read_frame(table), cfg)
+    parts = split_table(read_frame(table), _split_config(entry))
     for k in SPLITS:
         parts[k].to_parquet(d / f"{k}.parquet.tmp", index=False)
     for k in SPLITS:
         (d / f"{k}.parquet.tmp").rename(d / f"{k}.parquet")
 
 
-def _points(grid: dict) -> list[dict]:
+def _text(value) -> str:
+    """A spec value as `--set` text: tuples (and lists) compact, `(256,256)`, `(64,)`, as specs wrote them when
+    they took text only; so a cell's id and its `hparams` do not change when a spec gives the Python value."""
+    if isinstance(value, (tuple, list)):
+        inner = ",".join(repr(v) if isinstance(v, str) else _text(v) for v in value)
+        return f"({inner}{',' if len(value) == 1 else ''})"
+    return str(value)
+
+
+def _method_set(label: str, given) -> dict:
+    """A method's "set" (["key=value", ...] or {key: value}) as {key: value} (text values stay text)."""
+    if isinstance(given, dict):
+        return dict(given)
+    if isinstance(given, str) or not all(isinstance(item, str) for item in given):
+        raise PluralError(f"method {label}: 'set' is a list of 'key=value' strings or a dict {{key: value}}, not {given!r}")
+    out = {}
+    for item in given:
+        if "=" not in item:
+            raise PluralError(f"method {label}: set {item!r}: expected key=value")
+        key, value = item.split("=", 1)
+        out.pop(key.strip(), None)  # given twice: the last one wins (applied last, as on the command line)
+        out[key.strip()] = value
+    return out
+
+
+def _points(label: str, grid: dict) -> list[dict]:
+    for key, values in grid.items():
+        if not isinstance(values, (list, tuple)):
+            raise PluralError(f"method {label}: grid {key}={values!r}: expected a list of values to sweep")
     return [dict(zip(grid, vals)) for vals in itertools.product(*grid.values())] or [{}]
 
 
 def cells(spec: dict):
+    """(cell id, dataset, method label, model, overrides, point) of every cell, in spec order.
+
+    `overrides` ({key: value}, for `configs_for`) is the method's "set" then the point, Python values as
+    given (text is parsed by the field's type). The id hashes the `--set` text of the same settings."""
     for ds in spec["datasets"]:
         for label, m in spec["methods"].items():
-            points = [dict(p) for p in m["points"]] if "points" in m else _points(m.get("grid", spec.get("grid", {})))
+            points = [dict(p) for p in m["points"]] if "points" in m else _points(label, m.get("grid", spec.get("grid", {})))
+            given = m.get("set", [])
+            fixed = _method_set(label, given)
             for point in points:
-                given = m.get("set", [])
-                sets = ([f"{k}={v}" for k, v in given.items()] if isinstance(given, dict) else list(given)) + \
-                    [f"{k}={v}" for k, v in point.items()]
-                key = json.dumps([ds, label, m["model"], sets])
+                overrides = {**fixed}
+                for k, v in point.items():
+                    overrides.pop(k, None)
+                    overrides[k] = v
+                text = [f"{k}={_text(v)}" for k, v in given.items()] if isinstance(given, dict) else list(given)
+                text += [f"{k}={_text(v)}" for k, v in point.items()]
+                key = json.dumps([ds, label, m["model"], text])
                 cid = f"{ds}__{label}__{hashlib.sha1(key.encode()).hexdigest()[:10]}"
-                yield cid, ds, label, m["model"], sets, point
+                yield cid, ds, label, m["model"], overrides, point
+
+
+def _hparams(point: dict) -> str:
+    """The `hparams` column: a cell's point as JSON (tuples as their compact `--set` text)."""
+    return json.dumps({k: _text(v) if isinstance(v, (tuple, list)) else v for k, v in point.items()}, sort_keys=True,
+                      default=str)
+
+
+def check_spec(spec: dict) -> list[tuple]:
+    """Every cell of `spec`, after checking (nothing trains) that each resolves to valid configs and each
+    dataset entry to a valid population or split; a bad value is a one-line PluralError naming it."""
+    todo = list(cells(spec))
+    for _, ds, label, model, overrides, _ in todo:
+        try:
+            configs_for(model, overrides)
+        except PluralError as e:
+            raise PluralError(f"method {label} on {ds}: {e}") from None
+    for name, entry in spec["datasets"].items():
+        if "simulate" in entry:
+            _population(name, entry)
+        elif "table" in entry:
+            try:
+                _split_config(entry)
+            except PluralError as e:
+                raise PluralError(f"dataset {name}: {e}") from None
+        elif not all(k in entry for k in SPLITS):
+            raise PluralError(f"dataset {name}: expected 'simulate', 'table' or 'train' / 'val' / 'test' paths")
+    return todo
 
 
 def run_grid(spec_path: str | Path, out: str | Path, resume: bool = False, progress: bool = True) -> pd.DataFrame:
@@ -176,27 +270,25 @@ def run_grid(spec_path: str | Path, out: str | Path, resume: bool = False, progr
     (out / "cells").mkdir(parents=True, exist_ok=True)
     seeds = tuple(spec.get("seeds", [0]))
     shots_list = sorted(spec.get("shots", [0]))
-    todo = list(cells(spec))
-    for _, _, _, model, sets, _ in todo:  # validate every cell's hyper-parameters before training anything
-        configs_for(model, sets)
+    todo = check_spec(spec)  # every cell's hyper-parameters and every dataset's settings, before training anything
     datasets = {}
-    for cid, ds, label, model, sets, point in tqdm(todo, desc="grid", disable=not progress or None, leave=False):
+    for cid, ds, label, model, overrides, point in tqdm(todo, desc="grid", disable=not progress or None, leave=False):
         path = out / "cells" / f"{cid}.parquet"
         if path.exists():
             continue
         if ds not in datasets:
             datasets[ds] = _dataset(ds, spec["datasets"][ds], out)
         data = datasets[ds]
-        c = configs_for(model, sets)
+        c = configs_for(model, overrides)
         result = train(get_family(model), c["model"], c["train"], data["train"], seeds=seeds, progress=progress,
                        val=data["val"], batches=c["batch"])
         cell, rows = _score_cell(result, seeds, data, shots_list)
         if spec.get("active") and hasattr(get_family(model), "state_from_context"):
             _active_table(result, seeds, set(data["train"].users), data["test"], spec["active"]).assign(
-                cell=cid, dataset=ds, method=label, model=model, hparams=json.dumps(point, sort_keys=True)
+                cell=cid, dataset=ds, method=label, model=model, hparams=_hparams(point)
             ).to_parquet(out / "cells" / f"{cid}.active.parquet", index=False)
         stopped = {s: result.seed_metrics(i).get("best_step") for i, s in enumerate(seeds)}
-        meta = {"cell": cid, "dataset": ds, "method": label, "model": model, "hparams": json.dumps(point, sort_keys=True)}
+        meta = {"cell": cid, "dataset": ds, "method": label, "model": model, "hparams": _hparams(point)}
         for i, (k, v) in enumerate(meta.items()):
             cell.insert(i, k, v)
         cell["best_step"] = cell["seed"].map(stopped)

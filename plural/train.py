@@ -68,11 +68,9 @@ def make_optimizer(cfg: TrainConfig, multipliers: dict[str, float] | None = None
         sched = optax.join_schedules([optax.linear_schedule(0.0, cfg.lr, max(warm, 1)), optax.constant_schedule(cfg.lr)], [warm]) if warm else optax.constant_schedule(cfg.lr)
     elif cfg.schedule == "cosine":
         sched = optax.warmup_cosine_decay_schedule(0.0 if warm else cfg.lr, cfg.lr, warm, max(cfg.steps, warm + 1), end)
-    elif cfg.schedule == "linear":
+    else:  # "linear" (TrainConfig.schedule is a checked Literal)
         sched = optax.join_schedules([optax.linear_schedule(0.0 if warm else cfg.lr, cfg.lr, max(warm, 1)),
                                       optax.linear_schedule(cfg.lr, end, max(cfg.steps - warm, 1))], [warm])
-    else:
-        raise PluralError(f"--set train.schedule={cfg.schedule}: expected constant, cosine or linear")
     parts = [optax.clip_by_global_norm(cfg.grad_clip)] if cfg.grad_clip > 0 else []
     if not multipliers or set(multipliers) == {"default"} and multipliers["default"] == 1.0:
         parts.append(optax.adamw(sched, weight_decay=cfg.weight_decay))

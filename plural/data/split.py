@@ -52,7 +52,8 @@ class SplitConfig:
     disjoint: Literal["none", "prompt"] = "none"  # prompt: no prompt in train and in val / test
 
     def check(self) -> None:
-        """Refuse fractions outside [0, 1), val + test >= 1, or an unknown `disjoint`, with one line."""
+        """Refuse fractions outside [0, 1) or val + test >= 1, with one line (field types and the `disjoint`
+        option are `check_config`'s)."""
         for name in ("unseen_fraction", "val_fraction", "test_fraction"):
             v = getattr(self, name)
             if not 0 <= v < 1:
