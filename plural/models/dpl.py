@@ -19,8 +19,9 @@ response)` is the disagreement DPL predicts: sigma, or the categorical distribut
 
 DPL knows no users: every user gets the same reward (states are empty, adaptation is the identity).
 
-Defaults: the paper's entropy bonus (0.1) and atom count (10); `hidden` (64,) as BT's; not yet selected
-on validation data.
+Defaults: `variant` mean_var over categorical on validation data of the defaults suite
+(experiments/mixtures.py, results/mixtures: 0.671 vs 0.668); the paper's entropy bonus (0.1) and atom
+count (10) and `hidden` (64,) as BT's were not swept.
 
 Known shortfall. On a 3-group ideal-point population (shares 0.5 / 0.3 / 0.2, unit-sphere items, labels
 pooled anonymously) the mean-variance model's mean difference ranks fresh pairs like the share-weighted
