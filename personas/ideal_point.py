@@ -32,7 +32,8 @@ Every pair's responses are fresh draws, so no pair repeats across tables.
 
 Every row carries its ground truth: `seen`, `oracle_p` = P(this user prefers chosen | their ideal
 point) and `population_p` = sum_k share_k P(a random member of group k prefers chosen), the best any
-single (user-blind) predictor can do, and `context_p` = sum_k P(k | prompt) P(a member of k prefers
+single (user-blind) predictor can do, `disagreement` = the between-group standard deviation (share-weighted)
+of the pair's margin at the groups' prototypes (logits), and `context_p` = sum_k P(k | prompt) P(a member of k prefers
 chosen), the best prompt-aware but user-blind predictor (= `population_p` when the prompt says nothing);
 truth.json reports the oracle's, the single model's and this context model's accuracies. For a group the margin r_u(a) - r_u(b) is Gaussian in the user
 noise (it is linear in u), so that probability is an exact Gauss-Hermite average over it. From them:
@@ -319,6 +320,7 @@ def simulate_ideal_point(cfg: IdealPointConfig = IdealPointConfig()) -> Populati
         q_a = share @ per_group
         # the best prompt-aware but user-blind predictor: the groups weighted by P(group | prompt)
         c_a = q_a if directions is None else (group_posterior(x, directions, share, cfg.context_signal) * per_group.T).sum(1)
+        m = margin(ya[None], yb[None], protos[:, None], scale)  # (K, n) every prototype's margin for a over b
         a_wins = r.random(n) < p_a
         chosen, rejected = np.where(a_wins[:, None], ya, yb), np.where(a_wins[:, None], yb, ya)
         cols = {"prompt_embedding": list(x.astype(np.float32))} if cfg.n_prompts > 0 else {}
@@ -327,7 +329,7 @@ def simulate_ideal_point(cfg: IdealPointConfig = IdealPointConfig()) -> Populati
             "chosen_embedding": list(chosen.astype(np.float32)),
             "rejected_embedding": list(rejected.astype(np.float32)),
             "oracle_p": np.where(a_wins, p_a, 1 - p_a), "population_p": np.where(a_wins, q_a, 1 - q_a),
-            "context_p": np.where(a_wins, c_a, 1 - c_a),
+            "context_p": np.where(a_wins, c_a, 1 - c_a), "disagreement": np.sqrt(share @ (m - share @ m) ** 2),
         })
 
     tables = draw_tables(users, cfg, pairs)

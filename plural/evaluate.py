@@ -38,6 +38,8 @@ def _scores(graphdef, fn, params, p, c, r, s):
     m = nnx.merge(graphdef, params)
     if fn == "margin":
         return m.margin(p, c, r, s)
+    if fn == "spread":
+        return m.pair_spread(p, c, r)
     return m.reward(p, c if fn == "chosen" else r, s)
 
 
@@ -52,7 +54,8 @@ def _adapt(graphdef, params, ctx, keys):
 
 
 def score_rows(model, data: PreferenceData, states, chunk: int = CHUNK, fn: str = "margin") -> np.ndarray:
-    """(N,) per row: margins r(chosen) - r(rejected) (`fn="margin"`), or the reward of `chosen` / `rejected`.
+    """(N,) per row: margins r(chosen) - r(rejected) (`fn="margin"`), the reward of `chosen` / `rejected`, or
+    (`fn="spread"`, families with `pair_spread`) the disagreement the model predicts about the pair.
 
     `states` has leading axis N (one per row); rows are scored `chunk` at a time (bounded memory)."""
     graphdef, params = nnx.split(model)
@@ -130,13 +133,17 @@ def predict(result: TrainResult, train_users, data: PreferenceData, shots: int =
     `train_users`: the user ids seen during fit, in the order of the model's user index.
     Returns one row per scored comparison (file order), with the source row `row`, `user_id`, `group`,
     `seen`, `margin` and `correct` (margin > 0), `uncertainty` (mean posterior variance of the user's
-    latent, for families whose states carry "var"), plus the table's pass-through columns.
+    latent, for families whose states carry "var"), `spread` (the predicted disagreement about the pair,
+    for families with `pair_spread`: DPL), plus the table's pass-through columns.
     """
     states, is_seen, scored = user_states(result, train_users, data, shots, seed_index, score_from)
-    margin = score_rows(result.model(seed_index), data, states)
+    model = result.model(seed_index)
+    margin = score_rows(model, data, states)
     df = _row_frame(data, is_seen)
     df["margin"] = margin
     df["correct"] = margin > 0
+    if hasattr(model, "pair_spread"):
+        df["spread"] = score_rows(model, data, states, fn="spread")
     if isinstance(states, dict) and "var" in states:  # posterior variance: mean over latent dimensions
         df["uncertainty"] = np.asarray(states["var"]).reshape(data.n_pairs, -1).mean(1)
     return df[scored].reset_index(drop=True)

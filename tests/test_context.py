@@ -1,10 +1,11 @@
 """Populations whose prompts say who is asking (`context_signal`), anonymous rows, and MiCRo on them:
-with a strong signal, MiCRo without user ids and without shots closes most of the gap between the best
-user-blind model and the oracle; with none it cannot. (Its heads see the prompt, as the paper's do, and
-do most of that routing themselves; with `model.heads_see_prompt=false` the router alone closes about
-half of the gap, see plural/models/micro.py.)"""
+with a strong signal, MiCRo trained without user ids separates the groups into its heads and its router
+alone (no shots; the heads do not see the prompt) closes most of the gap between the best user-blind
+model and the oracle; with no signal it cannot."""
 
+import jax
 import numpy as np
+import pandas as pd
 import pytest
 
 from analysis.metrics import expected_accuracy
@@ -49,22 +50,31 @@ def test_the_group_posterior_is_calibrated(signal):
     assert abs(post[np.arange(len(g)), g].mean() - (post ** 2).sum(1).mean()) < 0.01
 
 
-def _micro_gap(tmp_path, signal):
+def _micro(tmp_path, signal):
+    """MiCRo at its defaults (4 heads, random init) on anonymous rows: (test gap closed at 0 shots, purity of
+    the heads = share of test pairs whose most responsible head, argmax_k pi_k(x) sigma(m_k), is the one
+    most of that head's pairs' group uses)."""
     pop = simulate_ideal_point(IdealPointConfig(context_signal=signal, anonymous=True, seed=0))
     pop.write(tmp_path / "pop")
     tr, va, te = (read_table(tmp_path / f"pop/{k}.parquet") for k in ("train", "val", "test"))
-    result = fit("micro", tmp_path / "pop/train.parquet", tmp_path / "run", data=tr, val=va, progress=False,
-                 overrides=["model.n_heads=3"])
+    result = fit("micro", tmp_path / "pop/train.parquet", tmp_path / "run", data=tr, val=va, progress=False)
     rows = predict(result, list(tr.users), te)  # every test row is a new, anonymous user: 0 shots
     t = te.frame
     oracle, single = np.maximum(t["oracle_p"], 1 - t["oracle_p"]).mean(), _acc(t, "population_p")
     model = expected_accuracy(rows["margin"].to_numpy(), rows["oracle_p"].to_numpy()).mean()
-    return (model - single) / (oracle - single)
+    m = result.model(0)
+    log_pi = np.asarray(jax.nn.log_softmax(m.route(te.prompt), -1))
+    head = (log_pi + np.asarray(jax.nn.log_sigmoid(m.head_margins(te.prompt, te.chosen, te.rejected)))).argmax(1)
+    counts = pd.crosstab(head, te.frame["group"].to_numpy())  # heads x groups
+    return (model - single) / (oracle - single), counts.max(axis=1).sum() / counts.values.sum(), counts
 
 
 def test_micro_routes_by_the_prompt_when_it_says_who_asks(tmp_path):
-    assert _micro_gap(tmp_path / "loud", 1.0) >= 0.7
+    gap, purity, counts = _micro(tmp_path / "loud", 1.0)
+    assert gap >= 0.7 and purity >= 0.8, counts
+    assert len(set(counts.values.argmax(0))) == 3, counts  # every group, the 10% minority too, has its own head
 
 
 def test_micro_cannot_route_when_the_prompt_says_nothing(tmp_path):
-    assert _micro_gap(tmp_path / "quiet", 0.0) < 0.1
+    gap, _, _ = _micro(tmp_path / "quiet", 0.0)
+    assert gap < 0.1

@@ -111,6 +111,12 @@ class DPL(RewardModel):
         mean = (p * a).sum(-1)
         return jnp.sqrt(jnp.maximum((p * (a - mean[..., None]) ** 2).sum(-1), 0.0))
 
+    def pair_spread(self, prompt, chosen, rejected):
+        """The disagreement DPL predicts about a pair (...): the standard deviation of the reward margin
+        between one draw for `chosen` and an independent draw for `rejected`, sqrt(s_w^2 + s_l^2) with s
+        the per-response `spread` (in the units of `reward`)."""
+        return jnp.sqrt(self.spread(prompt, chosen) ** 2 + self.spread(prompt, rejected) ** 2)
+
     def reward(self, prompt, response, state=None):
         """The mean of the response's reward distribution, or its lower `risk_quantile`-quantile."""
         if self.hp.variant == "mean_var":
