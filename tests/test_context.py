@@ -78,3 +78,21 @@ def test_micro_routes_by_the_prompt_when_it_says_who_asks(tmp_path):
 def test_micro_cannot_route_when_the_prompt_says_nothing(tmp_path):
     gap, _, _ = _micro(tmp_path / "quiet", 0.0)
     assert gap < 0.1
+
+
+def test_twenty_labelled_pairs_route_a_new_user_where_the_prompt_says_little(tmp_path):
+    """A weak signal (context_signal 0.25, users not anonymous): the router alone closes 0.42 of the gap for
+    unseen users; Hedge on 20 of a new user's labelled pairs closes >= 0.7 of it (the same scored rows).
+    (At context_signal 0 the heads, trained without user ids, do not align with the groups and 20 pairs
+    close 0.59: see plural/models/micro.py.)"""
+    from analysis import group_report
+
+    pop = simulate_ideal_point(IdealPointConfig(context_signal=0.25, test_pairs=60, seed=0))
+    pop.write(tmp_path / "pop")
+    tr, va, te = (read_table(tmp_path / f"pop/{k}.parquet") for k in ("train", "val", "test"))
+    result = fit("micro", tmp_path / "pop/train.parquet", tmp_path / "run", data=tr, val=va, progress=False)
+    gap = {}
+    for shots in (0, 20):
+        rows = predict(result, list(tr.users), te, shots=shots, score_from=20)
+        gap[shots] = group_report(rows[~rows.seen])["overall"]["gap_closed"].iat[0]
+    assert gap[20] >= 0.7 and gap[20] > gap[0] + 0.2, gap

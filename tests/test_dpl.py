@@ -46,7 +46,7 @@ def test_mean_variance_preference_and_the_risk_averse_reward():
 def test_the_mean_reward_follows_the_pooled_groups_preference(tmp_path):
     """3 groups (0.5 / 0.3 / 0.2) whose labels are pooled anonymously; on fresh pairs, DPL's mean
     difference ranks pairs like the share-weighted group margin (Spearman > 0.9; an untrained model is
-    near 0). Its sigma does not yet track the between-group spread (see plural/models/dpl.py)."""
+    near 0). (Its spread is tested on a hidden-context population: tests/test_hidden_context.py.)"""
     from personas import IdealPointConfig, simulate_ideal_point
     from plural.calibration import spearman
     from plural.data import read_table

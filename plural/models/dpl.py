@@ -23,12 +23,21 @@ Defaults: `variant` mean_var over categorical on validation data of the defaults
 (experiments/mixtures.py, results/mixtures: 0.671 vs 0.668); the paper's entropy bonus (0.1) and atom
 count (10) and `hidden` (64,) as BT's were not swept.
 
-Known shortfall. On a 3-group ideal-point population (shares 0.5 / 0.3 / 0.2, unit-sphere items, labels
-pooled anonymously) the mean-variance model's mean difference ranks fresh pairs like the share-weighted
-group margin (Spearman 0.97) and |mu_w - mu_l| / sqrt(sigma_w^2 + sigma_l^2) ranks them like the true
-|mean margin| / between-group sd (0.69), but sigma alone does not track the between-group spread of a
-response's reward (Spearman 0.03 per response, 0.05 per pair): there the pooled comparisons are
-explained by the mean alone. The categorical variant's spread does no better (-0.05).
+Predicted disagreement. `pair_spread` = sqrt(s_w^2 + s_l^2), the standard deviation of the margin between
+independent draws for the two responses (`plural evaluate` writes it as the `spread` column). Its truth is
+the between-group standard deviation of the pair's margin, which the simulators record per row
+(`disagreement`). On the hidden-context population (personas.hidden_context: 2 groups with opposite
+stances on 30% of responses and one consensus elsewhere, the paper's synthetic setting) the mean-variance
+model's spread ranks test pairs like the truth (Spearman 0.77 at seed 0, 0.81 at seed 1; 0.48 with 3 groups
+0.6 / 0.3 / 0.1 whose middle group is neutral), where BT's -|margin| scores 0.05 (tests/test_hidden_context.py).
+Known shortfalls: (1) the categorical variant's spread does not (0.05, whatever the entropy bonus): with
+atoms on [0, 1] every response needs a wide distribution to express the labels' Bradley-Terry noise, and
+the standard deviation cannot tell that width from a split between groups. (2) Where groups disagree about
+every response by degrees, as on the ideal-point populations, sigma does not track the spread (Spearman
+about 0 per pair; 0.5 with clustered items), and cannot fully: there the between-group variance of a
+margin r(a) - r(b) has a cross term in (a, b), so no per-response sigma_a^2 + sigma_b^2 matches it (the
+true per-response spreads themselves reach 0.63). The mean difference still ranks pairs like the
+share-weighted group margin (Spearman 0.97; tests/test_dpl.py).
 
 Departure from the paper: its reward models are LLMs fine-tuned with a mean / sigma (or N-logit) head;
 here the heads sit on an MLP over frozen sentence embeddings, as every family in this library does.

@@ -51,6 +51,11 @@ minority shares one (3 heads, 1 seed: alpha 0.1 closes 0.70 of the gap, alpha 0.
 paper's heads see the whole sequence) learn the prompt-conditional reward themselves and specialise
 less (0.89 of the gap, purity 0.91).
 
+Routing budget. Unseen users of the 3-group population with 64 prompts, gap closed on the same rows
+after B = 0 / 5 / 10 / 20 labelled pairs (defaults, 1 seed): context_signal 0: -0.10 / 0.41 / 0.51 /
+0.59 (the heads, trained without user ids, do not align with the groups); 0.25: 0.42 / 0.57 / 0.62 /
+0.73; 0.5: 0.77 / 0.76 / 0.88 / 0.91. experiments/micro_budget.py has the full curves over 3 seeds.
+
 Defaults, selected on validation data of the defaults suite plus two populations whose prompts carry the
 asker's group (experiments/micro.py, results/micro: mean validation score over the 9 datasets):
 `heads_see_prompt` false and `router_entropy` 0 score 0.731, alpha 0.1 0.725, alpha 0.5 0.721; heads
