@@ -21,6 +21,8 @@ reads the spec folder's current files and leaves `sys.modules` as it found it.
     grid:     {key: [values, ...]}   cartesian sweep applied to every method without its own "grid" (optional)
     select:   "per_dataset" (default) | "across_datasets" (one point per method for every dataset: the one
               with the best validation score averaged over the datasets; how family defaults are chosen)
+    select_metric: "accuracy" (default) | "log_loss" (what the validation score averages; log-loss of
+              sigma(margin) is minimised, e.g. to choose a mixture's number of components by likelihood)
     seeds:    [0, 1, ...]            trained at once along the seed axis
     shots:    [0, 10, ...]           evaluation shot counts for unseen users
     active:   {"budget": 8, "pool_size": 40, "n_answers": 16, "random_repeats": 3}   (optional)
@@ -42,7 +44,8 @@ Outputs:
   user-blind predictor prefers); `selected` marks the selected cell of each (dataset, method).
 - selected.parquet: for each dataset and method, the hyper-parameter point with the best validation score
   (`selection_score`: mean accuracy over seeds of the seen users' val pairs and of the val-unseen users,
-  averaged over the spec's shot counts), with its test rows.
+  averaged over the spec's shot counts; minus the mean log-loss with `select_metric: "log_loss"`), with its
+  test rows.
 - summary.parquet: the selected cells' test numbers, mean and 95% CI across training seeds.
 - paired.parquet: each selected method minus the baseline on the same test rows, per seed, with a
   user-bootstrap CI.
@@ -240,9 +243,20 @@ def _hparams(point: dict) -> str:
                       default=str)
 
 
+SPEC_KEYS = {"datasets", "methods", "grid", "select", "select_metric", "seeds", "shots", "active", "baseline"}
+SELECT = ("per_dataset", "across_datasets")
+SELECT_METRICS = ("accuracy", "log_loss")
+
+
 def check_spec(spec: dict) -> list[tuple]:
     """Every cell of `spec`, after checking (nothing trains) that each resolves to valid configs and each
     dataset entry to a valid population or split; a bad value is a one-line PluralError naming it."""
+    unknown = set(spec) - SPEC_KEYS
+    if unknown:
+        raise PluralError(f"spec key {sorted(unknown)[0]!r}: unknown (expected one of {', '.join(sorted(SPEC_KEYS))})")
+    for key, options in (("select", SELECT), ("select_metric", SELECT_METRICS)):
+        if spec.get(key, options[0]) not in options:
+            raise PluralError(f"spec {key}={spec[key]!r}: expected {' or '.join(options)}")
     todo = list(cells(spec))
     for _, ds, label, model, overrides, _ in todo:
         try:
@@ -363,11 +377,13 @@ def select(results: pd.DataFrame, spec: dict) -> pd.DataFrame:
     """Add `selection_score` (per cell) and `selected` (the best cell of each dataset x method on validation).
 
     selection_score = mean over seeds of: the seen users' val accuracy, and (when the val table has unseen
-    users) their accuracy averaged over the spec's shot counts; the two are averaged. Ties: the first cell
-    in spec order. Test numbers play no part."""
+    users) their accuracy averaged over the spec's shot counts; the two are averaged (with `select_metric`
+    log_loss: the same of minus the log-loss). Ties: the first cell in spec order. Test numbers play no part."""
     v = results[(results["table"] == "val") & (results["group"] == "all")]
-    seen = v[v["split"] == "seen"].groupby(["cell", "seed"])["accuracy"].first()
-    unseen = v[v["split"] == "unseen"].groupby(["cell", "seed"])["accuracy"].mean()
+    metric = spec.get("select_metric", "accuracy")
+    v = v.assign(score=v["accuracy"] if metric == "accuracy" else -v["log_loss"])
+    seen = v[v["split"] == "seen"].groupby(["cell", "seed"])["score"].first()
+    unseen = v[v["split"] == "unseen"].groupby(["cell", "seed"])["score"].mean()
     per_seed = pd.concat([seen.rename("seen"), unseen.rename("unseen")], axis=1).mean(axis=1)
     score = per_seed.groupby(level="cell").mean()
     results = results.assign(selection_score=results["cell"].map(score))

@@ -88,3 +88,27 @@ def test_accuracy_vs_prototypes_plots_the_sweep_means(tmp_path):
     seen2 = data[(data.method == "pal-a") & (data.split == "seen") & (data.K == 2)]["expected"]
     assert abs(seen2.iloc[0] - (0.6 + 0.02 + 0.0005)) < 1e-12  # seen users at the first shot count
     assert set(data[data.K.isna()]["method"]) == {"bt"}
+
+
+def test_selection_by_log_loss_and_unknown_spec_keys(tmp_path, capsys):
+    """Two points of one method on one dataset: A has the better validation accuracy, B the better
+    validation log-loss; `select_metric` decides which is selected. A misspelt spec key is refused."""
+    from plural.grid import cells, select
+
+    spec = {"datasets": {"d": {}}, "methods": {"m": {"model": "bt", "grid": {"train.lr": [1e-3, 1e-2]}}}}
+    ids = [c[0] for c in cells(spec)]
+    r = pd.DataFrame([{"cell": cell, "dataset": "d", "method": "m", "hparams": cell, "table": "val", "group": "all",
+                       "split": split, "seed": 0, "shots": 0, "accuracy": acc, "log_loss": ll}
+                      for cell, acc, ll in ((ids[0], 0.80, 0.60), (ids[1], 0.78, 0.45)) for split in ("seen", "unseen")])
+    by_acc = select(r, spec).groupby("cell")["selected"].first()
+    by_ll = select(r, {**spec, "select_metric": "log_loss"}).groupby("cell")["selected"].first()
+    assert by_acc[ids[0]] and not by_acc[ids[1]]
+    assert by_ll[ids[1]] and not by_ll[ids[0]]
+    bad = tmp_path / "bad.py"
+    bad.write_text(SMOKE.read_text().replace('"shots": [0, 5],', '"shots": [0, 5], "selct_metric": "log_loss",'))
+    assert main(["grid", str(bad), "--out", str(tmp_path / "g")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "selct_metric" in err and "\n" not in err
+    bad.write_text(SMOKE.read_text().replace('"shots": [0, 5],', '"shots": [0, 5], "select_metric": "ece",'))
+    assert main(["grid", str(bad), "--out", str(tmp_path / "g")]) == 2
+    assert "select_metric" in capsys.readouterr().err

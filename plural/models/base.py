@@ -173,6 +173,34 @@ def masked_accuracy(margin: jax.Array, mask: jax.Array | None = None) -> jax.Arr
 ACTIVATIONS = {"gelu": jax.nn.gelu, "relu": jax.nn.relu, "tanh": jnp.tanh, "silu": jax.nn.silu}
 
 
+class StackedMLP(nnx.Module):
+    """`n` independent MLPs d_in -> hidden... -> d_out evaluated as one batched computation (each initialised
+    like `MLP`, from its own draw): (..., d_in) -> (n, ..., d_out), or with `member=i` (an int or a traced
+    index) member i only: (..., d_out)."""
+
+    def __init__(self, n: int, d_in: int, hidden: tuple[int, ...], d_out: int, rngs: nnx.Rngs, activation: str = "gelu"):
+        dims = (d_in, *hidden, d_out)
+        init = nnx.initializers.lecun_normal(batch_axis=(0,))
+        self.kernels = nnx.List([nnx.Param(init(rngs.params(), (n, a, b))) for a, b in zip(dims[:-1], dims[1:])])
+        self.biases = nnx.List([nnx.Param(jnp.zeros((n, b))) for b in dims[1:]])
+        self.activation = activation
+
+    def __call__(self, x: jax.Array, member=None) -> jax.Array:
+        act = ACTIVATIONS[self.activation]
+        last = len(self.kernels) - 1
+        if member is not None:
+            for i, (k, b) in enumerate(zip(self.kernels, self.biases)):
+                x = x @ k[...][member] + b[...][member]
+                x = x if i == last else act(x)
+            return x
+        for i, (k, b) in enumerate(zip(self.kernels, self.biases)):
+            spec = "...a,nab->n...b" if i == 0 else "n...a,nab->n...b"
+            x = jnp.einsum(spec, x, k[...])
+            x = x + b[...].reshape(b.shape[0], *(1,) * (x.ndim - 2), b.shape[1])
+            x = x if i == last else act(x)
+        return x
+
+
 class MLP(nnx.Module):
     """Dense layers d_in -> hidden... -> d_out with an activation between them (none after the last)."""
 

@@ -14,21 +14,32 @@ minibatches of users (stochastic EM). A user's state is its head weights q (K,),
 sum_k q_k r_k(x, y): seen users from all their training pairs, an unseen user from its K shots (the same
 E-step), 0 shots the uniform mixture.
 
+Restarts. EM finds local optima. `model.restarts=R` runs R EM fits from independent initialisations in
+one compiled program (R stacked trunks, `StackedMLP`, trained by the one summed loss, whose terms share no
+parameter), and keeps the one with the lowest running M-step NLL: each restart's NLL on the step's
+target pairs is tracked by a parameter `restart_nll` (R,) fitted to it by a squared error whose gradient
+reaches nothing else, so the choice travels with the parameters through early stopping, checkpoints and
+evaluation. The number of heads is chosen per dataset by validation likelihood in experiments/maxmin.py
+(`select_metric: "log_loss"`).
+
 Egalitarian policy (`maxmin_policy`): given the heads' rewards R (G, n) of n candidate responses to a
 prompt, the KL-regularised softmax policy pi over the candidates that maximises min_g E_pi[R_g] - beta
 KL(pi || ref), found by mirror ascent on the simplex with the min's weights chosen by multiplicative
 weights (a saddle point); `utilitarian_policy` maximises the share-weighted average instead
-(closed form: softmax(log ref + R^T w / beta)).
+(closed form: softmax(log ref + R^T w / beta)). `analysis.policy` builds both from a model's heads
+over candidate sets and reports each true group's expected reward and win rate under them: on a 2-group
+10:1 population (2 heads, beta 0.5, 40 prompts x 8 candidates) the minority's win rate against the
+uniform policy rises from 0.50 (utilitarian) to 0.62 (egalitarian) and the majority's falls from 0.88 to
+0.79 (tests/test_maxmin.py).
 
 Departures from the paper: the E-step sees a sample of each user's pairs per step rather than all of them
-once per epoch; restarts of EM are the trainer's seeds (each seed is one EM run; pick by validation
-likelihood) rather than restarts inside one fit; the policies act on a finite candidate set (the paper
+once per epoch; the restart is chosen by the running minibatch NLL rather than a final full pass; the policies act on a finite candidate set (the paper
 fine-tunes an LLM policy with PPO against the min).
 
 Defaults: `n_heads` 6 was selected on validation data of the defaults suite (experiments/mixtures.py,
 results/mixtures: suite validation score 0.746 for 6 heads, 0.744 for 4 soft, 0.735 for 4, 0.712 for 2;
 extra heads stay empty or split a group, which costs less than merging two); `hidden` (64,) as BT's and
-hard assignment (the paper's) were not swept separately.
+hard assignment (the paper's) were not swept separately. `restarts` 1: see experiments/maxmin.py.
 """
 
 from __future__ import annotations
@@ -42,7 +53,7 @@ from flax import nnx
 
 from plural.data.batching import UserBatches
 from plural.errors import PluralError
-from plural.models.base import MLP, RewardModel, masked_accuracy
+from plural.models.base import RewardModel, StackedMLP, masked_accuracy
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +62,7 @@ class MaxMinHparams:
     hidden: tuple[int, ...] = (64,)
     activation: Literal["gelu", "relu", "tanh", "silu"] = "gelu"
     assignment: Literal["hard", "soft"] = "hard"  # hard: the arg-max head (the paper's); soft: posterior weights
+    restarts: int = 1  # R EM runs in one program; the one with the lowest running NLL is the model
 
 
 class MaxMin(RewardModel):
@@ -62,40 +74,58 @@ class MaxMin(RewardModel):
     train_defaults = {"steps": 3000}
 
     def __init__(self, spec: dict, hp: MaxMinHparams, rngs: nnx.Rngs):
-        if hp.n_heads < 1:
-            raise PluralError(f"--set model.n_heads={hp.n_heads}: must be >= 1")
+        if hp.n_heads < 1 or hp.restarts < 1:
+            raise PluralError(f"--set model.n_heads={hp.n_heads} model.restarts={hp.restarts}: both must be >= 1")
         self.hp = hp
-        self.mlp = MLP(spec["prompt_dim"] + spec["dim"], tuple(hp.hidden), hp.n_heads, rngs, hp.activation)
+        self.mlp = StackedMLP(hp.restarts, spec["prompt_dim"] + spec["dim"], tuple(hp.hidden), hp.n_heads, rngs,
+                              hp.activation)
+        self.restart_nll = nnx.Param(jnp.full((hp.restarts,), jnp.log(2.0)))  # running M-step NLL per restart
 
-    def head_rewards(self, prompt, response):
-        """(..., Dp), (..., D) -> (..., K)."""
-        return self.mlp(jnp.concatenate([prompt, response], axis=-1))
+    def best(self):
+        """The index of the restart whose running training NLL is lowest (the model's reward)."""
+        return jnp.argmin(self.restart_nll[...])
 
-    def head_loglik(self, prompt, chosen, rejected):
-        """(..., K): log sigma(r_k(x, y_w) - r_k(x, y_l)) per pair and head."""
-        return jax.nn.log_sigmoid(self.head_rewards(prompt, chosen) - self.head_rewards(prompt, rejected))
+    def head_rewards(self, prompt, response, restart=None):
+        """(..., Dp), (..., D) -> (..., K) for one restart (default: the best); restart="all": (R, ..., K)."""
+        x = jnp.concatenate([prompt, response], axis=-1)
+        return self.mlp(x) if isinstance(restart, str) else self.mlp(x, member=self.best() if restart is None else restart)
+
+    def head_loglik(self, prompt, chosen, rejected, restart=None):
+        """log sigma(r_k(x, y_w) - r_k(x, y_l)) per pair and head: (..., K), or (R, ..., K) for restart="all"."""
+        return jax.nn.log_sigmoid(self.head_rewards(prompt, chosen, restart) - self.head_rewards(prompt, rejected, restart))
 
     def reward(self, prompt, response, state):
         return jnp.sum(state * self.head_rewards(prompt, response), -1)
 
-    def assign(self, prompt, chosen, rejected, mask):
-        """E-step from (n, ...) pairs with mask (n,): head weights (K,) (one-hot when hard; uniform with no pairs)."""
-        total = (self.head_loglik(prompt, chosen, rejected) * mask[:, None]).sum(0)
+    def _assign(self, loglik, mask):
+        """E-step from per-pair log-likelihoods (n, K) with mask (n,): head weights (K,)."""
+        total = (loglik * mask[:, None]).sum(0)
         if self.hp.assignment == "hard":
             return jnp.where(mask.sum() > 0, jax.nn.one_hot(jnp.argmax(total), self.hp.n_heads),
                              jnp.full((self.hp.n_heads,), 1.0 / self.hp.n_heads))
         return jax.nn.softmax(total)
 
+    def assign(self, prompt, chosen, rejected, mask):
+        """E-step of the best restart from (n, ...) pairs with mask (n,): head weights (K,) (one-hot when hard;
+        uniform with no pairs)."""
+        return self._assign(self.head_loglik(prompt, chosen, rejected), mask)
+
     def loss(self, batch, key, step):
         ctx, tgt = batch["context"], batch["target"]
-        q = jax.lax.stop_gradient(jax.vmap(lambda c: self.assign(c["prompt"], c["chosen"], c["rejected"], c["mask"]))(ctx))
-        ll = self.head_loglik(tgt["prompt"], tgt["chosen"], tgt["rejected"])  # (U, T, K)
-        per_pair = -(q[:, None, :] * ll).sum(-1)  # (U, T)
+        ll_c = self.head_loglik(ctx["prompt"], ctx["chosen"], ctx["rejected"], "all")  # (R, U, C, K)
+        q = jax.lax.stop_gradient(jax.vmap(jax.vmap(self._assign, in_axes=(0, 0)), in_axes=(0, None))(ll_c, ctx["mask"]))
+        ll = self.head_loglik(tgt["prompt"], tgt["chosen"], tgt["rejected"], "all")  # (R, U, T, K)
+        per_pair = -(q[:, :, None, :] * ll).sum(-1)  # (R, U, T)
         mask = tgt["mask"]
-        nll = (per_pair * mask).sum() / jnp.maximum(mask.sum(), 1.0)
-        m = self.margin(tgt["prompt"], tgt["chosen"], tgt["rejected"], jnp.broadcast_to(q[:, None, :], ll.shape))
-        return nll, {"accuracy": masked_accuracy(m, mask), "nll": nll,
-                     "heads_used": (q.sum(0) > 0.5).sum().astype(jnp.float32)}
+        nll_r = (per_pair * mask).sum((1, 2)) / jnp.maximum(mask.sum(), 1.0)  # (R,) each restart's M-step NLL
+        # restart_nll follows each restart's NLL (a squared error whose gradient reaches nothing else)
+        track = 0.01 * jnp.sum((self.restart_nll[...] - jax.lax.stop_gradient(nll_r)) ** 2)
+        b = self.best()
+        m = jnp.sum(q[b][:, None, :] * (self.head_rewards(tgt["prompt"], tgt["chosen"], b)
+                                         - self.head_rewards(tgt["prompt"], tgt["rejected"], b)), -1)
+        return nll_r.sum() + track, {"accuracy": masked_accuracy(m, mask), "nll": nll_r[b],
+                                     "heads_used": (q[b].sum(0) > 0.5).sum().astype(jnp.float32),
+                                     "restart_spread": nll_r.max() - nll_r.min()}
 
     def seen_states(self, dd):
         rows, count = dd["user_rows"], dd["user_count"]
