@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from paper_figs import accuracy_vs_prototypes, accuracy_vs_shots, active_vs_random, group_accuracy, reliability
+from paper_figs import accuracy_vs_prototypes, accuracy_vs_shots, active_vs_random, gap_vs_setting, group_accuracy, reliability
 
-FIGURES = (group_accuracy, accuracy_vs_shots, accuracy_vs_prototypes, active_vs_random, reliability)
+FIGURES = (group_accuracy, accuracy_vs_shots, accuracy_vs_prototypes, active_vs_random, reliability, gap_vs_setting)
 
 
 def make_all(results_dir: str | Path, out_dir: str | Path) -> list[Path]:

@@ -112,3 +112,25 @@ def test_selection_by_log_loss_and_unknown_spec_keys(tmp_path, capsys):
     bad.write_text(SMOKE.read_text().replace('"shots": [0, 5],', '"shots": [0, 5], "select_metric": "ece",'))
     assert main(["grid", str(bad), "--out", str(tmp_path / "g")]) == 2
     assert "select_metric" in capsys.readouterr().err
+
+
+def test_gap_vs_setting_reads_the_swept_setting_from_dataset_names(tmp_path):
+    from paper_figs import gap_vs_setting
+
+    rows = []
+    for ds, v in (("signal0", 0.0), ("signal0.5", 0.5), ("signal1", 1.0)):
+        for seed in (0, 1):
+            for split, shots in (("seen", 0), ("unseen", 0), ("unseen", 5), ("unseen", 20)):
+                rows.append({"dataset": ds, "method": "m", "model": "micro", "hparams": "{}", "group": "all",
+                             "split": split, "shots": shots, "seed": seed, "table": "test", "selected": True,
+                             "gap_closed": v + 0.01 * shots + 0.1 * seed})
+    (tmp_path / "r").mkdir()
+    r = pd.DataFrame(rows)
+    r.to_parquet(tmp_path / "r/results.parquet")
+    assert gap_vs_setting.from_results(tmp_path / "r", tmp_path / "f")
+    data = pd.read_csv(tmp_path / "f/gap_vs_setting.csv")
+    assert set(data.curve) == {"seen", "unseen, 0 shots", "unseen, 20 shots"}  # the fewest and the most shots
+    got = data[(data.curve == "unseen, 20 shots") & (data.setting == 0.5)]["gap_closed"].iloc[0]
+    assert abs(got - (0.5 + 0.2 + 0.05)) < 1e-12  # mean over the two seeds
+    r.assign(dataset=r["dataset"].replace({"signal1": "other"})).to_parquet(tmp_path / "r/results.parquet")
+    assert gap_vs_setting.from_results(tmp_path / "r", tmp_path / "g") is None  # not a sweep: no figure
