@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 from functools import partial
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -21,7 +22,6 @@ from flax import nnx
 
 from plural.data import PreferenceData
 from plural.data.batching import eval_rows
-from plural.models.base import row_states
 from plural.errors import PluralError
 from plural.train import ADAPT_STREAM, TrainResult, seed_key
 
@@ -44,8 +44,8 @@ def _scores(graphdef, fn, params, p, c, r, s):
 
 
 @partial(jax.jit, static_argnums=0)
-def _row_states(graphdef, params, seen, user, group):
-    return row_states(nnx.merge(graphdef, params), seen, user, group)
+def _group_states(graphdef, params, groups):
+    return nnx.merge(graphdef, params).group_state(groups)
 
 
 @partial(jax.jit, static_argnums=0)
@@ -53,17 +53,29 @@ def _adapt(graphdef, params, ctx, keys):
     return jax.vmap(lambda c, key: nnx.merge(graphdef, params).adapt(c, key))(ctx, keys)
 
 
-def score_rows(model, data: PreferenceData, states, chunk: int = CHUNK, fn: str = "margin") -> np.ndarray:
+class RowStates(NamedTuple):
+    """Each row's user state without copying it per row: `table` holds M distinct states (leading axis M:
+    the seen users', the group / population states, the adapted users'), `index` (N,) says which is row n's."""
+    table: Any
+    index: np.ndarray
+
+    def rows(self, idx=None):
+        """The states of rows `idx` (default all) with leading axis len(idx) (numpy)."""
+        idx = self.index if idx is None else self.index[idx]
+        return jax.tree.map(lambda t: np.asarray(t)[idx], self.table)
+
+
+def score_rows(model, data: PreferenceData, states: RowStates, chunk: int = CHUNK, fn: str = "margin") -> np.ndarray:
     """(N,) per row: margins r(chosen) - r(rejected) (`fn="margin"`), the reward of `chosen` / `rejected`, or
     (`fn="spread"`, families with `pair_spread`) the disagreement the model predicts about the pair.
 
-    `states` has leading axis N (one per row); rows are scored `chunk` at a time (bounded memory)."""
+    Rows are scored `chunk` at a time (bounded memory: a chunk's states are gathered from the table)."""
     graphdef, params = nnx.split(model)
     out = []
     for lo in range(0, data.n_pairs, chunk):
         sl = slice(lo, lo + chunk)
         out.append(np.asarray(_scores(graphdef, fn, params, data.prompt[sl], data.chosen[sl], data.rejected[sl],
-                                      _take(states, sl))))
+                                      states.rows(sl))))
     return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 
@@ -80,7 +92,7 @@ def user_states(result: TrainResult, train_users, data: PreferenceData, shots: i
                 score_from: int | None = None) -> tuple[object, np.ndarray, np.ndarray]:
     """Each row's user state under seed `seed_index` of a fitted model, with the `--shots` semantics.
 
-    Returns (states with leading axis N, `seen` (N,) bool, `scored` (N,) bool). Seen users: the state the
+    Returns (`RowStates` of the N rows, `seen` (N,) bool, `scored` (N,) bool). Seen users: the state the
     model learned (every row scored). Unseen users: their first `shots` rows (file order) adapt the model
     (`adapt`; the population / group prediction `group_state` at 0 shots) and rows at position >=
     `score_from` (default `shots`) are scored; a user with `shots` rows or fewer is not adapted.
@@ -96,8 +108,12 @@ def user_states(result: TrainResult, train_users, data: PreferenceData, shots: i
     is_seen = rows["user"] >= 0
     graphdef, params = nnx.split(model)
     seen_states = _take(result.seen, seed_index)
-    states = _row_states(graphdef, params, seen_states, rows["user"], rows["group"])
-    states = jax.tree.map(np.array, states)
+    n_seen = len(jax.tree.leaves(seen_states)[0])
+    # the table: seen users' states, then the group states of unseen rows (the population's at -1), then adapted users'
+    groups = np.unique(rows["group"][~is_seen]) if (~is_seen).any() else np.zeros(0, np.int32)
+    group_states = _group_states(graphdef, params, jnp.asarray(groups, jnp.int32))
+    index = np.where(is_seen, rows["user"], n_seen + np.searchsorted(groups, rows["group"])).astype(np.int64)
+    parts = [seen_states, group_states]
     scored = np.ones(data.n_pairs, bool)
     rows_of = data.user_rows()
     unseen_users = [u for u in range(data.n_users) if not is_seen[rows_of[u][0]]]
@@ -106,12 +122,12 @@ def user_states(result: TrainResult, train_users, data: PreferenceData, shots: i
     adapt_users = [u for u in unseen_users if len(rows_of[u]) > shots] if shots > 0 else []
     if adapt_users:
         ctx_rows = np.stack([rows_of[u][:shots] for u in adapt_users])  # (n, K)
-        adapted = adapt_states(result, {k: v[ctx_rows] for k, v in rows.items()}, seed_index)
+        parts.append(adapt_states(result, {k: v[ctx_rows] for k, v in rows.items()}, seed_index))
+        first = n_seen + len(groups)
         for j, u in enumerate(adapt_users):
-            rest = rows_of[u][shots:]
-            for full, a in zip(jax.tree.leaves(states), jax.tree.leaves(adapted)):
-                full[rest] = a[j]
-    return states, is_seen, scored
+            index[rows_of[u][shots:]] = first + j
+    table = jax.tree.map(lambda *t: np.concatenate([np.asarray(x) for x in t]), *parts)
+    return RowStates(table, index), is_seen, scored
 
 
 def adapt_states(result: TrainResult, ctx: dict, seed_index: int = 0):
@@ -144,8 +160,8 @@ def predict(result: TrainResult, train_users, data: PreferenceData, shots: int =
     df["correct"] = margin > 0
     if hasattr(model, "pair_spread"):
         df["spread"] = score_rows(model, data, states, fn="spread")
-    if isinstance(states, dict) and "var" in states:  # posterior variance: mean over latent dimensions
-        df["uncertainty"] = np.asarray(states["var"]).reshape(data.n_pairs, -1).mean(1)
+    if isinstance(states.table, dict) and "var" in states.table:  # posterior variance: mean over latent dimensions
+        df["uncertainty"] = states.rows()["var"].reshape(data.n_pairs, -1).mean(1)
     return df[scored].reset_index(drop=True)
 
 
@@ -161,8 +177,7 @@ def rewards(result: TrainResult, train_users, data: PreferenceData, shots: int =
     if shots > 0:  # the context rows themselves get the state their user was adapted to
         for rows in data.user_rows():
             if not is_seen[rows[0]] and len(rows) > shots:
-                for leaf in jax.tree.leaves(states):
-                    leaf[rows[:shots]] = leaf[rows[shots]]
+                states.index[rows[:shots]] = states.index[rows[shots]]
     df = _row_frame(data, is_seen)
     df["adapt_row"] = ~scored
     df["chosen_reward"] = score_rows(model, data, states, fn="chosen")

@@ -253,7 +253,7 @@ def shots(full_run, tiny):
     unseen = {u: r for u, r in enumerate(te.user_rows()) if te.users[u] not in set(run.users)}
     tables = {"base": te, "scored flipped": _flipped(te, np.concatenate([r[K:] for r in unseen.values()])),
               "context flipped": _flipped(te, np.concatenate([r[:K] for r in unseen.values()]))}
-    out = {k: (predict(run.result, run.users, t, shots=K), _leaves(user_states(run.result, run.users, t, K)[0]))
+    out = {k: (predict(run.result, run.users, t, shots=K), _leaves(user_states(run.result, run.users, t, K)[0].rows()))
            for k, t in tables.items()}
     return name, te, unseen, out
 
