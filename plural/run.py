@@ -14,6 +14,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
+from flax import nnx
 
 from plural.config import DataConfig, TrainConfig, apply_overrides, from_dict, to_dict
 from plural.data import PreferenceData, read_table
@@ -79,6 +80,7 @@ def fit(model: str, data_path: str | Path, out: str | Path, seed: int = 0, resum
             raise PluralError(f"{data.source}: one pair cannot be split for validation; "
                               "pass --val PATH or --set data.val_fraction=0")
         data = held
+    nnx.eval_shape(lambda: family(data.spec(), cfgs["model"], nnx.Rngs(0)))  # the family's own checks, before writing
     out = Path(out)
     config = {
         "model": model,

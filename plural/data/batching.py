@@ -119,16 +119,16 @@ class UserBatches:
     """`users_per_batch` users per step, each with context and disjoint target pairs of their own."""
 
     users_per_batch: int = 32
-    context_min: int = 1  # context pairs per user, drawn uniformly in [context_min, context_max]
+    context_min: int = 1  # context pairs per user, drawn uniformly in [context_min, context_max] (0: some users none)
     context_max: int = 8
     targets_per_user: int = 8  # target pairs per user
 
     def __post_init__(self):
         if self.users_per_batch < 1 or self.targets_per_user < 1:
             raise PluralError("--set batch.users_per_batch / batch.targets_per_user: must be >= 1")
-        if not 1 <= self.context_min <= self.context_max:
+        if not 0 <= self.context_min <= self.context_max or self.context_max < 1:
             raise PluralError(f"--set batch.context_min={self.context_min} / batch.context_max={self.context_max}: "
-                              "need 1 <= context_min <= context_max")
+                              "need 0 <= context_min <= context_max and context_max >= 1")
 
     @property
     def size(self) -> int:

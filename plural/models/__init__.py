@@ -15,6 +15,7 @@ from plural.errors import PluralError
 from plural.models.base import RewardModel
 from plural.models.bt import BT
 from plural.models.dpl import DPL
+from plural.models.fewshot import FewShot
 from plural.models.maxmin import MaxMin
 from plural.models.micro import MiCRo
 from plural.models.pal import PALA, PALB
@@ -23,7 +24,7 @@ from plural.models.vpl import VPL
 FAMILIES: dict[str, type[RewardModel]] = {}
 
 # Names reserved for families that have not landed yet (`--model NAME` says so in one line).
-PLANNED = ("fewshot", "palette")
+PLANNED = ("palette",)
 
 
 def register(family: type[RewardModel]) -> type[RewardModel]:
@@ -46,7 +47,7 @@ def register(family: type[RewardModel]) -> type[RewardModel]:
     return family
 
 
-_REGISTERED = (BT, VPL, PALA, PALB, MiCRo, DPL, MaxMin)
+_REGISTERED = (BT, VPL, PALA, PALB, MiCRo, DPL, MaxMin, FewShot)
 for _family in _REGISTERED:
     register(_family)
 

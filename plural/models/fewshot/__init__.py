@@ -1,0 +1,144 @@
+"""`fewshot`: reward models meta-learned to adapt to a new user from a few labelled pairs. One family, four
+ways to adapt (`--set model.variant=...`), all meta-trained on the same per-user batches (a context set
+and disjoint targets of one user, `UserBatches`) by the one trainer, and adapted by `evaluate --shots K`:
+
+- `maml` (default), `reptile`, `finetune`: gradient steps on the K pairs from meta-learned weights
+  (plural/models/fewshot/maml.py: MAML, first-order MAML, Meta-SGD, Reptile; `finetune` is pooled BT
+  adapted by the same steps, the reference meta-learning must beat);
+- `gpo`: a transformer that reads the K pairs in context (plural/models/fewshot/gpo.py);
+- `lore`: a shared low-rank reward basis, a new user fits only its weights on the simplex
+  (plural/models/fewshot/lore.py).
+
+Settings that belong to another variant are refused rather than ignored (`model.rank` only applies to
+lore, ...).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from plural.data.batching import UserBatches
+from plural.errors import PluralError
+from plural.models.base import RewardModel
+from plural.models.fewshot.gpo import GPONet
+from plural.models.fewshot.lore import LoReNet
+from plural.models.fewshot.maml import MetaMLP, meta_loss
+
+GRADIENT = ("maml", "reptile", "finetune")
+
+
+@dataclasses.dataclass(frozen=True)
+class FewShotHparams:
+    variant: Literal["maml", "reptile", "finetune", "gpo", "lore"] = "maml"
+    # maml / reptile / finetune: the reward MLP and its inner loop
+    hidden: tuple[int, ...] = (64,)
+    activation: Literal["gelu", "relu", "tanh", "silu"] = "gelu"
+    inner_steps: int = 5  # S gradient steps on a user's pairs (training and adaptation)
+    inner_lr: float = 0.1  # alpha
+    first_order: bool = False  # maml: stop the outer gradient at the inner gradients (FOMAML)
+    learn_inner_lr: bool = False  # maml: one learnable inner rate per adapted weight (Meta-SGD)
+    adapt_params: Literal["all", "head"] = "all"  # which weights the inner loop adapts (head: last layer)
+    # gpo: the transformer (the paper's size)
+    d_model: int = 128
+    n_layers: int = 6
+    n_heads: int = 4
+    max_context: int = 64  # most labelled pairs a user's state holds
+    # lore: the low-rank basis
+    rank: int = 8  # B basis rewards
+    prune_threshold: float = 0.05  # prune a column no seen user weighs this much
+    adapt_steps: int = 100  # a new user's weights: Adam steps ...
+    adapt_lr: float = 0.1  # ... at this rate ...
+    adapt_l2: float = 0.01  # ... pulled towards the population's mean weights
+
+
+OWN = {  # the settings each variant reads, besides `variant`
+    "maml": ("hidden", "activation", "inner_steps", "inner_lr", "first_order", "learn_inner_lr", "adapt_params"),
+    "reptile": ("hidden", "activation", "inner_steps", "inner_lr", "adapt_params"),
+    "finetune": ("hidden", "activation", "inner_steps", "inner_lr", "adapt_params"),
+    "gpo": ("d_model", "n_layers", "n_heads", "max_context"),
+    "lore": ("rank", "prune_threshold", "adapt_steps", "adapt_lr", "adapt_l2"),
+}
+
+
+def _check(hp: FewShotHparams) -> None:
+    default = FewShotHparams()
+    for f in dataclasses.fields(hp):
+        if f.name != "variant" and f.name not in OWN[hp.variant] and getattr(hp, f.name) != getattr(default, f.name):
+            users = [v for v, names in OWN.items() if f.name in names]
+            raise PluralError(f"--set model.{f.name}={getattr(hp, f.name)}: applies to variant {' / '.join(users)}, "
+                              f"not {hp.variant}")
+    positive = {"inner_steps": hp.inner_steps, "d_model": hp.d_model, "n_layers": hp.n_layers, "n_heads": hp.n_heads,
+                "max_context": hp.max_context, "rank": hp.rank, "adapt_steps": hp.adapt_steps}
+    for name, value in positive.items():
+        if value < 1:
+            raise PluralError(f"--set model.{name}={value}: must be >= 1")
+
+
+class FewShot(RewardModel):
+    name = "fewshot"
+    summary = "a reward meta-learned to adapt from a user's few pairs: MAML / Reptile, in-context GPO, low-rank LoRe"
+    reference = ("Finn et al., MAML, ICML 2017; Nichol et al., Reptile, 2018; Zhao et al., Group Preference "
+                 "Optimization, ICLR 2024; Bose et al., LoRe: Personalizing LLMs via Low-Rank Reward Modeling, 2025")
+    demo = {"fewshot (maml)": [], "fewshot (reptile)": ["model.variant=reptile"],
+            "fewshot (finetuned bt)": ["model.variant=finetune"], "fewshot (lore)": ["model.variant=lore"],
+            "fewshot (gpo)": ["model.variant=gpo", "model.n_layers=2"]}
+    Hparams = FewShotHparams
+    batches = UserBatches(context_min=0, context_max=32, targets_per_user=16)
+    train_defaults = {"steps": 3000}
+
+    def __init__(self, spec: dict, hp: FewShotHparams, rngs: nnx.Rngs):
+        _check(hp)
+        self.hp = hp
+        d_in = spec["prompt_dim"] + spec["dim"]
+        if hp.variant in GRADIENT:
+            self.net = MetaMLP(d_in, tuple(hp.hidden), rngs, hp.activation, hp.adapt_params, hp.inner_lr,
+                               hp.learn_inner_lr)
+        elif hp.variant == "gpo":
+            self.net = GPONet(spec["prompt_dim"], spec["dim"], hp.d_model, hp.n_layers, hp.n_heads, hp.max_context, rngs)
+        else:
+            self.net = LoReNet(d_in, spec["n_users"], hp.rank, rngs, hp.prune_threshold, hp.adapt_steps, hp.adapt_lr,
+                               hp.adapt_l2)
+
+    def loss(self, batch, key, step):
+        if self.hp.variant in GRADIENT:
+            return meta_loss(self.net, self.hp.variant, batch, self.hp.inner_steps, self.hp.first_order)
+        return self.net.loss(batch)
+
+    def reward(self, prompt, response, state):
+        if self.hp.variant in GRADIENT:
+            return self.net.apply(state, jnp.concatenate([prompt, response], -1))
+        return self.net.reward(prompt, response, state)
+
+    def _pairs(self, context):
+        return {k: context[k] for k in ("prompt", "chosen", "rejected", "mask")}
+
+    def adapt(self, context, key):
+        if self.hp.variant in GRADIENT:
+            return self.net.inner(self.net.theta(), self._pairs(context), self.hp.inner_steps, True)
+        if self.hp.variant == "gpo":
+            return self.net.encode(self._pairs(context))
+        return self.net.adapt(self._pairs(context))
+
+    def population_state(self):
+        if self.hp.variant in GRADIENT:
+            return self.net.theta()
+        return self.net.population_state()
+
+    def seen_states(self, dd):
+        if self.hp.variant == "lore":
+            return self.net.seen_states()
+        rows, count = dd["user_rows"], dd["user_count"]
+        if self.hp.variant == "gpo":
+            rows = rows[:, : self.hp.max_context]
+        mask = (jnp.arange(rows.shape[1])[None, :] < count[:, None]).astype(jnp.float32)
+
+        def one(r, m):
+            return self.adapt({"prompt": dd["prompt"][r], "chosen": dd["chosen"][r], "rejected": dd["rejected"][r],
+                               "mask": m}, None)
+
+        return jax.vmap(one)(rows, mask)
