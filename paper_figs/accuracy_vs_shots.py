@@ -39,6 +39,7 @@ def from_results(results_dir: Path, out_dir: Path) -> list[Path] | None:
             if col in u:
                 ax.axhline(u[col].mean(), color="k", linestyle=style, linewidth=1, label=col)
         ax.set_xscale("symlog", base=2, linthresh=1)  # 0 shots (the population prediction) stays on the axis
+        ax.set_xlim(left=-0.2 if d["shots"].min() == 0 else None)
         ax.set_xlabel("context pairs of an unseen user (shots)")
         ax.set_title(ds)
     axes[0][0].set_ylabel("noise-free accuracy" if value == "expected" else "accuracy")
