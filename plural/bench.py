@@ -131,7 +131,8 @@ def bench_grid(seeds: int, dim: int = 384, pairs: int = 1024, steps: int = 20, o
 
 def bench_adapt(models=("pal-a", "pal-b"), shots: int = 10, dim: int = 384, users: int = 256, out: str | None = None,
                 repeats: int = 20) -> dict:
-    """Per-user adaptation time of each family in `models` from `shots` pairs of embedding size `dim`."""
+    """Per-user adaptation time of each family in `models` from `shots` pairs of embedding size `dim`.
+    A name `family:variant` (e.g. `fewshot:gpo`) sets `model.variant`."""
     from flax import nnx
 
     from plural.run import configs_for
@@ -146,8 +147,10 @@ def bench_adapt(models=("pal-a", "pal-b"), shots: int = 10, dim: int = 384, user
     keys = jax.random.split(jax.random.key(0), users)
     res = {"benchmark": "adapt", "shots": shots, "dim": dim, "users": users}
     for name in models:
-        c = configs_for(name, ["train.steps=20", "train.log_every=20", "train.ckpt_every=0"])
-        result = train(get_family(name), c["model"], c["train"], data, progress=False)
+        family, _, variant = name.partition(":")
+        sets = ["train.steps=20", "train.log_every=20", "train.ckpt_every=0"] + ([f"model.variant={variant}"] if variant else [])
+        c = configs_for(family, sets)
+        result = train(get_family(family), c["model"], c["train"], data, progress=False, batches=c["batch"])
         graphdef, params = nnx.split(result.model(0))
         one = jax.jit(lambda p, c, k: nnx.merge(graphdef, p).adapt(c, k))
         many = jax.jit(jax.vmap(lambda c, k, p=params: nnx.merge(graphdef, p).adapt(c, k)))

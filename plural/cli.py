@@ -94,7 +94,8 @@ def _parser() -> argparse.ArgumentParser:
     bg.add_argument("--steps", type=int, default=20)
     bg.add_argument("--out", required=True)
     ba = bsub.add_parser("adapt", help="time to adapt a new user from K shots (jitted adapt), per user")
-    ba.add_argument("--models", default="pal-a,pal-b,vpl,micro,maxmin", help="comma-separated families")
+    ba.add_argument("--models", default="pal-a,pal-b,vpl,micro,maxmin,fewshot:maml,fewshot:reptile,fewshot:lore,fewshot:gpo",
+                    help="comma-separated families; family:variant sets model.variant (fewshot:gpo)")
     ba.add_argument("--shots", type=int, default=10)
     ba.add_argument("--dim", type=int, default=384)
     ba.add_argument("--users", type=int, default=256, help="users adapted at once in the batched timing")
