@@ -145,3 +145,14 @@ def test_meta_learning_beats_fine_tuned_bt_with_the_same_shots_and_steps(ideal):
     assert maml[0] < maml[4] < maml[16] and maml[16] > 0.6, maml
     assert maml[16] > tuned[16] + 0.3, (maml, tuned)
     assert abs(maml[0]) < 0.2 and abs(tuned[0]) < 0.2  # 0 shots: a user-blind reward either way
+
+
+def test_bench_adapt_times_each_variant(tmp_path):
+    import json
+
+    out = tmp_path / "adapt.json"
+    assert main(["bench", "adapt", "--models", "fewshot:lore,micro", "--dim", "8", "--users", "4",
+                 "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    for name in ("fewshot:lore", "micro"):
+        assert res[f"{name}_ms_per_user_single"] > 0 and res[f"{name}_ms_per_user_batched"] > 0
