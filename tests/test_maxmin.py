@@ -4,6 +4,7 @@ worst group's expected reward over the utilitarian policy."""
 
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from analysis import adjusted_rand_index, group_report
 from plural.data import read_table
@@ -12,22 +13,30 @@ from plural.models.maxmin import maxmin_policy, utilitarian_policy
 from plural.run import fit
 
 
-def test_em_recovers_a_ten_to_one_minority_that_bt_fails(tmp_path):
+@pytest.fixture(scope="module")
+def ten_to_one(tmp_path_factory):
+    """A 2-group 10:1 population and fits of BT, MaxMin with 2 heads and MaxMin at its defaults."""
+    from personas import IdealPointConfig, simulate_ideal_point
+
+    d = tmp_path_factory.mktemp("ten_to_one")
+    pop = simulate_ideal_point(IdealPointConfig(n_groups=2, group_sizes=(10, 1), n_users=66, n_prompts=0, seed=0))
+    pop.write(d / "pop")
+    tr, va, te = (read_table(d / f"pop/{k}.parquet") for k in ("train", "val", "test"))
+    fits = {label: fit(model, d / "pop/train.parquet", d / label, data=tr, val=va, overrides=sets, progress=False)
+            for label, model, sets in (("bt", "bt", []), ("K=2", "maxmin", ["model.n_heads=2"]), ("default", "maxmin", []))}
+    return pop, tr, te, fits
+
+
+def test_em_recovers_a_ten_to_one_minority_that_bt_fails(ten_to_one):
     """2 groups at 10:1. With as many heads as groups, EM recovers the groups (ARI >= 0.9); with the default
     6 heads the majority may spread over several heads, but the minority's users share no head with it.
     Either way the minority is served far better than by one BT reward. Heads start at random."""
-    from personas import IdealPointConfig, simulate_ideal_point
-
-    pop = simulate_ideal_point(IdealPointConfig(n_groups=2, group_sizes=(10, 1), n_users=66, n_prompts=0, seed=0))
-    pop.write(tmp_path / "pop")
-    tr, va, te = (read_table(tmp_path / f"pop/{k}.parquet") for k in ("train", "val", "test"))
+    _, tr, te, fits = ten_to_one
     minority = {}
-    for label, model, sets in (("bt", "bt", []), ("K=2", "maxmin", ["model.n_heads=2"]), ("default", "maxmin", [])):
-        res = fit(model, tmp_path / "pop/train.parquet", tmp_path / label, data=tr, val=va, overrides=sets,
-                  progress=False)
+    for label, res in fits.items():
         rows = predict(res, list(tr.users), te, shots=10)
         minority[label] = group_report(rows[rows.seen])["groups"].set_index("group").loc["g1", "expected"]
-        if model == "maxmin":
+        if label != "bt":
             heads = np.asarray(res.seen[0]).argmax(1)
             if label == "K=2":
                 assert adjusted_rand_index(heads, tr.user_group) >= 0.9
@@ -84,18 +93,14 @@ def test_restarts_run_in_one_model_and_the_best_likelihood_is_kept(tmp_path):
     assert int(model.best()) == int(full.argmax()), (int(model.best()), full)
 
 
-def test_the_egalitarian_policy_serves_the_minority_by_its_own_judgement(tmp_path):
+def test_the_egalitarian_policy_serves_the_minority_by_its_own_judgement(ten_to_one):
     """Candidates judged by the true groups of a 10:1 population: policies built from MaxMin's learned heads
     (2 heads), the egalitarian one raises the worst group's true expected reward and win rate over the
     utilitarian one (weights = the heads' shares of users), at a cost to the majority."""
     from analysis.policy import policies, policy_report
-    from personas import IdealPointConfig, simulate_ideal_point
 
-    pop = simulate_ideal_point(IdealPointConfig(n_groups=2, group_sizes=(10, 1), n_users=66, n_prompts=0, seed=0))
-    pop.write(tmp_path / "pop")
-    tr, va = (read_table(tmp_path / f"pop/{k}.parquet") for k in ("train", "val"))
-    res = fit("maxmin", tmp_path / "pop/train.parquet", tmp_path / "run", data=tr, val=va, progress=False,
-              overrides=["model.n_heads=2"])
+    pop, _, _, fits = ten_to_one
+    res = fits["K=2"]
     model = res.model(0)
     rng = np.random.default_rng(1)
     y = rng.normal(size=(40, 8, 32))
