@@ -21,8 +21,8 @@ def get_config():
     return {
         "datasets": {
             "ideal3": {"simulate": {**IDEAL3, "test_pairs": 60}},
-            "statements": {"simulate": {**STATEMENTS4X6, "test_pairs": 40}},
             "many_small": {"simulate": MANY_SMALL},
+            "statements": {"simulate": {**STATEMENTS4X6, "test_pairs": 40}},
         },
         "methods": {
             "maml": {"model": "fewshot", "grid": {"model.inner_lr": [0.1, 0.3]}},
