@@ -34,8 +34,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from personas.ideal_point import SPLITS, Tables, _sigmoid, _unit, check_tables, draw_tables, n_val_unseen, split_rngs, \
-    users_of, write_population
+from personas.ideal_point import SPLITS, Tables, _sigmoid, _unit, check_tables, disagreement, draw_tables, label_pairs, \
+    n_val_unseen, split_rngs, users_of, write_population
 from plural.config import check_config
 
 
@@ -119,18 +119,8 @@ def simulate_hidden_context(cfg: HiddenContextConfig = HiddenContextConfig()) ->
         x = prompts[r.integers(0, len(prompts), n)]
         ya, yb = _unit(r.normal(size=(2, n, D)))
         m = pop.rewards(ya) - pop.rewards(yb)  # (K, n) every group's margin for a over b
-        p_a, q_a = _sigmoid(m[g]), share @ _sigmoid(m)
-        spread = np.sqrt(share @ (m - share @ m) ** 2)
-        a_wins = r.random(n) < p_a
-        chosen, rejected = np.where(a_wins[:, None], ya, yb), np.where(a_wins[:, None], yb, ya)
-        cols = {"prompt_embedding": list(x.astype(np.float32))} if cfg.n_prompts > 0 else {}
-        return pd.DataFrame({
-            "user_id": uid, "group": f"g{g}", "seen": seen, **cols,
-            "chosen_embedding": list(chosen.astype(np.float32)),
-            "rejected_embedding": list(rejected.astype(np.float32)),
-            "oracle_p": np.where(a_wins, p_a, 1 - p_a), "population_p": np.where(a_wins, q_a, 1 - q_a),
-            "disagreement": spread,
-        })
+        return label_pairs(r, uid, g, seen, x if cfg.n_prompts > 0 else None, ya, yb, _sigmoid(m[g]),
+                           {"population_p": share @ _sigmoid(m)}, {"disagreement": disagreement(m, share)})
 
     tables = draw_tables(users, cfg, pairs)
     pop.train, pop.val, pop.test = (tables[k] for k in SPLITS)

@@ -271,6 +271,28 @@ def group_preference(ya: np.ndarray, yb: np.ndarray, protos: np.ndarray, user_no
     return _sigmoid(mean[..., None] + std[:, None] * z) @ (w / w.sum())
 
 
+def disagreement(margins: np.ndarray, share: np.ndarray) -> np.ndarray:
+    """(n,) the between-group standard deviation (weighted by `share` (K,)) of the margins (K, n)."""
+    return np.sqrt(share @ (margins - share @ margins) ** 2)
+
+
+def label_pairs(r: np.random.Generator, uid: str, g: int, seen: bool, x: np.ndarray | None, ya: np.ndarray,
+                yb: np.ndarray, p_a: np.ndarray, truth_of_a: dict[str, np.ndarray], symmetric: dict[str, np.ndarray]) -> pd.DataFrame:
+    """One user's labelled rows: a wins with probability p_a (n,) (drawn from `r`), the winner is `chosen`.
+    `truth_of_a`: per-row probabilities that a wins (oriented to the chosen response, like `oracle_p` =
+    p_a); `symmetric`: columns that do not depend on the order; x (n, Dp) or None (no prompt column)."""
+    a_wins = r.random(len(p_a)) < p_a
+    chosen, rejected = np.where(a_wins[:, None], ya, yb), np.where(a_wins[:, None], yb, ya)
+    cols = {"prompt_embedding": list(x.astype(np.float32))} if x is not None else {}
+    return pd.DataFrame({
+        "user_id": uid, "group": f"g{g}", "seen": seen, **cols,
+        "chosen_embedding": list(chosen.astype(np.float32)),
+        "rejected_embedding": list(rejected.astype(np.float32)),
+        "oracle_p": np.where(a_wins, p_a, 1 - p_a), **{k: np.where(a_wins, v, 1 - v) for k, v in truth_of_a.items()},
+        **symmetric,
+    })
+
+
 def group_posterior(x: np.ndarray, directions: np.ndarray, share: np.ndarray, signal: float) -> np.ndarray:
     """P(group | prompt) (n, K) for prompts x = z + signal * d_g, z ~ N(0, I/D): softmax_g(log share_g +
     D signal x . d_g) (the |d_g| = 1 terms cancel)."""
@@ -321,16 +343,8 @@ def simulate_ideal_point(cfg: IdealPointConfig = IdealPointConfig()) -> Populati
         # the best prompt-aware but user-blind predictor: the groups weighted by P(group | prompt)
         c_a = q_a if directions is None else (group_posterior(x, directions, share, cfg.context_signal) * per_group.T).sum(1)
         m = margin(ya[None], yb[None], protos[:, None], scale)  # (K, n) every prototype's margin for a over b
-        a_wins = r.random(n) < p_a
-        chosen, rejected = np.where(a_wins[:, None], ya, yb), np.where(a_wins[:, None], yb, ya)
-        cols = {"prompt_embedding": list(x.astype(np.float32))} if cfg.n_prompts > 0 else {}
-        return pd.DataFrame({
-            "user_id": uid, "group": f"g{g}", "seen": seen, **cols,
-            "chosen_embedding": list(chosen.astype(np.float32)),
-            "rejected_embedding": list(rejected.astype(np.float32)),
-            "oracle_p": np.where(a_wins, p_a, 1 - p_a), "population_p": np.where(a_wins, q_a, 1 - q_a),
-            "context_p": np.where(a_wins, c_a, 1 - c_a), "disagreement": np.sqrt(share @ (m - share @ m) ** 2),
-        })
+        return label_pairs(r, uid, g, seen, x if cfg.n_prompts > 0 else None, ya, yb, p_a,
+                           {"population_p": q_a, "context_p": c_a}, {"disagreement": disagreement(m, share)})
 
     tables = draw_tables(users, cfg, pairs)
     if cfg.anonymous:
