@@ -31,11 +31,16 @@ def dumps(obj) -> str:
 
 def configs_for(model: str, overrides: list[str] = ()) -> dict:
     """{'model': Hparams, 'train': TrainConfig, 'batch': the family's sampler, 'data': DataConfig},
-    each from the family's defaults with `--set` overrides applied."""
+    each from the family's defaults with `--set` overrides applied. The training defaults may depend on the
+    model's settings (`train_defaults_for`, e.g. a variant's learning rate); `--set train.*` still wins."""
     family = get_family(model)
     base = {"model": family.Hparams(), "train": TrainConfig(**family.train_defaults), "batch": family.batches,
             "data": DataConfig()}
-    return apply_overrides(base, overrides)
+    cfgs = apply_overrides(base, overrides)
+    own = family.train_defaults_for(cfgs["model"])
+    if own != family.train_defaults:
+        cfgs = apply_overrides({**base, "train": TrainConfig(**own)}, overrides)
+    return cfgs
 
 
 def save_states(path: Path, states) -> None:

@@ -156,3 +156,12 @@ def test_bench_adapt_times_each_variant(tmp_path):
     res = json.loads(out.read_text())
     for name in ("fewshot:lore", "micro"):
         assert res[f"{name}_ms_per_user_single"] > 0 and res[f"{name}_ms_per_user_batched"] > 0
+
+
+def test_a_variant_can_bring_its_own_training_defaults_and_set_still_wins():
+    from plural.run import configs_for
+
+    assert configs_for("fewshot")["train"].lr == 1e-3
+    assert configs_for("fewshot", ["model.variant=lore"])["train"].lr == 1e-2
+    assert configs_for("fewshot", ["model.variant=lore", "train.lr=3e-3"])["train"].lr == 3e-3
+    assert configs_for("fewshot", ["train.lr=3e-3", "model.variant=lore"])["train"].lr == 3e-3

@@ -11,7 +11,8 @@ A family is one `RewardModel` subclass in one file, registered by name in `plura
 - `batches`: its sampler with the family's defaults (`PairBatches()`: independent comparisons;
   `UserBatches(...)`: per-user context + target sets; see `plural.data.batching`), whose fields are the
   `batch.*` settings. The trainer only calls `sample(key, dd)`.
-- `train_defaults`: the family's own defaults for `train.*` (before `--set`).
+- `train_defaults`: the family's own defaults for `train.*` (before `--set`); `train_defaults_for(hp)` may
+  make them depend on the model's settings (a variant's learning rate).
 - `loss(batch, key, step) -> (scalar, {name: scalar})`: the training objective on one batch.
 - `reward(prompt, response, state) -> (...)`: the scalar reward of responses for users described by
   `state` (a pytree whose leaves carry the same leading dims as `prompt`).
@@ -75,6 +76,11 @@ class RewardModel(nnx.Module):
     def margin(self, prompt: jax.Array, chosen: jax.Array, rejected: jax.Array, state: Any) -> jax.Array:
         """r(x, y_w) - r(x, y_l) per pair; > 0 means the model agrees with the label."""
         return self.reward(prompt, chosen, state) - self.reward(prompt, rejected, state)
+
+    @classmethod
+    def train_defaults_for(cls, hp) -> dict:
+        """The `train.*` defaults for a model with settings `hp` (default: `train_defaults`)."""
+        return cls.train_defaults
 
     @classmethod
     def param_group(cls, path: tuple) -> str:
