@@ -40,6 +40,7 @@ def configs_for(model: str, overrides: list[str] = ()) -> dict:
     own = family.train_defaults_for(cfgs["model"])
     if own != family.train_defaults:
         cfgs = apply_overrides({**base, "train": TrainConfig(**own)}, overrides)
+    family.check_settings(cfgs["model"], cfgs["batch"])
     return cfgs
 
 

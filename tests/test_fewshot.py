@@ -111,11 +111,13 @@ def test_settings_of_another_variant_are_refused(tmp_path, capsys):
     from personas import IdealPointConfig, simulate_ideal_point
 
     simulate_ideal_point(IdealPointConfig(n_users=6, n_unseen=2, train_pairs=10, test_pairs=5, dim=8)).write(tmp_path)
-    for sets in (["model.rank=4"], ["model.variant=lore", "model.inner_lr=0.5"], ["model.variant=gpo", "model.first_order=true"]):
+    for sets in (["model.rank=4"], ["model.variant=lore", "model.inner_lr=0.5"], ["model.variant=gpo", "model.first_order=true"],
+                 ["model.variant=gpo", "model.max_context=8"]):
         args = ["fit", "--model", "fewshot", "--data", str(tmp_path / "train.parquet"), "--out", str(tmp_path / "r")]
         assert main(args + [a for s in sets for a in ("--set", s)]) == 2
         err = capsys.readouterr().err.strip()
         assert "\n" not in err and sets[-1].split("=")[0] in err, err
+        assert not (tmp_path / "r").exists()  # refused before the run directory is written
 
 
 @pytest.fixture(scope="module")

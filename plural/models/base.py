@@ -12,7 +12,8 @@ A family is one `RewardModel` subclass in one file, registered by name in `plura
   `UserBatches(...)`: per-user context + target sets; see `plural.data.batching`), whose fields are the
   `batch.*` settings. The trainer only calls `sample(key, dd)`.
 - `train_defaults`: the family's own defaults for `train.*` (before `--set`); `train_defaults_for(hp)` may
-  make them depend on the model's settings (a variant's learning rate).
+  make them depend on the model's settings (a variant's learning rate); `check_settings(hp, batches)`
+  refuses model and batch settings that cannot work together, before anything runs.
 - `loss(batch, key, step) -> (scalar, {name: scalar})`: the training objective on one batch.
 - `reward(prompt, response, state) -> (...)`: the scalar reward of responses for users described by
   `state` (a pytree whose leaves carry the same leading dims as `prompt`).
@@ -76,6 +77,11 @@ class RewardModel(nnx.Module):
     def margin(self, prompt: jax.Array, chosen: jax.Array, rejected: jax.Array, state: Any) -> jax.Array:
         """r(x, y_w) - r(x, y_l) per pair; > 0 means the model agrees with the label."""
         return self.reward(prompt, chosen, state) - self.reward(prompt, rejected, state)
+
+    @classmethod
+    def check_settings(cls, hp, batches) -> None:
+        """Refuse (PluralError, one line) model and batch settings that cannot work together; runs before
+        anything is written or trained. Default: nothing to check."""
 
     @classmethod
     def train_defaults_for(cls, hp) -> dict:

@@ -98,6 +98,13 @@ class FewShot(RewardModel):
     train_defaults = {"steps": 3000}
 
     @classmethod
+    def check_settings(cls, hp, batches):
+        _check(hp)
+        if hp.variant == "gpo" and batches.context_max > hp.max_context:
+            raise PluralError(f"--set batch.context_max={batches.context_max}: gpo holds at most model.max_context="
+                              f"{hp.max_context} labelled pairs per user; lower it or raise model.max_context")
+
+    @classmethod
     def train_defaults_for(cls, hp):
         """LoRe trains at train.lr 1e-2: on the ideal-point population's validation data (experiments/fewshot.py)
         its unseen users at 8 shots close 0.69 of the gap at 1e-2 and 0.40 at the library's 1e-3."""

@@ -75,8 +75,8 @@ class GPONet(nnx.Module):
         values of [null, pairs] padded to max_context + 1 slots: {"k", "v": (L, C+1, d), "mask": (C+1,)}."""
         n = pairs["chosen"].shape[0]
         if n > self.max_context:
-            raise PluralError(f"gpo reads at most model.max_context={self.max_context} labelled pairs per user, "
-                              f"not {n} (raise it with --set model.max_context=...)")
+            raise PluralError(f"gpo holds at most model.max_context={self.max_context} labelled pairs per user, "
+                              f"not {n} (--shots {n}?): raise it with --set model.max_context=...")
         pad = self.max_context - n
         tok = self.embed_context(jnp.concatenate([pairs["prompt"], pairs["chosen"], pairs["rejected"]], -1))
         h = jnp.concatenate([self.null[...][None], tok, jnp.zeros((pad, tok.shape[-1]))], 0)
