@@ -52,6 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("spec", help="a Python file defining get_config()")
     g.add_argument("--out", required=True)
     g.add_argument("--resume", action="store_true", help="skip the cells already finished")
+    g.add_argument("--datasets", help="comma-separated names: run only these datasets of the spec")
 
     fg = sub.add_parser("figs", help="regenerate the paper figures from stored results")
     fg.add_argument("--results", default="results/paper", help="a grid output directory (default results/paper)")
@@ -195,7 +196,8 @@ def _dispatch(args) -> int:
 
         import pandas as pd
 
-        results = run_grid(args.spec, args.out, resume=args.resume)
+        results = run_grid(args.spec, args.out, resume=args.resume,
+                           datasets=args.datasets.split(",") if args.datasets else None)
         print(f"{results['cell'].nunique()} cells, {len(results)} result rows -> {Path(args.out) / 'results.parquet'}")
         summary = pd.read_parquet(Path(args.out) / "summary.parquet")
         value = "gap_closed" if summary["gap_closed"].notna().any() else "accuracy"

@@ -276,8 +276,18 @@ def check_spec(spec: dict) -> list[tuple]:
     return todo
 
 
-def run_grid(spec_path: str | Path, out: str | Path, resume: bool = False, progress: bool = True) -> pd.DataFrame:
+def run_grid(spec_path: str | Path, out: str | Path, resume: bool = False, progress: bool = True,
+             datasets: list[str] | None = None) -> pd.DataFrame:
+    """Run (or with `resume` finish) the grid of a spec file into `out`; `datasets` (names of the spec's
+    datasets) keeps only those, the spec's order kept: the cells and result tables are theirs alone, and
+    their cells are the same files a whole run writes, so a later run of more datasets resumes them."""
     spec = load_spec(spec_path)
+    if datasets:
+        unknown = [d for d in datasets if d not in spec["datasets"]]
+        if unknown:
+            raise PluralError(f"--datasets {unknown[0]}: not a dataset of {spec_path} "
+                              f"(it has {', '.join(spec['datasets'])})")
+        spec = {**spec, "datasets": {k: v for k, v in spec["datasets"].items() if k in datasets}}
     out = Path(out)
     if (out / "cells").exists() and any((out / "cells").iterdir()) and not resume:
         raise PluralError(f"{out}: already holds grid results; pass --resume to continue, or use a new --out")

@@ -4,6 +4,8 @@ independently, context order irrelevant, 0 shots defined, too many shots refused
 variant refused, and on a population with known ground truth: accuracy rises with K and meta-learning
 beats fine-tuned BT with the same shots and inner steps."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -112,7 +114,7 @@ def test_settings_of_another_variant_are_refused(tmp_path, capsys):
 
     simulate_ideal_point(IdealPointConfig(n_users=6, n_unseen=2, train_pairs=10, test_pairs=5, dim=8)).write(tmp_path)
     for sets in (["model.rank=4"], ["model.variant=lore", "model.inner_lr=0.5"], ["model.variant=gpo", "model.first_order=true"],
-                 ["model.variant=gpo", "model.max_context=8"]):
+                 ["model.variant=gpo", "model.max_context=8"], ["model.variant=reptile", "model.adapt_params=head"]):
         args = ["fit", "--model", "fewshot", "--data", str(tmp_path / "train.parquet"), "--out", str(tmp_path / "r")]
         assert main(args + [a for s in sets for a in ("--set", s)]) == 2
         err = capsys.readouterr().err.strip()
@@ -149,6 +151,26 @@ def test_meta_learning_beats_fine_tuned_bt_with_the_same_shots_and_steps(ideal):
     assert abs(maml[0]) < 0.2 and abs(tuned[0]) < 0.2  # 0 shots: a user-blind reward either way
 
 
+def test_lore_places_a_new_user_by_the_seen_users_who_answer_alike(ideal):
+    """LoRe's accuracy on unseen users rises with K; its empirical-Bayes start (the seen users' weights by the
+    shots' likelihood) beats the paper's start from the population's mean weights at few shots."""
+    d, tr, va, te = ideal
+    res = fit("fewshot", d / "train.parquet", d / "lore", data=tr, val=va, progress=False,
+              overrides=["model.variant=lore"])
+
+    def gap(shots):
+        rows = predict(res, list(tr.users), te, shots=shots, score_from=16)
+        return group_report(rows[~rows.seen])["overall"]["gap_closed"].iat[0]
+
+    seen_start = {k: gap(k) for k in (0, 4, 16)}
+    assert seen_start[0] < seen_start[4] < seen_start[16] and seen_start[16] > 0.7, seen_start
+    model = res.model(0)
+    model.net.adapt_init = "population"  # the same fitted basis and seen users, the paper's start
+    res = dataclasses.replace(res, graphdef=nnx.split(model)[0])
+    pop4 = gap(4)
+    assert pop4 < seen_start[4] - 0.1, (pop4, seen_start)
+
+
 def test_bench_adapt_times_each_variant(tmp_path):
     import json
 
@@ -167,3 +189,20 @@ def test_a_variant_can_bring_its_own_training_defaults_and_set_still_wins():
     assert configs_for("fewshot", ["model.variant=lore"])["train"].lr == 1e-2
     assert configs_for("fewshot", ["model.variant=lore", "train.lr=3e-3"])["train"].lr == 3e-3
     assert configs_for("fewshot", ["train.lr=3e-3", "model.variant=lore"])["train"].lr == 3e-3
+
+
+def test_seen_mixture_start_follows_the_likelihood_of_the_shots():
+    from plural.models.base import seen_mixture_start
+
+    basis = jnp.eye(2)  # two basis rewards on 2-d responses: r_k(y) = y_k
+    seen = jnp.asarray([[0.9, 0.1], [0.1, 0.9]])  # one seen user leans on each
+
+    def margin_fn(logits, prompt, chosen, rejected):
+        return 5.0 * (chosen - rejected) @ basis @ jax.nn.softmax(logits)
+
+    shots = {"prompt": jnp.zeros((6, 1)), "chosen": jnp.tile(jnp.asarray([[1.0, 0.0]]), (6, 1)),
+             "rejected": jnp.tile(jnp.asarray([[0.0, 1.0]]), (6, 1)), "mask": jnp.ones(6)}
+    # likelihood ratio of the two seen users: (sigma(4) / sigma(-4))^6 = e^24, so the start is the first's
+    np.testing.assert_allclose(np.asarray(seen_mixture_start(margin_fn, seen, shots)), [0.9, 0.1], atol=1e-6)
+    none = seen_mixture_start(margin_fn, seen, {**shots, "mask": jnp.zeros(6)})
+    np.testing.assert_allclose(np.asarray(none), [0.5, 0.5], atol=1e-6)  # no shots: the seen users' mean

@@ -134,3 +134,23 @@ def test_gap_vs_setting_reads_the_swept_setting_from_dataset_names(tmp_path):
     assert abs(got - (0.5 + 0.2 + 0.05)) < 1e-12  # mean over the two seeds
     r.assign(dataset=r["dataset"].replace({"signal1": "other"})).to_parquet(tmp_path / "r/results.parquet")
     assert gap_vs_setting.from_results(tmp_path / "r", tmp_path / "g") is None  # not a sweep: no figure
+
+
+def test_datasets_runs_a_subset_that_a_later_whole_run_resumes(tmp_path, capsys):
+    """`--datasets` keeps only the named datasets; their cells are the whole run's, so resuming the whole
+    spec afterwards trains only the other datasets' cells. An unknown name is refused in one line."""
+    spec = tmp_path / "two.py"  # the smoke grid on two populations
+    other = '"other": {"simulate": {"dim": 8, "n_users": 12, "n_unseen": 6, "train_pairs": 20, "test_pairs": 12, "seed": 1}},'
+    spec.write_text(SMOKE.read_text().replace('"datasets": {', '"datasets": {' + other, 1))
+    names = ["other", "ideal3"]
+    assert main(["grid", str(spec), "--out", str(tmp_path / "g"), "--datasets", "nope"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--datasets nope" in err and "\n" not in err and not (tmp_path / "g" / "cells").exists()
+    assert main(["grid", str(spec), "--out", str(tmp_path / "g"), "--datasets", names[0]]) == 0
+    first = pd.read_parquet(tmp_path / "g" / "results.parquet")
+    assert set(first["dataset"]) == {names[0]}
+    done = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "g" / "cells").glob("*.parquet")}
+    assert main(["grid", str(spec), "--out", str(tmp_path / "g"), "--resume"]) == 0
+    whole = pd.read_parquet(tmp_path / "g" / "results.parquet")
+    assert set(whole["dataset"]) == set(names)
+    assert all((tmp_path / "g" / "cells" / n).stat().st_mtime_ns == t for n, t in done.items())  # not retrained

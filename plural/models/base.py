@@ -156,6 +156,18 @@ def adapt_by_gradient(margin_fn, init_state, context: dict, steps: int = 100, lr
     return state
 
 
+def seen_mixture_start(margin_fn, seen: jax.Array, context: dict) -> jax.Array:
+    """Empirical Bayes start for a new user's mixture weights: the seen users' weights `seen` (U, K)
+    averaged with weights proportional to the likelihood of the context pairs under each (U,) -> (K,).
+
+    `margin_fn(logits, prompt, chosen, rejected) -> (S,)` margins of a mixture given by its log-weights;
+    `context` holds (S, ...) arrays and a (S,) `mask`. With no shots every seen user weighs the same (the
+    population's mean mixture). Shared by the mixture families' `adapt` (PAL, LoRe)."""
+    m = jax.vmap(lambda a: margin_fn(jnp.log(a + 1e-9), context["prompt"], context["chosen"], context["rejected"]))(seen)
+    post = jax.nn.softmax((jax.nn.log_sigmoid(m) * context["mask"]).sum(-1))  # (U,)
+    return post @ seen
+
+
 def user_directions(dd: dict) -> jax.Array:
     """Each training user's mean of e(y_w) - e(y_l) over their pairs, L2-normalised: (U, D).
 

@@ -65,7 +65,8 @@ from flax import nnx
 
 from plural.cluster import kmeans
 from plural.errors import PluralError
-from plural.models.base import MLP, RewardModel, adapt_by_gradient, bt_nll, masked_accuracy, user_directions
+from plural.models.base import (MLP, RewardModel, adapt_by_gradient, bt_nll, masked_accuracy, seen_mixture_start,
+                                user_directions)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -213,10 +214,8 @@ class PAL(RewardModel):
 
         if self.hp.adapt_init == "seen":
             # empirical Bayes over the seen users: their mixtures weighted by the likelihood of the shots
-            A = jax.lax.stop_gradient(self.seen_states(None))  # (U, K)
-            m = jax.vmap(lambda a: margin_fn(jnp.log(a + 1e-9), feats["prompt"], feats["chosen"], feats["rejected"]))(A)
-            post = jax.nn.softmax((jax.nn.log_sigmoid(m) * context["mask"]).sum(-1))  # (U,)
-            init = jnp.log(jnp.maximum(post @ A, 1e-6))
+            start = seen_mixture_start(margin_fn, jax.lax.stop_gradient(self.seen_states(None)), feats)
+            init = jnp.log(jnp.maximum(start, 1e-6))
         else:
             init = jnp.log(jnp.maximum(self.population_state(), 1e-6))
         logits = adapt_by_gradient(margin_fn, init, feats, self.hp.adapt_steps, self.hp.adapt_lr, self.hp.adapt_l2,

@@ -61,15 +61,16 @@ class FewShotHparams:
     prune_threshold: float = 0.05  # prune a column no seen user weighs this much
     adapt_steps: int = 100  # a new user's weights: Adam steps ...
     adapt_lr: float = 0.1  # ... at this rate ...
-    adapt_l2: float = 0.01  # ... pulled towards the population's mean weights
+    adapt_l2: float = 1.0  # ... pulled towards the start ...
+    adapt_init: Literal["seen", "population"] = "seen"  # ... the seen users' weights by the shots' likelihood, or their mean
 
 
 OWN = {  # the settings each variant reads, besides `variant`
     "maml": ("hidden", "activation", "inner_steps", "inner_lr", "first_order", "learn_inner_lr", "adapt_params"),
-    "reptile": ("hidden", "activation", "inner_steps", "inner_lr", "adapt_params"),
+    "reptile": ("hidden", "activation", "inner_steps", "inner_lr"),  # all weights: Reptile's pull trains only what adapts
     "finetune": ("hidden", "activation", "inner_steps", "inner_lr", "adapt_params"),
     "gpo": ("d_model", "n_layers", "n_heads", "max_context"),
-    "lore": ("rank", "prune_threshold", "adapt_steps", "adapt_lr", "adapt_l2"),
+    "lore": ("rank", "prune_threshold", "adapt_steps", "adapt_lr", "adapt_l2", "adapt_init"),
 }
 
 
@@ -121,7 +122,7 @@ class FewShot(RewardModel):
             self.net = GPONet(spec["prompt_dim"], spec["dim"], hp.d_model, hp.n_layers, hp.n_heads, hp.max_context, rngs)
         else:
             self.net = LoReNet(d_in, spec["n_users"], hp.rank, rngs, hp.prune_threshold, hp.adapt_steps, hp.adapt_lr,
-                               hp.adapt_l2)
+                               hp.adapt_l2, hp.adapt_init)
 
     def loss(self, batch, key, step):
         if self.hp.variant in GRADIENT:

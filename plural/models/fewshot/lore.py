@@ -8,8 +8,11 @@ Every user's reward is a mixture of B shared basis rewards on frozen features:
 (the prompt half of phi cancels in a margin; it is kept so that the features are the pair's, as the
 paper's are a frozen reward model's embedding of (x, y)). V and the seen users' logits l_u are fitted
 jointly by the Bradley-Terry loss on their pairs. A new user fits only w, on the simplex, from its K
-pairs (`adapt_steps` Adam steps at `adapt_lr`, pulled towards the population's mean weights with
-`adapt_l2`); 0 shots is the seen users' mean w. B = 1 is a linear BT reward.
+pairs (`adapt_steps` Adam steps at `adapt_lr`, pulled with `adapt_l2` towards a start); 0 shots is the
+seen users' mean w. B = 1 is a linear BT reward. The start (`adapt_init="seen"`, a departure from the
+paper, which fits w from the population's weights) is empirical Bayes over the seen users, as PAL's: their
+weights averaged in proportion to the likelihood of the K pairs under each, so that a few pairs place a
+new user beside the seen users who answer alike rather than anywhere on the simplex.
 
 Pruning: a basis column that no seen user weighs at `prune_threshold` or more is pruned, i.e. masked out
 of every user's mixture (the weights are renormalised over the kept columns), so that B is an upper
@@ -22,16 +25,16 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from plural.models.base import adapt_by_gradient, bt_nll, masked_accuracy
+from plural.models.base import adapt_by_gradient, bt_nll, masked_accuracy, seen_mixture_start
 
 
 class LoReNet(nnx.Module):
     def __init__(self, d_phi: int, n_users: int, rank: int, rngs: nnx.Rngs, prune_threshold: float,
-                 adapt_steps: int, adapt_lr: float, adapt_l2: float):
+                 adapt_steps: int, adapt_lr: float, adapt_l2: float, adapt_init: str = "seen"):
         self.V = nnx.Param(jax.random.normal(rngs.params(), (d_phi, rank)) / jnp.sqrt(d_phi))
         self.logits = nnx.Param(0.01 * jax.random.normal(rngs.params(), (n_users, rank)))
         self.prune_threshold = prune_threshold
-        self.adapt_steps, self.adapt_lr, self.adapt_l2 = adapt_steps, adapt_lr, adapt_l2
+        self.adapt_steps, self.adapt_lr, self.adapt_l2, self.adapt_init = adapt_steps, adapt_lr, adapt_l2, adapt_init
 
     def kept(self) -> jax.Array:
         """(B,) bool: the basis columns some seen user weighs at prune_threshold or more."""
@@ -66,7 +69,6 @@ class LoReNet(nnx.Module):
         return self.seen_states().mean(0)
 
     def adapt(self, context):
-        prior = jnp.log(jnp.maximum(self.population_state(), 1e-9))
         feats = {k: context[k] for k in ("prompt", "chosen", "rejected", "mask")}
         V = jax.lax.stop_gradient(self.V[...])
 
@@ -74,5 +76,8 @@ class LoReNet(nnx.Module):
             w = self.weights(logits)
             return (jnp.concatenate([prompt, chosen], -1) - jnp.concatenate([prompt, rejected], -1)) @ V @ w
 
+        start = (seen_mixture_start(margin_fn, jax.lax.stop_gradient(self.seen_states()), feats)
+                 if self.adapt_init == "seen" else self.population_state())
+        prior = jnp.log(jnp.maximum(start, 1e-9))
         logits = adapt_by_gradient(margin_fn, prior, feats, self.adapt_steps, self.adapt_lr, self.adapt_l2)
         return self.weights(logits)

@@ -18,6 +18,7 @@ Meta-training draws users with a context set C_u and disjoint targets T_u (`User
 - `reptile` (Nichol, Achiam & Schulman, 2018): adapt on C_u + T_u, then move theta towards the adapted
   weights: the update direction mean_u (phi_S - theta[A]) is the gradient of
   1/2 mean_u ||theta[A] - stop_gradient(phi_S)||^2, handed to the optimiser (Adam) like any loss gradient.
+  It adapts every weight: weights outside A would get no update at all (`adapt_params` is refused).
 - `finetune`: plain BT on the pooled pairs (the same sampler), adapted at test time by the same S steps:
   what meta-training must beat with the same shots and steps.
 
