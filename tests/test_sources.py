@@ -226,6 +226,44 @@ def test_summarize_feedback_refuses_malformed_rows(tmp_path, row, edit, expect):
         convert("summarize-feedback", p)
 
 
+# ---------------------------------------------------------------- Stanford Human Preferences (SHP)
+
+SHP = FIX / "shp"  # the card's layout: one folder per subreddit of JSON Lines splits
+RICE = "Rinse it until the water runs clear, then rest it covered for ten minutes."
+
+
+def test_shp_one_collective_user_per_subreddit_with_the_cards_filters():
+    r = convert("shp", SHP)
+    t = r.table
+    assert t.user_id.tolist() == ["askculinary"] * 4 + ["legaladvice"] * 2 and t.group.equals(t.user_id)
+    assert t.chosen.tolist()[:3] == [RICE, RICE, "Toast the grains in oil first; it keeps them separate."]
+    assert t.rejected.tolist()[:3] == ["Just buy a rice cooker.", "Use less water.", "Use less water."]  # labels 1, 0, 1
+    assert t.prompt[0] == "What's the best way to keep rice from getting sticky?"
+    assert t.loc[1, ["post_id", "split", "chosen_score", "rejected_score"]].tolist() == ["qt3nxl", "train", 52, 9]
+    assert t.split.tolist()[-1] == "test"
+    assert r.stats == {"below_min_score_ratio": 1, "over_max_pairs_per_post": 0, "identical": 1}
+    # at most 2 pairs of a post: the largest score ratios; the ratio-1.5 pair passes min_score_ratio=1
+    r = convert("shp", SHP, overrides=["max_pairs_per_post=2", "min_score_ratio=1"])
+    assert r.table.score_ratio.round(2).tolist() == [6.5, 5.78, 10.0, 8.0, 5.82]
+    assert r.stats["over_max_pairs_per_post"] == 2 and r.stats["below_min_score_ratio"] == 0
+    assert len(convert("shp", SHP / "legaladvice" / "test.json").table) == 2  # one file
+
+
+@pytest.mark.parametrize("row,edit,expect", [
+    (1, lambda r: r.update(labels=2), r"column 'labels', row 1 \(line 2\): preference label 2 is not 0 or 1"),
+    (2, lambda r: r.pop("human_ref_B"), r"column 'human_ref_B', row 2 \(line 3\): missing field"),
+    (0, lambda r: r.update(score_ratio="high"), r"column 'score_ratio', row 0 \(line 1\): wrong type: expected a number"),
+    (3, lambda r: r.update(domain=None), r"column 'domain', row 3 \(line 4\): missing field"),
+    (4, lambda r: r.update(score_ratio=-2.0), r"column 'score_ratio', row 4 \(line 5\): score ratio -2.0 is not positive"),
+])
+def test_shp_refuses_malformed_rows(tmp_path, row, edit, expect):
+    p = edit_jsonl(SHP / "askculinary" / "train.json", tmp_path / "train.json", row, edit)
+    with pytest.raises(PluralError, match=expect):
+        convert("shp", p)
+    with pytest.raises(PluralError, match="max_pairs_per_post=-1"):
+        convert("shp", SHP, overrides=["max_pairs_per_post=-1"])
+
+
 # ---------------------------------------------------------------- attribute scores
 
 HS = FIX / "attribute_scores" / "helpsteer2.jsonl"
@@ -276,7 +314,7 @@ def test_outputs_follow_the_preference_table_contract(tmp_path):
     """With embeddings added, every converter's output passes the table validation of plural fit."""
     rng = np.random.default_rng(0)
     for source, path in (("prism", FIX / "prism"), ("community-alignment", CA), ("summarize-feedback", SUM),
-                         ("attribute-scores", HS)):
+                         ("attribute-scores", HS), ("shp", SHP)):
         t = convert(source, path, tmp_path / f"{source}.jsonl").table
         back = pd.read_json(tmp_path / f"{source}.jsonl", lines=True, dtype=False)
         assert back[["user_id", "prompt", "chosen", "rejected"]].equals(t[["user_id", "prompt", "chosen", "rejected"]])

@@ -15,6 +15,7 @@ embeds text-only tables.
 | `summarize-feedback` | openai/summarize_from_feedback, comparisons (batch*.json JSON Lines, or its Parquet) | `summarize_feedback.py` |
 | `attribute-scores` | a prompt / response / per-attribute score table (HelpSteer2 style) -> one synthetic user per attribute | `attribute_scores.py` |
 | `hh-hidden-context` | HH-RLHF relabelled per objective (helpful / harmless; DPL, VPL's both.jsonl.gz) -> synthetic users per objective | `hh_hidden_context.py` |
+| `shp` | stanfordnlp/SHP (18 subreddit folders of JSON Lines) -> one collective user and group per subreddit | `shp.py` |
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import dataclasses
 from pathlib import Path
 
 from plural.config import apply_overrides
-from plural.data.sources import attribute_scores, community_alignment, hh_hidden_context, prism, summarize_feedback
+from plural.data.sources import attribute_scores, community_alignment, hh_hidden_context, prism, shp, summarize_feedback
 from plural.data.sources._io import Conversion, write_table
 from plural.errors import PluralError
 
@@ -33,12 +34,14 @@ SOURCES = {
     "summarize-feedback": summarize_feedback,
     "attribute-scores": attribute_scores,
     "hh-hidden-context": hh_hidden_context,
+    "shp": shp,
 }
 ALIASES = {
     "community_alignment": "community-alignment", "ca": "community-alignment",
     "summarize_from_feedback": "summarize-feedback", "summarize": "summarize-feedback", "tldr": "summarize-feedback",
     "attribute_scores": "attribute-scores", "helpsteer2": "attribute-scores", "helpsteer": "attribute-scores",
     "hh_hidden_context": "hh-hidden-context", "hh-rlhf-hidden-context": "hh-hidden-context",
+    "stanford-human-preferences": "shp", "stanfordnlp/shp": "shp",
 }
 
 

@@ -215,13 +215,14 @@ def _read_csv(path: Path) -> Rows:
     return Rows(path, records, lines, "csv")
 
 
-def list_inputs(path: str | Path, allowed: tuple[str, ...] = ("jsonl", "csv", "parquet")) -> list[Path]:
-    """A file, or the readable files of a directory in name order."""
+def list_inputs(path: str | Path, allowed: tuple[str, ...] = ("jsonl", "csv", "parquet"),
+                recursive: bool = False) -> list[Path]:
+    """A file, or the readable files of a directory (and with `recursive` of its sub-directories) in path order."""
     path = Path(path)
     if not path.exists():
         raise PluralError(f"{path}: no such file or directory")
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.is_file() and kind_of(p) in allowed)
+        files = sorted(p for p in (path.rglob("*") if recursive else path.iterdir()) if p.is_file() and kind_of(p) in allowed)
         if not files:
             raise PluralError(f"{path}: directory holds no input files ({', '.join(allowed)})")
         return files
