@@ -277,19 +277,24 @@ def disagreement(margins: np.ndarray, share: np.ndarray) -> np.ndarray:
 
 
 def label_pairs(r: np.random.Generator, uid: str, g: int, seen: bool, x: np.ndarray | None, ya: np.ndarray,
-                yb: np.ndarray, p_a: np.ndarray, truth_of_a: dict[str, np.ndarray], symmetric: dict[str, np.ndarray]) -> pd.DataFrame:
+                yb: np.ndarray, p_a: np.ndarray, truth_of_a: dict[str, np.ndarray], symmetric: dict[str, np.ndarray],
+                sided: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> pd.DataFrame:
     """One user's labelled rows: a wins with probability p_a (n,) (drawn from `r`), the winner is `chosen`.
     `truth_of_a`: per-row probabilities that a wins (oriented to the chosen response, like `oracle_p` =
-    p_a); `symmetric`: columns that do not depend on the order; x (n, Dp) or None (no prompt column)."""
+    p_a); `symmetric`: columns that do not depend on the order; `sided`: {name: (values of a, values of b)}
+    written as `chosen_<name>` / `rejected_<name>`; x (n, Dp) or None (no prompt column)."""
     a_wins = r.random(len(p_a)) < p_a
     chosen, rejected = np.where(a_wins[:, None], ya, yb), np.where(a_wins[:, None], yb, ya)
     cols = {"prompt_embedding": list(x.astype(np.float32))} if x is not None else {}
+    sides = {}
+    for name, (va, vb) in (sided or {}).items():
+        sides[f"chosen_{name}"], sides[f"rejected_{name}"] = np.where(a_wins, va, vb), np.where(a_wins, vb, va)
     return pd.DataFrame({
         "user_id": uid, "group": f"g{g}", "seen": seen, **cols,
         "chosen_embedding": list(chosen.astype(np.float32)),
         "rejected_embedding": list(rejected.astype(np.float32)),
         "oracle_p": np.where(a_wins, p_a, 1 - p_a), **{k: np.where(a_wins, v, 1 - v) for k, v in truth_of_a.items()},
-        **symmetric,
+        **symmetric, **sides,
     })
 
 

@@ -61,9 +61,11 @@ def _parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("simulate", help="write a simulated population (train/val/test parquet + truth.json)")
     s.add_argument("--out", required=True)
-    s.add_argument("--population", default="ideal-point", choices=["ideal-point", "statements", "hidden-context"],  # = personas.POPULATIONS
-                   help="ideal-point (embedding-space prototypes), statements (persona statements, real text) or "
-                        "hidden-context (groups that agree except on contested responses)")
+    s.add_argument("--population", default="ideal-point",
+                   choices=["ideal-point", "statements", "hidden-context", "communities"],  # = personas.POPULATIONS
+                   help="ideal-point (embedding-space prototypes), statements (persona statements, real text), "
+                        "hidden-context (groups that agree except on contested responses) or communities "
+                        "(communities weighing response attributes, with attribute columns)")
     s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="population parameter, e.g. n_groups=3 group_sizes=(0.6,0.3,0.1) dim=32")
 
