@@ -23,7 +23,8 @@ def _parser() -> argparse.ArgumentParser:
     em.add_argument("--embedder", default="minilm", help="offline embedder (default minilm: all-MiniLM-L6-v2, 384-d)")
 
     f = sub.add_parser("fit", help="train a model on a preference table")
-    f.add_argument("--model", required=True, help=f"model family: {', '.join(FAMILIES)} (docs/methods.md; planned: {', '.join(PLANNED)})")
+    f.add_argument("--model", required=True, help=f"model family: {', '.join(FAMILIES)} (docs/methods.md"
+                   + (f"; planned: {', '.join(PLANNED)})" if PLANNED else ")"))
     f.add_argument("--data", required=True, help="parquet / JSON Lines file or a directory of them")
     f.add_argument("--out", required=True, help="run directory")
     f.add_argument("--val", default=None, help="validation table (early stopping, best checkpoint); without it "

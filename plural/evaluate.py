@@ -23,6 +23,7 @@ from flax import nnx
 from plural.data import PreferenceData
 from plural.data.batching import eval_rows
 from plural.errors import PluralError
+from plural.models.base import view_of
 from plural.train import ADAPT_STREAM, TrainResult, seed_key
 
 CHUNK = 8192  # rows per scoring call (bounds memory for any table size)
@@ -102,6 +103,7 @@ def user_states(result: TrainResult, train_users, data: PreferenceData, shots: i
     score_from = shots if score_from is None else int(score_from)
     if score_from < shots:
         raise PluralError(f"--score-from {score_from}: must be >= --shots {shots} (scored rows never adapt the model)")
+    data = view_of(result.family, data)
     check_compatible(result.spec, data)
     model = result.model(seed_index)
     rows = eval_rows(data, train_users, result.spec.get("groups", []))
@@ -152,6 +154,7 @@ def predict(result: TrainResult, train_users, data: PreferenceData, shots: int =
     latent, for families whose states carry "var"), `spread` (the predicted disagreement about the pair,
     for families with `pair_spread`: DPL), plus the table's pass-through columns.
     """
+    data = view_of(result.family, data)
     states, is_seen, scored = user_states(result, train_users, data, shots, seed_index, score_from)
     model = result.model(seed_index)
     margin = score_rows(model, data, states)
@@ -172,6 +175,7 @@ def rewards(result: TrainResult, train_users, data: PreferenceData, shots: int =
     scored too, under the adapted state of the other rows, and flagged `adapt_row`). Returns the table's
     columns (no embeddings) plus `seen`, `adapt_row`, `chosen_reward`, `rejected_reward`, in file order.
     """
+    data = view_of(result.family, data)
     states, is_seen, scored = user_states(result, train_users, data, shots, seed_index)
     model = result.model(seed_index)
     if shots > 0:  # the context rows themselves get the state their user was adapted to

@@ -21,6 +21,7 @@ from plural.data import PreferenceData, read_table
 from plural.data.arrays import holdout
 from plural.errors import PluralError
 from plural.models import get_family
+from plural.models.base import view_of
 from plural.train import TrainResult, restore_params, train
 
 
@@ -69,9 +70,10 @@ def fit(model: str, data_path: str | Path, out: str | Path, seed: int = 0, resum
     """
     family = get_family(model)
     cfgs = configs_for(model, overrides)
-    data = data if data is not None else read_table(data_path)
+    data = view_of(family, data if data is not None else read_table(data_path))
     if val is None and val_path is not None:
         val = read_table(val_path)
+    val = view_of(family, val) if val is not None else None
     frac, every = cfgs["data"].val_fraction, cfgs["train"].eval_every
     if not 0.0 <= frac < 1.0:
         raise PluralError(f"--set data.val_fraction={frac}: expected a fraction in [0, 1)")

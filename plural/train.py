@@ -43,7 +43,7 @@ from plural.data.batching import eval_rows
 from plural.hooks import Callback, Checkpointer, Hook, LoopState, Progress, Validation
 from plural.errors import PluralError
 from plural.models import RewardModel
-from plural.models.base import bt_nll, masked_accuracy, row_states
+from plural.models.base import bt_nll, masked_accuracy, row_states, view_of
 from plural.parallel import data_mesh, replicated, shard_batch
 
 # Independent PRNG streams derived from one seed.
@@ -311,7 +311,9 @@ class Trainer:
 def train(family: type[RewardModel], hp, cfg: TrainConfig, data: PreferenceData, seeds=(0,), workdir=None,
           resume: bool = False, progress: bool = True, on_chunk=None, val: PreferenceData | None = None,
           batches=None) -> TrainResult:
-    """Train `family` on `data` for each seed in `seeds` at once, validating on `val` if given. See `Trainer.run`."""
+    """Train `family` on `data` for each seed in `seeds` at once, validating on `val` if given. See `Trainer.run`.
+    The tables are read as the family reads them (`view_of`: attribute scores appended for those that read them)."""
+    data, val = view_of(family, data), (view_of(family, val) if val is not None else None)
     return Trainer(family, hp, cfg, data, seeds, val, batches).run(workdir, resume, progress, on_chunk)
 
 

@@ -45,4 +45,22 @@ def tiny(tmp_path_factory):
                                                 n_prompts=8, seed=2))
     out = tmp_path_factory.mktemp("tiny")
     pop.write(out)
+    add_attributes(out)
     return pop, out
+
+
+def add_attributes(folder, names=("length", "warmth")):
+    """Give every table of a population folder attribute columns (docs/data-format.md), read off the
+    responses' first embedding coordinates plus noise: what families that read attributes (palette) need;
+    the others ignore them."""
+    import numpy as np
+    import pandas as pd
+
+    for i, split in enumerate(("train", "val", "test")):
+        path = folder / f"{split}.parquet"
+        t = pd.read_parquet(path)
+        rng = np.random.default_rng(i)
+        for j, a in enumerate(names):
+            for side in ("chosen", "rejected"):
+                t[f"{side}_attr_{a}"] = np.stack(t[f"{side}_embedding"])[:, j] + 0.1 * rng.normal(size=len(t))
+        t.to_parquet(path, index=False)

@@ -23,6 +23,7 @@ from plural.data import PreferenceData, read_table
 from plural.data.batching import eval_rows
 from plural.evaluate import predict, user_states
 from plural.models import FAMILIES, demo_models, family_table, get_family, register
+from plural.models.base import view_of
 from plural.run import configs_for, fit, load_run
 from plural.train import train
 
@@ -36,6 +37,7 @@ SMALL = {
     "micro": ["model.hidden=(16,)", "batch.batch_size=64"],
     "dpl": ["model.hidden=(16,)", "batch.batch_size=64"],
     "maxmin": ["model.hidden=(16,)", "batch.users_per_batch=8", "batch.context_max=8", "batch.targets_per_user=4"],
+    "palette": ["model.hidden=16", "batch.pairs_per_group=32"],
 }
 # 40 steps in chunks of 10, checkpoints at 20 and 40, validation (fit's held-out pairs) at every chunk; one
 # device (compiles a third faster; sharded batches are tested in test_train).
@@ -81,7 +83,7 @@ def test_states_and_margins_have_the_protocol_shapes(full_run, tiny):
     shaped like the population state; margin and reward (N,) finite, margin = reward(chosen) - reward(rejected)."""
     name, out, result = full_run
     _, d = tiny
-    te = read_table(d / "test.parquet")
+    te = view_of(get_family(name), read_table(d / "test.parquet"))  # as the family reads it
     model = result.model(0)
     users = json.loads((out / "config.json").read_text())["users"]
     n_users = result.spec["n_users"]
@@ -235,7 +237,11 @@ def _flipped(data: PreferenceData, rows) -> PreferenceData:
            "rejected_embedding": np.where(flip[:, None], data.chosen, data.rejected)}
     if data.prompt_dim:
         emb["prompt_embedding"] = data.prompt
-    return PreferenceData.from_frame(data.frame, emb)
+    frame = data.frame.copy()
+    for a in data.attr_names:  # the responses' attribute scores travel with them
+        c, r = frame[f"chosen_attr_{a}"].to_numpy(), frame[f"rejected_attr_{a}"].to_numpy()
+        frame[f"chosen_attr_{a}"], frame[f"rejected_attr_{a}"] = np.where(flip, r, c), np.where(flip, c, r)
+    return PreferenceData.from_frame(frame, emb)
 
 
 @pytest.fixture(scope="module")

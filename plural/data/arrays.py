@@ -32,6 +32,7 @@ class PreferenceData:
     attr_names: tuple[str, ...]
     frame: pd.DataFrame
     source: str = "<memory>"
+    attributes_joined: bool = False  # chosen / rejected end with the A attribute scores (`with_attributes`)
 
     @classmethod
     def from_frame(cls, df: pd.DataFrame, emb: dict[str, np.ndarray], source: str = "<memory>") -> "PreferenceData":
@@ -102,7 +103,17 @@ class PreferenceData:
         emb = {"chosen_embedding": self.chosen[rows], "rejected_embedding": self.rejected[rows]}
         if self.prompt_dim:
             emb["prompt_embedding"] = self.prompt[rows]
-        return PreferenceData.from_frame(self.frame.iloc[rows], emb, self.source)
+        out = PreferenceData.from_frame(self.frame.iloc[rows], emb, self.source)
+        return dataclasses.replace(out, attributes_joined=True) if self.attributes_joined else out
+
+    def with_attributes(self) -> "PreferenceData":
+        """The same rows with each response's attribute scores appended to its embedding: chosen / rejected
+        (N, D + A), for families that read attributes (`RewardModel.reads_attributes`). Idempotent."""
+        if self.attributes_joined:
+            return self
+        return dataclasses.replace(self, chosen=np.concatenate([self.chosen, self.attr_chosen], 1),
+                                   rejected=np.concatenate([self.rejected, self.attr_rejected], 1),
+                                   attributes_joined=True)
 
     def spec(self) -> dict:
         """What a model needs to know about the data it will see (JSON-ready)."""

@@ -11,6 +11,8 @@ axis) and `sample(key, dd) -> batch`; a new kind of batch is a new sampler here,
 - `PairBatches`: B independent comparisons (BT, PAL, MiCRo, ...): dict(prompt (B,Dp), chosen (B,D),
   rejected (B,D), user (B,), group (B,) (index into the table's groups, -1 without a group column),
   attr_chosen / attr_rejected (B,A), mask (B,)).
+- `GroupBatches`: B comparisons of every group at once (one model per community, PrefPalette): the
+  `PairBatches` fields as (B, G, ...), mask (B, G).
 - `UserBatches`: U users, each with a context set of C pairs and T disjoint target pairs drawn from that
   user's own rows (VPL, few-shot, ...): dict(user (U,), context=pairs (U,C,..) + mask (U,C),
   target=pairs (U,T,..) + mask (U,T)). The number of valid context pairs is drawn uniformly in
@@ -41,12 +43,18 @@ def device_data(data: PreferenceData, sharding=None) -> dict:
     table = np.zeros((data.n_users, max_n), np.int32)
     for u, r in enumerate(rows):
         table[u, : len(r)] = r
+    community = np.maximum(data.group, 0)  # a table without groups is one community
+    n_groups = max(len(data.groups), 1)
     host = {
         "prompt": data.prompt, "chosen": data.chosen, "rejected": data.rejected,
         "attr_chosen": data.attr_chosen, "attr_rejected": data.attr_rejected, "user": data.user,
         "group": data.group,
         "user_rows": table, "user_count": np.asarray([len(r) for r in rows], np.int32),
+        # rows by group: group g's rows are group_order[group_start[g] : group_start[g] + group_count[g]]
+        "group_order": np.argsort(community, kind="stable").astype(np.int32),
+        "group_count": np.bincount(community, minlength=n_groups).astype(np.int32),
     }
+    host["group_start"] = (np.cumsum(host["group_count"]) - host["group_count"]).astype(np.int32)
     if sharding is None:
         return jax.tree.map(jnp.asarray, host)
     # make_array_from_callback works on one host and many: each process fills its addressable shards.
@@ -94,6 +102,18 @@ def sample_users(key: jax.Array, dd: dict, users_per_batch: int, context_min: in
     target = gather(dd, t_rows)
     target["mask"] = t_mask.astype(jnp.float32)
     return {"user": users, "context": context, "target": target}
+
+
+def sample_groups(key: jax.Array, dd: dict, pairs_per_group: int) -> dict:
+    """For every group (community), B = `pairs_per_group` of its rows drawn uniformly with replacement: the
+    pair fields as (B, G, ...) and mask (B, G) (0 for a group without rows). The batch axis leads, so that
+    it is the one split over the 'data' mesh axis, as for every sampler."""
+    count, start = dd["group_count"], dd["group_start"]
+    u = jax.random.uniform(key, (pairs_per_group, count.shape[0]))
+    pos = start[None] + jnp.minimum((u * count[None]).astype(jnp.int32), jnp.maximum(count[None] - 1, 0))
+    batch = gather(dd, dd["group_order"][pos])
+    batch["mask"] = jnp.broadcast_to((count > 0)[None], pos.shape).astype(jnp.float32)
+    return batch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,3 +169,22 @@ def eval_rows(data: PreferenceData, train_users, train_groups) -> dict:
     return {"prompt": data.prompt, "chosen": data.chosen, "rejected": data.rejected,
             "attr_chosen": data.attr_chosen, "attr_rejected": data.attr_rejected,
             "user": user, "group": data.group_index(train_groups)}
+
+
+@dataclasses.dataclass(frozen=True)
+class GroupBatches:
+    """`pairs_per_group` comparisons of every group (community) per step, each group's drawn uniformly with
+    replacement from its own rows; a table without a group column is one group."""
+
+    pairs_per_group: int = 64
+
+    def __post_init__(self):
+        if self.pairs_per_group < 1:
+            raise PluralError(f"--set batch.pairs_per_group={self.pairs_per_group}: must be >= 1")
+
+    @property
+    def size(self) -> int:
+        return self.pairs_per_group
+
+    def sample(self, key: jax.Array, dd: dict) -> dict:
+        return sample_groups(key, dd, self.pairs_per_group)

@@ -19,12 +19,13 @@ from plural.models.fewshot import FewShot
 from plural.models.maxmin import MaxMin
 from plural.models.micro import MiCRo
 from plural.models.pal import PALA, PALB
+from plural.models.palette import Palette
 from plural.models.vpl import VPL
 
 FAMILIES: dict[str, type[RewardModel]] = {}
 
 # Names reserved for families that have not landed yet (`--model NAME` says so in one line).
-PLANNED = ("palette",)
+PLANNED: tuple[str, ...] = ()
 
 
 def register(family: type[RewardModel]) -> type[RewardModel]:
@@ -47,7 +48,7 @@ def register(family: type[RewardModel]) -> type[RewardModel]:
     return family
 
 
-_REGISTERED = (BT, VPL, PALA, PALB, MiCRo, DPL, MaxMin, FewShot)
+_REGISTERED = (BT, VPL, PALA, PALB, MiCRo, DPL, MaxMin, FewShot, Palette)
 for _family in _REGISTERED:
     register(_family)
 
@@ -65,7 +66,7 @@ def demo_models() -> dict[str, tuple[str, list[str]]]:
     """{label: (family name, [--set ...])}: every variant `plural demo` fits, in registration order."""
     out = {}
     for name, family in FAMILIES.items():
-        for label, sets in (family.demo or {name: []}).items():
+        for label, sets in (family.demo if family.demo is not None else {name: []}).items():
             out[label] = (name, list(sets))
     return out
 

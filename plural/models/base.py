@@ -24,6 +24,8 @@ A user state is an array or a flat dict of arrays (it is stored in an .npz file)
 - `group_state(group) -> state`: the state of users known only by their group (index into `spec["groups"]`,
   -1 unknown), (...,) -> (..., state); what unseen users get before any shots. Default: `population_state`
   for every group; group-conditioned models (`bt` with `model.condition=group`) use the label.
+- `reads_attributes`: True for families that read the table's attribute scores; they get responses as
+  [e(y), a_1(y) .. a_A(y)] (`view_of`), spec["dim"] = D + A.
 - `adapt(context, key) -> state`: a new user's state from K labelled pairs `context` (dict of (K, ...)
   arrays with a (K,) `mask`), without touching the shared parameters. BT's adapt is the identity.
 
@@ -67,6 +69,7 @@ class RewardModel(nnx.Module):
     Hparams: ClassVar[type] = NoHparams
     batches: ClassVar[Any] = PairBatches()  # the family's sampler (plural.data.batching) with its defaults
     train_defaults: ClassVar[dict] = {}  # the family's own defaults for `train.*` (before --set)
+    reads_attributes: ClassVar[bool] = False  # responses arrive as [e(y), attribute scores] (`view_of`)
 
     def loss(self, batch: dict, key: jax.Array, step: jax.Array) -> tuple[jax.Array, dict]:
         raise NotImplementedError  # abstract: each family defines its objective
@@ -112,6 +115,13 @@ class RewardModel(nnx.Module):
 
     def adapt(self, context: dict, key: jax.Array) -> Any:
         return self.group_state(context["group"][0])
+
+
+def view_of(family, data):
+    """The data as `family` reads it: with each response's attribute scores appended to its embedding
+    (`PreferenceData.with_attributes`) for families that read attributes, else unchanged. Every path from
+    a table to a model (fit, evaluate, score) goes through it."""
+    return data.with_attributes() if getattr(family, "reads_attributes", False) else data
 
 
 def row_states(model: RewardModel, seen: Any, user: jax.Array, group: jax.Array) -> Any:

@@ -1,0 +1,174 @@
+"""PrefPalette: attribute-weighted community reward models (Li et al., 2025, "PrefPalette: Personalized
+Preference Modeling with Latent Attributes"; code release stellalisy/PrefPalette).
+
+A community's preference is explained through attributes of the response (verbosity, formality, humour,
+Schwartz values, ...). For a response y with embedding e(y) (and prompt e(x)) and A attribute
+representations h_1 .. h_A (width d), one community's model is
+
+    h_c      = act(W_c [e(x), e(y)] + b_c)                       the content representation (d = `hidden`)
+    q        = W_q h_c   (d / 4: the query is a quarter of the width, as the release)
+    k_i      = W_k h_i
+    alpha_i  = softmax_i( v^T tanh(q + k_i) )                    attention over the attributes
+    h        = h_c + s * sum_i alpha_i h_i                       s learned, starting at `scale_init` 0.5
+    r(x, y)  = w^T h + b
+
+trained with the Bradley-Terry loss on the community's pairs. While training, each attribute of a pair is
+dropped (masked out of the softmax; every attribute dropped leaves h = h_c) with a probability that rises
+linearly from 0 to `attr_dropout_max` over the first `dropout_ramp_steps` steps (the release: over 75% of
+training), so that the model still works when attributes are missing. The attention weights alpha,
+averaged over a community's responses, are its profile (`plural profile`).
+
+One model per community (the table's `group`; a table without one is one community): every parameter
+has a leading community axis and all communities train at once, each step drawing `batch.pairs_per_group`
+pairs of every community (`GroupBatches`), the communities vmapped in one program.
+
+Attribute representations. Here an attribute enters as its observed score a_i(y) (the table's
+`chosen_attr_<name>` / `rejected_attr_<name>` columns): h_i = a_i u_i + o_i with learned u_i, o_i (d,)
+per community. This is the departure from the paper, whose h_i is the hidden state of a 1B-parameter
+attribute predictor trained on counterfactual rewrites.
+
+Users. A user's state is a weight per community (C,): a seen user's community (one-hot), a new user's
+known group likewise, and otherwise the communities weighed by their shares of the training pairs (0
+shots) or, after K pairs, by the likelihood of those pairs under each community's model (Bayes, with the
+shares as the prior); the reward is the weighted sum of the communities' rewards.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from plural.data.batching import GroupBatches
+from plural.errors import PluralError
+from plural.models.base import ACTIVATIONS, RewardModel, bt_nll, masked_accuracy
+
+
+@dataclasses.dataclass(frozen=True)
+class PaletteHparams:
+    hidden: int = 64  # d: width of the content and attribute representations
+    activation: Literal["gelu", "relu", "tanh", "silu"] = "gelu"
+    attr_dropout_max: float = 0.5  # cap of the attribute dropout probability
+    dropout_ramp_steps: int = 750  # steps over which it rises linearly from 0 to the cap (75% of 1000 steps)
+    scale_init: float = 0.5  # s at initialisation
+
+
+def _init(key, shape, fan_in):
+    return jax.random.normal(key, shape) / jnp.sqrt(fan_in)
+
+
+class Palette(RewardModel):
+    name = "palette"
+    summary = "one attribute-attention reward model per community; its attention weights are the community's profile"
+    reference = "Li et al., PrefPalette: Personalized Preference Modeling with Latent Attributes, 2025"
+    demo = {}  # the demo population has no attribute columns
+    Hparams = PaletteHparams
+    batches = GroupBatches()
+    reads_attributes = True
+
+    @classmethod
+    def check_settings(cls, hp, batches):
+        if hp.hidden < 4:
+            raise PluralError(f"--set model.hidden={hp.hidden}: must be >= 4 (the query is a quarter of it)")
+        if not 0.0 <= hp.attr_dropout_max < 1.0:
+            raise PluralError(f"--set model.attr_dropout_max={hp.attr_dropout_max}: must be in [0, 1)")
+        if hp.dropout_ramp_steps < 1:
+            raise PluralError(f"--set model.dropout_ramp_steps={hp.dropout_ramp_steps}: must be >= 1")
+
+    def __init__(self, spec: dict, hp: PaletteHparams, rngs: nnx.Rngs):
+        self.check_settings(hp, None)
+        names = spec.get("attr_names", [])
+        if not names:
+            raise PluralError("palette reads attribute scores: the table needs chosen_attr_<name> / "
+                              "rejected_attr_<name> columns (docs/data-format.md)")
+        self.hp = hp
+        C, A, d = max(len(spec.get("groups", [])), 1), len(names), hp.hidden
+        self.n_attr, self.d_emb = A, spec["dim"] - A  # responses arrive as [e(y), a(y)]
+        d_in, dq = spec["prompt_dim"] + self.d_emb, d // 4
+        key = rngs.params
+        self.w_content = nnx.Param(_init(key(), (C, d_in, d), d_in))
+        self.b_content = nnx.Param(jnp.zeros((C, d)))
+        self.u = nnx.Param(_init(key(), (C, A, d), 1.0))
+        self.o = nnx.Param(jnp.zeros((C, A, d)))
+        self.w_q = nnx.Param(_init(key(), (C, d, dq), d))
+        self.w_k = nnx.Param(_init(key(), (C, d, dq), d))
+        self.v = nnx.Param(_init(key(), (C, dq), dq))
+        self.scale = nnx.Param(jnp.full((C,), hp.scale_init))
+        self.w_out = nnx.Param(_init(key(), (C, d), d))
+        self.b_out = nnx.Param(jnp.zeros((C,)))
+        self.share = nnx.Variable(jnp.full((C,), 1.0 / C))  # the communities' shares of the training pairs
+
+    def init_from_data(self, dd, rngs):
+        count = dd["group_count"].astype(jnp.float32)
+        self.share[...] = count / count.sum()
+
+    # -- one community's model ------------------------------------------------------------------------
+    def _params(self):
+        return {k: getattr(self, k)[...] for k in ("w_content", "b_content", "u", "o", "w_q", "w_k", "v", "scale",
+                                                   "w_out", "b_out")}
+
+    def _one(self, p, prompt, response, keep):
+        """One community (params p without the community axis): reward (...,) and attention (..., A) of
+        responses [e(y), a(y)] (..., D + A) with attribute mask keep (..., A) (1 = present)."""
+        e, a = response[..., : self.d_emb], response[..., self.d_emb:]
+        h_c = ACTIVATIONS[self.hp.activation](jnp.concatenate([prompt, e], -1) @ p["w_content"] + p["b_content"])
+        h_i = a[..., None] * p["u"] + p["o"]  # (..., A, d)
+        score = jnp.tanh((h_c @ p["w_q"])[..., None, :] + h_i @ p["w_k"]) @ p["v"]  # (..., A)
+        score = jnp.where(keep > 0, score, -jnp.inf)
+        top = jnp.max(jnp.where(keep > 0, score, -1e30), -1, keepdims=True)
+        ex = jnp.where(keep > 0, jnp.exp(score - top), 0.0)
+        alpha = ex / jnp.maximum(ex.sum(-1, keepdims=True), 1e-30)  # all dropped: alpha = 0, h = h_c
+        h = h_c + p["scale"] * jnp.einsum("...a,...ad->...d", alpha, h_i)
+        return h @ p["w_out"] + p["b_out"], alpha
+
+    def community_rewards(self, prompt, response, keep=None):
+        """Every community's reward and attention: (C, ...) and (C, ..., A)."""
+        keep = jnp.ones((*response.shape[:-1], self.n_attr)) if keep is None else keep
+        return jax.vmap(lambda p: self._one(p, prompt, response, keep))(self._params())
+
+    def dropout(self, step):
+        """The attribute dropout probability at a training step."""
+        return self.hp.attr_dropout_max * jnp.minimum(step / self.hp.dropout_ramp_steps, 1.0)
+
+    def loss(self, batch, key, step):
+        # batch: (B, C, ...) pairs of every community (GroupBatches); one drop mask per pair and attribute
+        keep = jax.random.bernoulli(key, 1.0 - self.dropout(step), (*batch["mask"].shape, self.n_attr))
+
+        def community(p, x, yw, yl, k):
+            return self._one(p, x, yw, k)[0] - self._one(p, x, yl, k)[0]
+
+        m = jax.vmap(community, in_axes=(0, 1, 1, 1, 1), out_axes=1)(
+            self._params(), batch["prompt"], batch["chosen"], batch["rejected"], keep.astype(jnp.float32))
+        nll = bt_nll(m, batch["mask"])
+        return nll, {"accuracy": masked_accuracy(m, batch["mask"]), "nll": nll}
+
+    # -- users ------------------------------------------------------------------------------------------
+    def reward(self, prompt, response, state):
+        r, _ = self.community_rewards(prompt, response)  # (C, ...)
+        return jnp.einsum("c...,...c->...", r, state)
+
+    def population_state(self):
+        return self.share[...]
+
+    def group_state(self, group):
+        C = self.share.shape[0]
+        onehot = jax.nn.one_hot(jnp.maximum(group, 0), C)
+        return jnp.where((group >= 0)[..., None], onehot, self.share[...])
+
+    def seen_states(self, dd):
+        first = dd["user_rows"][:, 0]
+        return jax.nn.one_hot(jnp.maximum(dd["group"][first], 0), self.share.shape[0])
+
+    def adapt(self, context, key):
+        """Bayes over the communities: prior = their shares, likelihood = the K pairs' under each model."""
+        rw, _ = self.community_rewards(context["prompt"], context["chosen"])
+        rl, _ = self.community_rewards(context["prompt"], context["rejected"])
+        loglik = (jax.nn.log_sigmoid(rw - rl) * context["mask"]).sum(-1)  # (C,)
+        return jax.nn.softmax(jnp.log(jnp.maximum(self.share[...], 1e-12)) + loglik)
+
+    def profile(self, prompt, response):
+        """(C, ...) attention of every community over the attributes (..., A) of the given responses."""
+        return self.community_rewards(prompt, response)[1]

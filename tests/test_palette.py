@@ -1,0 +1,71 @@
+"""The attribute-weighted community family (palette): its attribute dropout schedule, the content-only
+path when every attribute is dropped, the per-community sampler, Bayes over communities for a new user,
+and the refusal of a table without attribute columns."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from personas import CommunityConfig, simulate_communities
+from plural.cli import main
+from plural.data import read_table
+from plural.data.batching import GroupBatches, device_data
+from plural.models.palette import Palette, PaletteHparams
+
+SPEC = {"dim": 6 + 3, "prompt_dim": 2, "n_users": 3, "groups": ["a", "b", "c"], "attr_names": ["x", "y", "z"]}
+
+
+def test_dropout_rises_linearly_to_its_cap():
+    model = Palette(SPEC, PaletteHparams(attr_dropout_max=0.4, dropout_ramp_steps=100), nnx.Rngs(0))
+    assert [round(float(model.dropout(s)), 6) for s in (0, 25, 100, 1000)] == [0.0, 0.1, 0.4, 0.4]
+
+
+def test_every_attribute_dropped_leaves_the_content_reward():
+    model = Palette(SPEC, PaletteHparams(hidden=8), nnx.Rngs(1))
+    r = np.random.default_rng(0)
+    x, y = jnp.asarray(r.normal(size=(5, 2))), jnp.asarray(r.normal(size=(5, 9)))
+    got, alpha = model.community_rewards(x, y, jnp.zeros((5, 3)))
+    p = {k: np.asarray(v) for k, v in model._params().items()}
+    h_c = jax.nn.gelu(np.concatenate([x, y[:, :6]], -1) @ p["w_content"][1] + p["b_content"][1])
+    np.testing.assert_allclose(np.asarray(got[1]), np.asarray(h_c @ p["w_out"][1] + p["b_out"][1]), rtol=1e-5, atol=1e-6)
+    assert float(jnp.abs(alpha).max()) == 0.0
+    with_attrs, alpha = model.community_rewards(x, y)
+    assert float(jnp.abs(with_attrs[1] - got[1]).max()) > 1e-4  # the attributes do enter otherwise
+    np.testing.assert_allclose(np.asarray(alpha.sum(-1)), 1.0, rtol=1e-5)
+
+
+def test_group_batches_draw_every_community_from_its_own_rows(tmp_path):
+    simulate_communities(CommunityConfig(n_communities=5, n_attributes=3, dim=8, train_pairs=20)).write(tmp_path)
+    data = read_table(tmp_path / "train.parquet")
+    dd = device_data(data)
+    batch = GroupBatches(pairs_per_group=16).sample(jax.random.key(0), dd)
+    assert batch["group"].shape == (16, 5) and batch["mask"].shape == (16, 5)
+    np.testing.assert_array_equal(np.asarray(batch["group"]), np.tile(np.arange(5), (16, 1)))
+    assert len(np.unique(np.asarray(batch["chosen"])[:, 2, 0])) > 8  # drawn, not one row repeated
+
+
+def test_a_new_user_is_placed_in_the_community_whose_model_explains_their_pairs():
+    model = Palette(SPEC, PaletteHparams(hidden=8), nnx.Rngs(2))
+    r = np.random.default_rng(1)
+    x, a, b = (jnp.asarray(r.normal(size=(40, d))) for d in (2, 9, 9))
+    ra, _ = model.community_rewards(x, a)
+    rb, _ = model.community_rewards(x, b)
+    wins = np.asarray(ra[2] > rb[2])  # labelled by community 2's model
+    ctx = {"prompt": x, "chosen": jnp.where(wins[:, None], a, b), "rejected": jnp.where(wins[:, None], b, a),
+           "mask": jnp.ones(40)}
+    post = np.asarray(model.adapt(ctx, None))
+    assert post.argmax() == 2 and post[2] > 0.9, post
+    none = np.asarray(model.adapt({**ctx, "mask": jnp.zeros(40)}, None))
+    np.testing.assert_allclose(none, np.asarray(model.population_state()), rtol=1e-5)
+
+
+def test_a_table_without_attribute_columns_is_refused(tiny, tmp_path, capsys):
+    import pandas as pd
+
+    _, d = tiny
+    t = pd.read_parquet(d / "train.parquet")
+    t.drop(columns=[c for c in t.columns if "_attr_" in c]).to_parquet(tmp_path / "plain.parquet")
+    assert main(["fit", "--model", "palette", "--data", str(tmp_path / "plain.parquet"), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "attribute" in err and "\n" not in err and not (tmp_path / "r").exists()
