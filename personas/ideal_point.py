@@ -76,6 +76,7 @@ class IdealPointConfig:
     item_cluster_noise: float = 0.3  # item_dist=clustered: within-cluster noise (norm about this) before re-normalising
     context_signal: float = 0.0  # > 0: each prompt is z + context_signal * d_g (z ~ N(0, I/D) per row, d_g the asker's group direction)
     anonymous: bool = False  # one user id per row (the group is kept for analysis): no user is seen twice
+    n_attributes: int = 0  # > 0: attribute columns a0.. = each response's projection on that many random unit directions
     seed: int = 0
 
 
@@ -214,8 +215,8 @@ def _sigmoid(x):
 
 def _check(cfg: IdealPointConfig) -> np.ndarray:
     check_config(cfg)  # field types and the Literal options (a config built by hand as well as one from --set)
-    if cfg.n_groups < 1 or cfg.dim < 1:
-        raise ValueError("n_groups and dim must be at least 1")
+    if cfg.n_groups < 1 or cfg.dim < 1 or cfg.n_attributes < 0:
+        raise ValueError("n_groups and dim must be at least 1, n_attributes at least 0")
     if len(cfg.group_sizes) != cfg.n_groups or min(cfg.group_sizes) <= 0:
         raise ValueError(f"group_sizes has {len(cfg.group_sizes)} entries for {cfg.n_groups} groups (all must be > 0)")
     check_tables(cfg)
@@ -327,6 +328,8 @@ def simulate_ideal_point(cfg: IdealPointConfig = IdealPointConfig()) -> Populati
     prompts = _unit(rng.normal(size=(max(cfg.n_prompts, 1), D)))
     directions = np.linalg.qr(rng.normal(size=(D, K)))[0].T if cfg.context_signal > 0 else None  # (K, D) orthonormal
     items = item_sampler(cfg, rng)
+    # attribute directions from their own stream, so that asking for attributes changes nothing else
+    attr_dirs = _unit(np.random.default_rng([cfg.seed, 2]).normal(size=(cfg.n_attributes, D)))
     users = users_of(share, {"seen": cfg.n_users, "test": cfg.n_unseen, "val": n_val_unseen(cfg)})
     points = {u: protos[g] + cfg.user_noise * rngs["val" if kind == "val" else "train"].normal(size=D) / np.sqrt(D)
               for u, g, kind in users}
@@ -349,7 +352,8 @@ def simulate_ideal_point(cfg: IdealPointConfig = IdealPointConfig()) -> Populati
         c_a = q_a if directions is None else (group_posterior(x, directions, share, cfg.context_signal) * per_group.T).sum(1)
         m = margin(ya[None], yb[None], protos[:, None], scale)  # (K, n) every prototype's margin for a over b
         return label_pairs(r, uid, g, seen, x if cfg.n_prompts > 0 else None, ya, yb, p_a,
-                           {"population_p": q_a, "context_p": c_a}, {"disagreement": disagreement(m, share)})
+                           {"population_p": q_a, "context_p": c_a}, {"disagreement": disagreement(m, share)},
+                           {f"attr_a{i}": (ya @ d, yb @ d) for i, d in enumerate(attr_dirs)})
 
     tables = draw_tables(users, cfg, pairs)
     if cfg.anonymous:

@@ -28,7 +28,7 @@ SHOTS = 10
 
 def run_demo(out: Path, seed: int = 0) -> pd.DataFrame:
     out.mkdir(parents=True, exist_ok=True)
-    pop = simulate_ideal_point(IdealPointConfig(n_prompts=0, seed=seed))
+    pop = simulate_ideal_point(IdealPointConfig(n_prompts=0, n_attributes=4, seed=seed))  # attributes: for palette
     pop.write(out / "population")
     truth = pop.truth()["all"]
     print(f"population: 3 groups (shares 0.6 / 0.3 / 0.1), {pop.config.n_users} seen + {pop.config.n_unseen} unseen users, "

@@ -64,7 +64,7 @@ class Palette(RewardModel):
     name = "palette"
     summary = "one attribute-attention reward model per community; its attention weights are the community's profile"
     reference = "Li et al., PrefPalette: Personalized Preference Modeling with Latent Attributes, 2025"
-    demo = {}  # the demo population has no attribute columns
+    demo = None  # the demo population carries 4 attribute columns (projections of the responses)
     Hparams = PaletteHparams
     batches = GroupBatches()
     reads_attributes = True
