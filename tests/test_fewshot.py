@@ -141,6 +141,7 @@ def _curve(ideal, name, sets):
     return out
 
 
+@pytest.mark.slow  # about a minute (two 3000-step fits): run with -m slow
 def test_meta_learning_beats_fine_tuned_bt_with_the_same_shots_and_steps(ideal):
     """3 groups (0.6 / 0.3 / 0.1), unseen users, the same scored rows at every K: MAML's accuracy rises with
     K, and beats BT trained on pooled pairs then adapted by the same 5 steps at the same rate."""

@@ -67,6 +67,7 @@ def test_the_maxmin_policy_is_the_egalitarian_optimum_and_helps_the_worst_group(
     np.testing.assert_allclose(np.asarray(lam).sum(), 1.0, rtol=1e-5)
 
 
+@pytest.mark.slow  # about 30 s: run with -m slow
 def test_restarts_run_in_one_model_and_the_best_likelihood_is_kept(tmp_path):
     """4 groups (0.4 / 0.3 / 0.2 / 0.1), 20 pairs per user, 4 heads, 4 EM restarts from independent random
     initialisations: the restarts end in different optima, and the model's restart is the one whose hard

@@ -159,6 +159,7 @@ def test_learned_ideal_points_match_the_true_prototypes(fitted, population):
     assert corr_vertices.min() >= 0.6, corr_vertices
 
 
+@pytest.mark.slow  # about 40 s: run with -m slow
 def test_one_prototype_is_a_single_reward(population):
     """K = 1: every user has the same ideal point, so PAL cannot beat the best single reward (as BT)."""
     pop, tr, te = population
