@@ -7,7 +7,6 @@ import pandas as pd
 import pytest
 
 from plural.cli import main
-from plural.models import FAMILIES, demo_models
 
 FAST = ["--set", "model.hidden=(16,)", "--set", "train.steps=100", "--set", "batch_size=64"]
 
@@ -89,14 +88,3 @@ def test_simulate_writes_tables_and_truth(tmp_path):
     assert len(pd.read_parquet(tmp_path / "p/train.parquet")) == 45
 
 
-def test_demo_prints_the_subgroup_table_and_writes_figures(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path / "demo")]) == 0
-    text = capsys.readouterr().out
-    assert "worst-off group" in text and "oracle" in text and "bt" in text
-    table = pd.read_csv(tmp_path / "demo/group_table.csv")
-    assert set(table["group"]) == {"g0", "g1", "g2"}
-    assert set(table["model"]) == set(demo_models()) >= set(FAMILIES) | {"bt (group)", "bt (user)"}  # + BT's fair variants
-    for name in FAMILIES:  # each fitted with early stopping on the population's validation table
-        assert "best_step" in json.loads((tmp_path / "demo/runs" / name / "metrics.json").read_text())
-    for ext in ("png", "pdf", "csv"):
-        assert (tmp_path / "demo/figures" / f"group_accuracy.{ext}").stat().st_size > 0
