@@ -31,6 +31,9 @@ Users. A user's state is a weight per community (C,): a seen user's community (o
 known group likewise, and otherwise the communities weighed by their shares of the training pairs (0
 shots) or, after K pairs, by the likelihood of those pairs under each community's model (Bayes, with the
 shares as the prior); the reward is the weighted sum of the communities' rewards.
+
+Defaults (`hidden` 64, `attr_dropout_max` 0.5, `dropout_ramp_steps` 750, `scale_init` 0.5 as the release)
+are set by hand: this first version has not been through a validation sweep yet.
 """
 
 from __future__ import annotations
@@ -117,7 +120,6 @@ class Palette(RewardModel):
         h_c = ACTIVATIONS[self.hp.activation](jnp.concatenate([prompt, e], -1) @ p["w_content"] + p["b_content"])
         h_i = a[..., None] * p["u"] + p["o"]  # (..., A, d)
         score = jnp.tanh((h_c @ p["w_q"])[..., None, :] + h_i @ p["w_k"]) @ p["v"]  # (..., A)
-        score = jnp.where(keep > 0, score, -jnp.inf)
         top = jnp.max(jnp.where(keep > 0, score, -1e30), -1, keepdims=True)
         ex = jnp.where(keep > 0, jnp.exp(score - top), 0.0)
         alpha = ex / jnp.maximum(ex.sum(-1, keepdims=True), 1e-30)  # all dropped: alpha = 0, h = h_c
