@@ -15,6 +15,13 @@ Generative model (A attributes, embedding size D):
 - its reward is r_k(y) = s (w_k . z + `content_weight` q(y)), with s set so that reward differences of
   random pairs have standard deviation `margin_scale`; pairs are labelled by Bradley-Terry noise.
 
+How recoverable the profiles are. The true importances can be ranked from data only as far as they
+differ by more than their estimation error. `analysis.profiles.regression_profiles` (a logistic
+regression on the true attribute scores of each community's training pairs: the best a profile can do)
+reaches a mean Spearman correlation with them of 0.90 at 4000 pairs per community (8 communities, seed 0,
+default concentrations 0.3 / 2.0), 0.75 at 1000 pairs, 0.87 with flat communities at 5.0, and 0.77 for
+another draw (16 communities, seed 1): the defaults were set so that this ceiling is well above chance.
+
 Every row carries the observed attribute scores `chosen_attr_<name>` / `rejected_attr_<name>` = z plus
 N(0, `attr_noise`^2) noise (docs/data-format.md), the attribute names being the first A of PrefPalette's
 19 (`ATTRIBUTES`; beyond 19, `attr19`, `attr20`, ...). A community is a group; its members (`n_users`
@@ -75,8 +82,8 @@ class CommunityConfig:
     n_communities: int = 8  # C groups
     n_attributes: int = 19  # A (PrefPalette's 19 by name)
     sharp_share: float = 0.5  # share of communities whose weights are sharp
-    sharp_concentration: float = 0.2  # Dirichlet alpha of a sharp community (few attributes matter)
-    flat_concentration: float = 5.0  # ... of a flat one (many attributes matter a little)
+    sharp_concentration: float = 0.3  # Dirichlet alpha of a sharp community (few attributes matter)
+    flat_concentration: float = 2.0  # ... of a flat one (many attributes matter, unequally)
     negative_share: float = 0.3  # chance that a community's weight on an attribute is negative
     content_weight: float = 0.5  # weight of the shared content quality against the attributes
     content_noise: float = 1.0  # size of the content part of an embedding against its attribute part

@@ -5,6 +5,9 @@
 - `bench_grid`: S seeds trained one after another vs at once (vmap, and lax.map), same steps each.
 - `bench_adapt`: time to adapt a new user from K shots (the family's `adapt`, jitted), per user: one
   user per call (latency) and many users in one vmapped call (throughput). PAL's goal: well under 50 ms.
+- `bench_palette`: C communities' attribute-weighted models (`palette`) fitted at once (one program, the
+  community axis vmapped) vs one after another (the same compiled program on each community's rows), same
+  steps each. Goal: <= 0.3x the one-by-one time on the CPU at 200 communities.
 - `bench_embed`: texts/s of the offline embedder (the jitted JAX encoder of `plural.embed`) against the
   plain numpy forward of the same model (`plural.embed.reference`) on the same texts. Goal: >= 3x.
 """
@@ -161,6 +164,49 @@ def bench_adapt(models=("pal-a", "pal-b"), shots: int = 10, dim: int = 384, user
         batch_s = _best_of(lambda: jax.block_until_ready(many(ctx, keys)), max(repeats // 5, 2))
         res[f"{name}_ms_per_user_single"] = 1e3 * single_s
         res[f"{name}_ms_per_user_batched"] = 1e3 * batch_s / users
+    res.update(_environment())
+    _report(res, out)
+    return res
+
+
+def bench_palette(communities: int = 200, pairs: int = 500, steps: int = 50, out: str | None = None,
+                  repeats: int = 2) -> dict:
+    """`communities` simulated communities (personas.communities: 19 attributes, D = 64, `pairs` training
+    pairs each) fitted by `palette` at its defaults for `steps` steps: all at once vs one by one. The one-by-one
+    time runs one compiled single-community program on every community's rows in turn (compiled once:
+    the comparison is of execution, not of compilation, which would only favour fitting at once)."""
+    import tempfile
+
+    from personas.communities import CommunityConfig, simulate_communities
+    from plural.data import read_table
+    from plural.models.base import view_of
+    from plural.run import configs_for
+
+    cfg = CommunityConfig(n_communities=communities, n_users=communities, train_pairs=pairs, val_pairs=1, test_pairs=1)
+    with tempfile.TemporaryDirectory() as tmp:
+        simulate_communities(cfg).write(tmp)
+        family = get_family("palette")
+        data = view_of(family, read_table(Path(tmp) / "train.parquet"))
+    c = configs_for("palette", [f"train.steps={steps}", f"train.log_every={steps}", "train.ckpt_every=0",
+                                "train.mesh_data=1"])
+
+    def trainer(d):
+        return Trainer(family, c["model"], c["train"], d, seeds=(0,), batches=c["batch"])
+
+    together = _Runner(trainer(data), steps)
+    rows = [np.flatnonzero(data.group == g) for g in range(len(data.groups))]
+    one = _Runner(trainer(data.take(rows[0])), steps)
+    each = [trainer(data.take(r)).dd for r in rows]
+
+    def one_by_one():
+        for dd in each:
+            one.t.dd = dd
+            one()
+
+    res = {"benchmark": "palette", "communities": communities, "pairs_per_community": pairs, "steps": steps,
+           "hidden": c["model"].hidden, "pairs_per_group": c["batch"].pairs_per_group,
+           "at_once_s": _best_of(together, repeats), "one_by_one_s": _best_of(one_by_one, repeats)}
+    res["at_once_over_one_by_one"] = res["at_once_s"] / res["one_by_one_s"]
     res.update(_environment())
     _report(res, out)
     return res

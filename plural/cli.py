@@ -55,6 +55,16 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--resume", action="store_true", help="skip the cells already finished")
     g.add_argument("--datasets", help="comma-separated names: run only these datasets of the spec")
 
+    pr = sub.add_parser("profile", help="per-community attribute profiles of a fitted palette run (CSV + CIs + heatmap)")
+    pr.add_argument("--run", required=True, help="a run directory of an attribute-weighted family (palette)")
+    pr.add_argument("--out", required=True, help="profile CSV: one row per community, one column per attribute; "
+                    "beside it OUT's stem + .ci.csv (bootstrap CIs) and + .png (heatmap, communities clustered)")
+    pr.add_argument("--data", default=None, help="table whose responses the attention is averaged over "
+                    "(default: the run's training table)")
+    pr.add_argument("--bootstrap", type=int, default=1000, help="bootstrap draws over responses for the CIs (default 1000)")
+    pr.add_argument("--compare", default=None, metavar="OTHER.csv",
+                    help="also print the rank correlation of this profile with another, per community")
+
     fg = sub.add_parser("figs", help="regenerate the paper figures from stored results")
     fg.add_argument("--results", default="results/paper", help="a grid output directory (default results/paper)")
     fg.add_argument("--quick", action="store_true", help="if --results holds no results, run experiments/smoke.py into it first")
@@ -77,7 +87,7 @@ def _parser() -> argparse.ArgumentParser:
                     help="unseen_fraction (0.2), val_fraction (0.1), test_fraction (0.2), seed (0), disjoint (none|prompt)")
 
     c = sub.add_parser("convert", help="convert a published dataset into a preference table (text columns, no embeddings)")
-    c.add_argument("source", help="prism, community-alignment, summarize-feedback, attribute-scores or hh-hidden-context")
+    c.add_argument("source", help="prism, community-alignment, summarize-feedback, attribute-scores, hh-hidden-context or shp")
     c.add_argument("input", help="the dataset's file or folder, as its publishers distribute it")
     c.add_argument("out", help="output table (.parquet or .jsonl)")
     c.add_argument("--group", default=None, help="column that becomes `group` (e.g. annotator_country, birth_region)")
@@ -104,6 +114,11 @@ def _parser() -> argparse.ArgumentParser:
     ba.add_argument("--dim", type=int, default=384)
     ba.add_argument("--users", type=int, default=256, help="users adapted at once in the batched timing")
     ba.add_argument("--out", default=None)
+    bp = bsub.add_parser("palette", help="palette: C communities fitted at once vs one by one")
+    bp.add_argument("--communities", type=int, default=200)
+    bp.add_argument("--pairs", type=int, default=500, help="training pairs per community")
+    bp.add_argument("--steps", type=int, default=50)
+    bp.add_argument("--out", default=None)
     be = bsub.add_parser("embed", help="offline embedder: texts/s of the JAX encoder vs the plain numpy forward")
     be.add_argument("--texts", type=int, default=256)
     be.add_argument("--batch-size", type=int, default=64)
@@ -224,6 +239,8 @@ def _dispatch(args) -> int:
             raise PluralError(f"{results}: no results.parquet; run plural grid SPEC --out {results} first (or pass --quick)")
         paths = make_all(results, args.out)
         print(f"{len([p for p in paths if p.suffix == '.png'])} figures -> {args.out}")
+    elif args.command == "profile":
+        _profile(args)
     elif args.command == "demo":
         from plural.demo import run_demo
 
@@ -237,9 +254,43 @@ def _dispatch(args) -> int:
             bench.bench_grid(args.seeds, args.dim, args.pairs, args.steps, args.out)
         elif args.bench == "adapt":
             bench.bench_adapt(tuple(args.models.split(",")), args.shots, args.dim, args.users, args.out)
+        elif args.bench == "palette":
+            bench.bench_palette(args.communities, args.pairs, args.steps, args.out)
         elif args.bench == "embed":
             bench.bench_embed(args.texts, args.batch_size, args.out, args.repeats)
     return 0
+
+
+def _profile(args) -> None:
+    from analysis.profiles import attention_by_community, compare_profiles, heatmap, profile_tables, read_profile
+    from plural.data import read_table
+    from plural.errors import PluralError
+    from plural.run import load_run
+
+    out = Path(args.out)
+    if out.suffix != ".csv":
+        raise PluralError(f"--out {out}: a profile is written as .csv")
+    if args.bootstrap < 0:
+        raise PluralError(f"--bootstrap {args.bootstrap}: must be >= 0")
+    other = read_profile(args.compare) if args.compare else None  # checked before any work
+    run = load_run(args.run)
+    data_path = args.data or run.config.get("data_path")
+    if not data_path or not Path(data_path).exists():
+        raise PluralError(f"{args.run}: its training table {data_path!r} is not there; pass --data TABLE")
+    profile, ci = profile_tables(attention_by_community(run, read_table(data_path)), run.result.spec["attr_names"],
+                                 n_boot=args.bootstrap)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    profile.to_csv(out, index=False)
+    ci.to_csv(out.with_suffix(".ci.csv"), index=False)
+    heatmap(profile, out.with_suffix(".png"))
+    top = profile.set_index("community").idxmax(axis=1)
+    print(f"{len(profile)} communities x {profile.shape[1] - 1} attributes -> {out} (+ .ci.csv, .png)")
+    for g, a in top.items():
+        print(f"  {g}: top attribute {a} ({profile.set_index('community').loc[g, a]:.3f})")
+    if other is not None:
+        cmp = compare_profiles(profile, other)
+        print(cmp.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        print(f"mean Spearman over {len(cmp)} communities: {cmp['spearman'].mean():.3f}")
 
 
 if __name__ == "__main__":

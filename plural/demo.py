@@ -26,7 +26,11 @@ from plural.run import fit
 SHOTS = 10
 
 
-def run_demo(out: Path, seed: int = 0) -> pd.DataFrame:
+def run_demo(out: Path, seed: int = 0, overrides: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Simulate the 3-group population under `out`, fit every demo model (`demo_models()`) with early stopping
+    on its validation table, print each model's subgroup summary and the table, write the figures; returns
+    the table. `overrides` (`--set` strings) are added to every model's settings (the tests shorten training
+    with them; `plural demo` passes none)."""
     out.mkdir(parents=True, exist_ok=True)
     pop = simulate_ideal_point(IdealPointConfig(n_prompts=0, n_attributes=4, seed=seed))  # attributes: for palette
     pop.write(out / "population")
@@ -41,7 +45,7 @@ def run_demo(out: Path, seed: int = 0) -> pd.DataFrame:
         run_dir = out / "runs" / name.replace(" ", "_").replace("(", "").replace(")", "")
         shutil.rmtree(run_dir, ignore_errors=True)  # the demo always trains from scratch
         result = fit(family, out / "population" / "train.parquet", run_dir, seed=seed, data=train, val=val,
-                     val_path=out / "population" / "val.parquet", overrides=sets)
+                     val_path=out / "population" / "val.parquet", overrides=[*sets, *overrides])
         rows = predict(result, list(train.users), test, shots=SHOTS)
         rows["split"] = rows["seen"].map({True: "seen", False: f"unseen ({SHOTS} shots)"})
         for split, r in rows.groupby("split"):

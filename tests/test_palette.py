@@ -24,12 +24,12 @@ def test_dropout_rises_linearly_to_its_cap():
 def test_every_attribute_dropped_leaves_the_content_reward():
     model = Palette(SPEC, PaletteHparams(hidden=8), nnx.Rngs(1))
     r = np.random.default_rng(0)
+    model.sign[...] = jnp.asarray(r.normal(size=model.sign.shape))  # (0 at initialisation: no attribute effect yet)
     x, y = jnp.asarray(r.normal(size=(5, 2))), jnp.asarray(r.normal(size=(5, 9)))
     got, alpha = model.community_rewards(x, y, jnp.zeros((5, 3)))
     p = {k: np.asarray(v) for k, v in model._params().items()}
     h_c = jax.nn.gelu(np.concatenate([x, y[:, :6]], -1) @ p["w_content"][1] + p["b_content"][1])
     np.testing.assert_allclose(np.asarray(got[1]), np.asarray(h_c @ p["w_out"][1] + p["b_out"][1]), rtol=1e-5, atol=1e-6)
-    assert float(jnp.abs(alpha).max()) == 0.0
     with_attrs, alpha = model.community_rewards(x, y)
     assert float(jnp.abs(with_attrs[1] - got[1]).max()) > 1e-4  # the attributes do enter otherwise
     np.testing.assert_allclose(np.asarray(alpha.sum(-1)), 1.0, rtol=1e-5)
@@ -69,3 +69,14 @@ def test_a_table_without_attribute_columns_is_refused(tiny, tmp_path, capsys):
     assert main(["fit", "--model", "palette", "--data", str(tmp_path / "plain.parquet"), "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err.strip()
     assert "attribute" in err and "\n" not in err and not (tmp_path / "r").exists()
+
+
+def test_bench_palette_times_the_communities_at_once_and_one_by_one(tmp_path, capsys):
+    out = tmp_path / "palette.json"
+    assert main(["bench", "palette", "--communities", "3", "--pairs", "20", "--steps", "2", "--out", str(out)]) == 0
+    import json
+
+    res = json.loads(out.read_text())
+    assert res["communities"] == 3 and res["at_once_s"] > 0 and res["one_by_one_s"] > 0
+    assert abs(res["at_once_over_one_by_one"] - res["at_once_s"] / res["one_by_one_s"]) < 1e-9
+    assert "at_once_over_one_by_one" in capsys.readouterr().out

@@ -2,38 +2,53 @@
 Preference Modeling with Latent Attributes"; code release stellalisy/PrefPalette).
 
 A community's preference is explained through attributes of the response (verbosity, formality, humour,
-Schwartz values, ...). For a response y with embedding e(y) (and prompt e(x)) and A attribute
-representations h_1 .. h_A (width d), one community's model is
+Schwartz values, ...). For a response y with embedding e(y) (and prompt e(x)) and its A attribute scores
+a_1(y) .. a_A(y), one community's model is
 
     h_c      = act(W_c [e(x), e(y)] + b_c)                       the content representation (d = `hidden`)
+    h_i      = a_i u_i + o_i                                     attribute i's representation (d)
     q        = W_q h_c   (d / 4: the query is a quarter of the width, as the release)
     k_i      = W_k h_i
     alpha_i  = softmax_i( v^T tanh(q + k_i) )                    attention over the attributes
-    h        = h_c + s * sum_i alpha_i h_i                       s learned, starting at `scale_init` 0.5
-    r(x, y)  = w^T h + b
+    r(x, y)  = w^T h_c + b + s * sum_i alpha_i tanh(t_i) a_i     s learned, starting at `scale_init` 0.5
 
 trained with the Bradley-Terry loss on the community's pairs. While training, each attribute of a pair is
-dropped (masked out of the softmax; every attribute dropped leaves h = h_c) with a probability that rises
-linearly from 0 to `attr_dropout_max` over the first `dropout_ramp_steps` steps (the release: over 75% of
-training), so that the model still works when attributes are missing. The attention weights alpha,
-averaged over a community's responses, are its profile (`plural profile`).
+dropped (its score set to 0, so that it adds nothing and its key is its identity o_i alone; every
+attribute dropped leaves the content reward w^T h_c + b) with a probability that rises linearly from 0 to
+`attr_dropout_max` over the first `dropout_ramp_steps` steps, so that the model still works when
+attributes are missing. The attention weights alpha, averaged over a community's responses, are its
+profile (`plural profile`).
+
+Departures from the paper, and why.
+- The paper adds the attended attribute vectors to the content, h = h_c + s sum_i alpha_i h_i, and reads
+  the reward out of h; how much attribute i moves the reward is then alpha_i (w^T h_i), and the read-out
+  w^T h_i can grow for one attribute while its attention shrinks: the attention weights are not
+  identified, and on simulated communities they ranked the true importances at Spearman 0.26 (8
+  communities x 1000 pairs). Here every attribute has the same read-out, its signed score tanh(t_i) a_i
+  (t_i learned: whether the community likes or dislikes it, |tanh| <= 1), so that how much it counts is
+  carried by alpha_i alone.
+- h_i is built from the observed score a_i(y) (the table's `chosen_attr_<name>` / `rejected_attr_<name>`
+  columns), where the paper's is the hidden state of a 1B-parameter attribute predictor trained on
+  counterfactual rewrites.
+- The dropout ramp is 750 steps (the release: 75% of training), because early stopping usually ends
+  training well before the step budget.
 
 One model per community (the table's `group`; a table without one is one community): every parameter
 has a leading community axis and all communities train at once, each step drawing `batch.pairs_per_group`
 pairs of every community (`GroupBatches`), the communities vmapped in one program.
-
-Attribute representations. Here an attribute enters as its observed score a_i(y) (the table's
-`chosen_attr_<name>` / `rejected_attr_<name>` columns): h_i = a_i u_i + o_i with learned u_i, o_i (d,)
-per community. This is the departure from the paper, whose h_i is the hidden state of a 1B-parameter
-attribute predictor trained on counterfactual rewrites.
 
 Users. A user's state is a weight per community (C,): a seen user's community (one-hot), a new user's
 known group likewise, and otherwise the communities weighed by their shares of the training pairs (0
 shots) or, after K pairs, by the likelihood of those pairs under each community's model (Bayes, with the
 shares as the prior); the reward is the weighted sum of the communities' rewards.
 
-Defaults (`hidden` 64, `attr_dropout_max` 0.5, `dropout_ramp_steps` 750, `scale_init` 0.5 as the release)
-are set by hand: this first version has not been through a validation sweep yet.
+Defaults. `attr_dropout_max` 0.5 and `scale_init` 0.5 are the release's. `hidden` 16, `train.lr` 3e-3,
+`train.weight_decay` 1.0 and 3000 steps (with early stopping) were selected on validation accuracy by
+experiments/palette.py (results/palette: two simulated community populations, hidden 16 / 64 x weight
+decay 0.1 / 1.0; the content-only baseline got the same budget). Test there (8 communities x 4000 pairs;
+16 x 1000): expected accuracy 0.846 / 0.817 against the true model's 0.876 / 0.865 and the content-only
+model's 0.791 / 0.794; profiles vs the true importances, mean Spearman 0.84 / 0.68, where a logistic
+regression on the true attribute scores reaches 0.90 / 0.73.
 """
 
 from __future__ import annotations
@@ -52,11 +67,14 @@ from plural.models.base import ACTIVATIONS, RewardModel, bt_nll, masked_accuracy
 
 @dataclasses.dataclass(frozen=True)
 class PaletteHparams:
-    hidden: int = 64  # d: width of the content and attribute representations
+    hidden: int = 16  # d: width of the content and attribute representations
     activation: Literal["gelu", "relu", "tanh", "silu"] = "gelu"
     attr_dropout_max: float = 0.5  # cap of the attribute dropout probability
     dropout_ramp_steps: int = 750  # steps over which it rises linearly from 0 to the cap (75% of 1000 steps)
     scale_init: float = 0.5  # s at initialisation
+
+
+SIGN_RATE = 10.0  # t_i enters as tanh(10 t_i): its sign moves as fast as the content weights under Adam
 
 
 def _init(key, shape, fan_in):
@@ -71,6 +89,7 @@ class Palette(RewardModel):
     Hparams = PaletteHparams
     batches = GroupBatches()
     reads_attributes = True
+    train_defaults = {"steps": 3000, "lr": 3e-3, "weight_decay": 1.0}  # experiments/palette.py
 
     @classmethod
     def check_settings(cls, hp, batches):
@@ -99,6 +118,7 @@ class Palette(RewardModel):
         self.w_q = nnx.Param(_init(key(), (C, d, dq), d))
         self.w_k = nnx.Param(_init(key(), (C, d, dq), d))
         self.v = nnx.Param(_init(key(), (C, dq), dq))
+        self.sign = nnx.Param(jnp.zeros((C, A)))
         self.scale = nnx.Param(jnp.full((C,), hp.scale_init))
         self.w_out = nnx.Param(_init(key(), (C, d), d))
         self.b_out = nnx.Param(jnp.zeros((C,)))
@@ -110,21 +130,20 @@ class Palette(RewardModel):
 
     # -- one community's model ------------------------------------------------------------------------
     def _params(self):
-        return {k: getattr(self, k)[...] for k in ("w_content", "b_content", "u", "o", "w_q", "w_k", "v", "scale",
+        return {k: getattr(self, k)[...] for k in ("w_content", "b_content", "u", "o", "w_q", "w_k", "v", "sign", "scale",
                                                    "w_out", "b_out")}
 
     def _one(self, p, prompt, response, keep):
         """One community (params p without the community axis): reward (...,) and attention (..., A) of
         responses [e(y), a(y)] (..., D + A) with attribute mask keep (..., A) (1 = present)."""
-        e, a = response[..., : self.d_emb], response[..., self.d_emb:]
+        e, a = response[..., : self.d_emb], response[..., self.d_emb:] * keep
         h_c = ACTIVATIONS[self.hp.activation](jnp.concatenate([prompt, e], -1) @ p["w_content"] + p["b_content"])
-        h_i = a[..., None] * p["u"] + p["o"]  # (..., A, d)
-        score = jnp.tanh((h_c @ p["w_q"])[..., None, :] + h_i @ p["w_k"]) @ p["v"]  # (..., A)
-        top = jnp.max(jnp.where(keep > 0, score, -1e30), -1, keepdims=True)
-        ex = jnp.where(keep > 0, jnp.exp(score - top), 0.0)
-        alpha = ex / jnp.maximum(ex.sum(-1, keepdims=True), 1e-30)  # all dropped: alpha = 0, h = h_c
-        h = h_c + p["scale"] * jnp.einsum("...a,...ad->...d", alpha, h_i)
-        return h @ p["w_out"] + p["b_out"], alpha
+        # k_i = W_k h_i with h_i = a_i u_i + o_i, computed as a_i (W_k u_i) + W_k o_i: no (..., A, d) tensor
+        # (a dropped attribute, a_i = 0, keeps only its identity o_i)
+        k = a[..., None] * (p["u"] @ p["w_k"]) + p["o"] @ p["w_k"]  # (..., A, d / 4)
+        alpha = jax.nn.softmax(jnp.tanh((h_c @ p["w_q"])[..., None, :] + k) @ p["v"], -1)  # (..., A)
+        value = jnp.tanh(SIGN_RATE * p["sign"]) * a  # (..., A): the signed score, one read-out for every attribute
+        return h_c @ p["w_out"] + p["b_out"] + self.n_attr * p["scale"] * (alpha * value).sum(-1), alpha
 
     def community_rewards(self, prompt, response, keep=None):
         """Every community's reward and attention: (C, ...) and (C, ..., A)."""
@@ -171,6 +190,7 @@ class Palette(RewardModel):
         loglik = (jax.nn.log_sigmoid(rw - rl) * context["mask"]).sum(-1)  # (C,)
         return jax.nn.softmax(jnp.log(jnp.maximum(self.share[...], 1e-12)) + loglik)
 
-    def profile(self, prompt, response):
-        """(C, ...) attention of every community over the attributes (..., A) of the given responses."""
-        return self.community_rewards(prompt, response)[1]
+    def profile(self, community: int, prompt, response):
+        """Community `community`'s attention (..., A) over the attributes of the given responses."""
+        p = {k: v[community] for k, v in self._params().items()}
+        return self._one(p, prompt, response, jnp.ones((*response.shape[:-1], self.n_attr)))[1]
