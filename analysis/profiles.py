@@ -56,7 +56,8 @@ def profile_tables(alpha: dict[str, np.ndarray], names: list[str], n_boot: int =
     rows, ci = [], []
     for g, a in alpha.items():
         mean = a.mean(0)
-        boot = np.stack([a[rng.integers(0, len(a), len(a))].mean(0) for _ in range(n_boot)]) if n_boot else mean[None]
+        # each draw resamples the R responses with replacement: its mean is counts @ a / R
+        boot = rng.multinomial(len(a), np.full(len(a), 1.0 / len(a)), size=n_boot) @ a / len(a) if n_boot else mean[None]
         lo, hi = np.percentile(boot, [2.5, 97.5], axis=0)
         rows.append({"community": g, **dict(zip(names, map(float, mean)))})
         ci += [{"community": g, "attribute": n, "weight": float(m), "lo": float(l), "hi": float(h)}
