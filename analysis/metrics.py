@@ -56,7 +56,7 @@ def _cols(rows: pd.DataFrame) -> dict[str, np.ndarray]:
         out["agree_oracle"] = agreement(m, p)
         if "population_p" in rows.columns and rows["population_p"].notna().all():
             q = rows["population_p"].to_numpy(float)
-            out["single"] = np.where(q > 0.5, p, 1 - p)
+            out["single"] = np.where(np.isclose(q, 0.5), 0.5, np.where(q > 0.5, p, 1 - p))  # a split population: a coin
             out["agree_single"] = agreement(m, q)
     return out
 

@@ -175,3 +175,11 @@ def regression_profiles(frame: pd.DataFrame, names: list[str], l2: float = 1e-3)
                 break
         rows.append({"community": g, **dict(zip(names, np.abs(w) / max(np.abs(w).sum(), 1e-12)))})
     return pd.DataFrame(rows)
+
+
+def top_attribute_hits(profile: pd.DataFrame, defining: dict) -> pd.DataFrame:
+    """Each community's top attribute against the attribute that defines it (e.g. truth.json's `defining` of a
+    statements population with structure=communities): columns community, top, defining, hit."""
+    top = profile.set_index("community").idxmax(axis=1)
+    out = pd.DataFrame({"community": top.index, "top": top.values, "defining": [defining[c] for c in top.index]})
+    return out.assign(hit=out["top"] == out["defining"])

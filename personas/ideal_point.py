@@ -117,7 +117,7 @@ def truth_of(table: pd.DataFrame) -> dict:
         out = {"oracle_accuracy": oracle_accuracy(rows), "single_accuracy": single_accuracy(rows)}
         if "context_p" in rows:  # the best prompt-aware but user-blind predictor
             p, c = rows["oracle_p"].to_numpy(), rows["context_p"].to_numpy()
-            out["context_accuracy"] = float(np.mean(np.where(c > 0.5, p, 1 - p)))
+            out["context_accuracy"] = _blind_accuracy(p, c)
         return out
 
     if table.empty:
@@ -149,8 +149,13 @@ def oracle_accuracy(rows: pd.DataFrame) -> float:
 
 
 def single_accuracy(rows: pd.DataFrame) -> float:
-    p, q = rows["oracle_p"].to_numpy(), rows["population_p"].to_numpy()
-    return float(np.mean(np.where(q > 0.5, p, 1 - p)))
+    """Expected accuracy of the best user-blind predictor: it picks the side with population_p on it, and a pair
+    the population is split on exactly (population_p = 1/2) is a coin flip for it (1/2)."""
+    return _blind_accuracy(rows["oracle_p"].to_numpy(), rows["population_p"].to_numpy())
+
+
+def _blind_accuracy(p: np.ndarray, q: np.ndarray) -> float:
+    return float(np.mean(np.where(np.isclose(q, 0.5), 0.5, np.where(q > 0.5, p, 1 - p))))
 
 
 def assign_groups(shares: np.ndarray, n: int) -> np.ndarray:

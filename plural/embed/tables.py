@@ -94,13 +94,12 @@ def _write(df: pd.DataFrame, emb: dict[str, np.ndarray], out: Path) -> None:
                 table = table.append_column(c, pa.ListArray.from_arrays(offsets, pa.array(E.ravel())))
             pq.write_table(table, tmp)
         else:
-            d = next(iter(emb.values())).shape[1]
-            fmt = "[" + ",".join(["%.9g"] * d) + "]"  # 9 significant digits: float32 values read back exactly
+            fmts = {c: "[" + ",".join(["%.9g"] * E.shape[1]) + "]" for c, E in emb.items()}  # 9 digits: float32 exact
             with open(tmp, "w", encoding="utf-8") as fh:
                 for i, rec in enumerate(df.to_dict(orient="records")):
                     line = json.dumps({k: _jsonable(v) for k, v in rec.items()}, ensure_ascii=False, default=str)
-                    vecs = ", ".join(f'"{c}": {fmt % tuple(E[i].tolist())}' for c, E in emb.items())
-                    fh.write((line[:-1] + ", " if len(line) > 2 else "{") + vecs + "}\n")
+                    vecs = ", ".join(f'"{c}": {fmts[c] % tuple(E[i].tolist())}' for c, E in emb.items())
+                    fh.write(line + "\n" if not vecs else (line[:-1] + ", " if len(line) > 2 else "{") + vecs + "}\n")
         tmp.replace(out)
     except OSError as e:
         raise PluralError(f"{out}: cannot write ({type(e).__name__}: {e})")
