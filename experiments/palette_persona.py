@@ -46,6 +46,26 @@ POPULATIONS = {"persona25": 25, "persona50": 50}
 SEEDS = (0, 1, 2)
 
 
+def get_config():
+    """The accuracy side as a grid spec (`plural grid experiments/palette_persona.py --out DIR`): `palette` at its
+    defaults beside the content-only per-community BT (told the community, not reading the attribute columns)
+    and the single BT, both given a learning-rate x weight-decay budget, on the same two populations, 3 seeds."""
+    import dataclasses
+
+    budget = {"train.lr": [1e-3, 3e-3], "train.weight_decay": [0.1, 1.0]}
+    return {
+        "datasets": {name: {"simulate": {"population": "statements", **dataclasses.asdict(community_config(C))}}
+                     for name, C in POPULATIONS.items()},
+        "methods": {
+            "palette": {"model": "palette"},
+            "bt-group": {"model": "bt", "set": {"model.condition": "group"}, "grid": budget},
+            "bt": {"model": "bt", "grid": budget},
+        },
+        "seeds": list(SEEDS),
+        "shots": [0],
+    }
+
+
 def top_hits(run_dir: Path, table: Path, defining: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(profile, per-community top attribute vs the defining dimension) of a fitted palette run on `table`."""
     run = load_run(run_dir)

@@ -19,6 +19,7 @@ from analysis import accuracy_table, group_report
 from paper_figs import group_accuracy
 from personas import IdealPointConfig, simulate_ideal_point
 from plural.data import read_table
+from plural.errors import PluralError
 from plural.evaluate import predict
 from plural.models import demo_models
 from plural.run import fit
@@ -26,11 +27,17 @@ from plural.run import fit
 SHOTS = 10
 
 
-def run_demo(out: Path, seed: int = 0, overrides: tuple[str, ...] = ()) -> pd.DataFrame:
-    """Simulate the 3-group population under `out`, fit every demo model (`demo_models()`) with early stopping
-    on its validation table, print each model's subgroup summary and the table, write the figures; returns
-    the table. `overrides` (`--set` strings) are added to every model's settings (the tests shorten training
-    with them; `plural demo` passes none)."""
+def run_demo(out: Path, seed: int = 0, overrides: tuple[str, ...] = (), models: tuple[str, ...] | None = None) -> pd.DataFrame:
+    """Simulate the 3-group population under `out`, fit every demo model (`demo_models()`, or the labels in
+    `models`) with early stopping on its validation table, print each model's subgroup summary and the table,
+    write the figures; returns the table. `overrides` (`--set` strings) are added to every model's settings
+    (the tests shorten training with them and fit a few models; `plural demo` fits all at their defaults)."""
+    chosen = demo_models()
+    if models is not None:
+        unknown = [m for m in models if m not in chosen]
+        if unknown:
+            raise PluralError(f"demo model {unknown[0]!r}: not one of {', '.join(chosen)}")
+        chosen = {m: chosen[m] for m in models}
     out.mkdir(parents=True, exist_ok=True)
     pop = simulate_ideal_point(IdealPointConfig(n_prompts=0, n_attributes=4, seed=seed))  # attributes: for palette
     pop.write(out / "population")
@@ -41,7 +48,7 @@ def run_demo(out: Path, seed: int = 0, overrides: tuple[str, ...] = ()) -> pd.Da
     val = read_table(out / "population" / "val.parquet")
     test = read_table(out / "population" / "test.parquet")
     tables = []
-    for name, (family, sets) in demo_models().items():
+    for name, (family, sets) in chosen.items():
         run_dir = out / "runs" / name.replace(" ", "_").replace("(", "").replace(")", "")
         shutil.rmtree(run_dir, ignore_errors=True)  # the demo always trains from scratch
         result = fit(family, out / "population" / "train.parquet", run_dir, seed=seed, data=train, val=val,

@@ -130,6 +130,10 @@ def test_score_refuses_unknown_scorers_and_other_embedding_sizes(synthetic, tmp_
     assert main(["attributes", "score", "--scorers", str(tmp_path / "none"), str(d / "prefs.parquet"),
                  str(tmp_path / "o.parquet")]) == 2
     assert "persona" in capsys.readouterr().err  # the message names the shipped scorers
+    assert main(["attributes", "score", "--scorers", "persona", str(d / "prefs.parquet"), str(tmp_path / "o.parquet")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "prefs.parquet: column 'chosen_embedding' has 16 numbers" in err, err
+    assert not (tmp_path / "o.parquet").exists()
     with pytest.raises(PluralError, match="embeddings of 16 dims, but the scorers read 384"):
         Scorers.load("persona")(np.zeros((2, 16)))
 

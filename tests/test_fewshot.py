@@ -172,6 +172,7 @@ def test_lore_places_a_new_user_by_the_seen_users_who_answer_alike(ideal):
     assert pop4 < seen_start[4] - 0.1, (pop4, seen_start)
 
 
+@pytest.mark.slow  # benchmark plumbing (two compiled trainers, ~25 s): run with -m slow
 def test_bench_adapt_times_each_variant(tmp_path):
     import json
 

@@ -5,6 +5,7 @@ and the refusal of a table without attribute columns."""
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from flax import nnx
 
 from personas import CommunityConfig, simulate_communities
@@ -71,6 +72,7 @@ def test_a_table_without_attribute_columns_is_refused(tiny, tmp_path, capsys):
     assert "attribute" in err and "\n" not in err and not (tmp_path / "r").exists()
 
 
+@pytest.mark.slow  # benchmark plumbing (two compiled trainers, ~25 s): run with -m slow
 def test_bench_palette_times_the_communities_at_once_and_one_by_one(tmp_path, capsys):
     out = tmp_path / "palette.json"
     assert main(["bench", "palette", "--communities", "3", "--pairs", "20", "--steps", "2", "--out", str(out)]) == 0
