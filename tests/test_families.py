@@ -110,19 +110,15 @@ def test_states_and_margins_have_the_protocol_shapes(full_run, tiny):
     assert np.abs(np.asarray(m)).max() > 0  # trained, not a constant
 
 
-def test_same_seed_gives_the_same_metrics_bytes(full_run, tiny, tmp_path):
-    name, full, _ = full_run
+def test_resume_after_a_crash_gives_the_same_bytes_and_parameters(full_run, tiny, tmp_path):
+    """A second fit of the same seed, crashed after step 30 and resumed from its checkpoint at 20, writes the
+    same metrics.json bytes and parameters as the uninterrupted one: training is deterministic per seed (the
+    crashed fit computed steps 1-20 on its own) and resumable."""
+    name, full, full_result = full_run
     _, d = tiny
-    _fit(name, d, tmp_path / "again")
-    assert (tmp_path / "again/metrics.json").read_bytes() == (full / "metrics.json").read_bytes()
     m = json.loads((full / "metrics.json").read_text())
     assert [h["step"] for h in m["history"]] == [10, 20, 30, 40]
     assert all("val_loss" in h for h in m["history"]) and m["best_step"] in (10, 20, 30, 40)  # validation ran
-
-
-def test_resume_after_a_crash_gives_the_same_bytes_and_parameters(full_run, tiny, tmp_path):
-    name, full, full_result = full_run
-    _, d = tiny
     cut = tmp_path / "cut"
 
     def crash(step):
