@@ -27,6 +27,11 @@ from plural.run import fit
 SHOTS = 10
 
 
+def run_name(label: str) -> str:
+    """The run directory under DIR/runs of a demo model: "bt (group)" -> "bt_group"."""
+    return label.replace(" ", "_").replace("(", "").replace(")", "")
+
+
 def run_demo(out: Path, seed: int = 0, overrides: tuple[str, ...] = (), models: tuple[str, ...] | None = None) -> pd.DataFrame:
     """Simulate the 3-group population under `out`, fit every demo model (`demo_models()`, or the labels in
     `models`) with early stopping on its validation table, print each model's subgroup summary and the table,
@@ -49,7 +54,7 @@ def run_demo(out: Path, seed: int = 0, overrides: tuple[str, ...] = (), models: 
     test = read_table(out / "population" / "test.parquet")
     tables = []
     for name, (family, sets) in chosen.items():
-        run_dir = out / "runs" / name.replace(" ", "_").replace("(", "").replace(")", "")
+        run_dir = out / "runs" / run_name(name)
         shutil.rmtree(run_dir, ignore_errors=True)  # the demo always trains from scratch
         result = fit(family, out / "population" / "train.parquet", run_dir, seed=seed, data=train, val=val,
                      val_path=out / "population" / "val.parquet", overrides=[*sets, *overrides])

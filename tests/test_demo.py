@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from plural.cli import main
-from plural.demo import run_demo
+from plural.demo import run_demo, run_name
 from plural.errors import PluralError
 from plural.models import FAMILIES, demo_models
 
@@ -23,7 +23,7 @@ def _check(out, text, models):
     assert set(table["group"]) == {"g0", "g1", "g2"}
     assert set(table["model"]) == set(models)
     for name in models:  # each fitted with early stopping on the population's validation table
-        assert "best_step" in json.loads((out / "runs" / name / "metrics.json").read_text())
+        assert "best_step" in json.loads((out / "runs" / run_name(name) / "metrics.json").read_text())
     for ext in ("png", "pdf", "csv"):
         assert (out / "figures" / f"group_accuracy.{ext}").stat().st_size > 0
 
