@@ -99,8 +99,8 @@ def fit(model, data_path: str | Path, out: str | Path, seed: int = 0, resume: bo
     config = {
         "model": family.name,
         "seed": int(seed),
-        "data_path": str(data_path),
-        "validation": {"path": str(val_path)} if val_path is not None else
+        "data_path": str(Path(data_path).resolve()),  # absolute: later commands (profile) find it from any directory
+        "validation": {"path": str(Path(val_path).resolve())} if val_path is not None else
                       {"held_out_fraction": frac} if val is not None and frac > 0 else None,
         "model_hparams": to_dict(cfgs["model"]),
         "train": to_dict(cfgs["train"]),

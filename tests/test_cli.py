@@ -88,3 +88,14 @@ def test_simulate_writes_tables_and_truth(tmp_path):
     assert len(pd.read_parquet(tmp_path / "p/train.parquet")) == 45
 
 
+def test_fit_records_its_tables_by_absolute_path(tiny, tmp_path, monkeypatch):
+    """A run fitted from a relative path still names its tables from any other directory (plural profile reads
+    the training table from config.json)."""
+    _, d = tiny
+    monkeypatch.chdir(d)
+    assert main(["fit", "--model", "bt", "--data", "train.parquet", "--val", "val.parquet", "--out",
+                 str(tmp_path / "run"), "--set", "train.steps=5"]) == 0
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    monkeypatch.chdir(tmp_path)
+    assert config["data_path"] == str(d / "train.parquet") and (tmp_path / config["data_path"]).exists()
+    assert config["validation"]["path"] == str(d / "val.parquet")
