@@ -177,6 +177,11 @@ def regression_profiles(frame: pd.DataFrame, names: list[str], l2: float = 1e-3)
     return pd.DataFrame(rows)
 
 
+def profile_of(run, data, n_boot: int = 1000, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(profile, ci) of a loaded palette run on a table read by `read_table` (`profile_tables` of its attention)."""
+    return profile_tables(attention_by_community(run, data), run.result.spec["attr_names"], n_boot=n_boot, seed=seed)
+
+
 def top_attribute_hits(profile: pd.DataFrame, defining: dict) -> pd.DataFrame:
     """Each community's top attribute against the attribute that defines it (e.g. truth.json's `defining` of a
     statements population with structure=communities): columns community, top, defining, hit."""

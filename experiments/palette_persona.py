@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.profiles import attention_by_community, heatmap, profile_tables, top_attribute_hits
+from analysis.profiles import heatmap, profile_of, top_attribute_hits
 from personas.persona_scorers import community_config
 from personas.statements import simulate_statements
 from plural.data import read_table
@@ -68,8 +68,7 @@ def get_config():
 
 def top_hits(run_dir: Path, table: Path, defining: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(profile, per-community top attribute vs the defining dimension) of a fitted palette run on `table`."""
-    run = load_run(run_dir)
-    profile, _ = profile_tables(attention_by_community(run, read_table(table)), run.result.spec["attr_names"], n_boot=0)
+    profile, _ = profile_of(load_run(run_dir), read_table(table), n_boot=0)
     return profile, top_attribute_hits(profile, defining)
 
 

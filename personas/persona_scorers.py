@@ -38,6 +38,8 @@ PERSONA_ATTRIBUTES = (
     "willingness-to-defer-to-authorities", "high-discount-rate", "has-strong-aesthetic-preferences",
     "ends-justify-means",
 )
+# Pairs drawn per dimension (with replacement from ~250 train / ~75 val / ~150 test statements per stance):
+# set by hand, not tuned; the val / test counts only set how finely accuracy is measured.
 PAIRS_PER_DIM = {"train": 4000, "val": 500, "test": 500}
 
 
@@ -62,7 +64,11 @@ def scorer_pairs(statements: dict, dims, split: str, n: int, seed: int = 0, off_
     No of d), (Yes of d, a statement of another dimension) and (a statement of another dimension, No of d):
     a statement about something else is neutral on d, between its Yes and its No, so that the scorer reads
     the topic and not only the stance (without these pairs the interest-in-* scorers rank each other's
-    statements nearly as well as their own)."""
+    statements nearly as well as their own).
+
+    The off-topic pairs were chosen on validation: palette profiles of persona communities (25 communities, 2
+    seeds; experiments/palette_persona.py) on the val table put the defining dimension on top for 0.74 of
+    communities with (Yes, No) pairs only, 0.94 with these."""
     rng = np.random.default_rng([seed, ("train", "val", "test").index(split)])
     every = [(k, s) for k, per_dim in enumerate(statements[split]) for side in per_dim for s in side]
     owner = np.array([k for k, _ in every])

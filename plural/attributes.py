@@ -73,7 +73,9 @@ class AttributeScorers(RewardModel):
     stopping on validation) train the shipped persona scorers. Hidden and weight decay were chosen on their
     validation pairs (`python -m personas.persona_scorers --stance-only --set model.hidden=H --set
     train.weight_decay=W`, H in 8 / 16 / 32, W in 0.01 / 0.1 / 1.0): mean validation accuracy 0.984-0.987
-    over the nine, best 0.987 at (16, 0.1) and (32, 1.0), the smaller taken. lr and steps were not swept."""
+    over the nine, best 0.987 at (16, 0.1) and (32, 1.0), the smaller taken. That sweep trained on (Yes, No)
+    pairs alone, before the off-topic pairs were added (whose own choice is in `personas.persona_scorers`);
+    the point was kept for them. lr and steps were not swept."""
 
     name = "attribute-scorers"
     summary = "one Bradley-Terry scorer per attribute over the frozen embedding"
@@ -97,21 +99,16 @@ class AttributeScorers(RewardModel):
         self.w2 = nnx.Param(jax.random.normal(key(), (A, H)) / np.sqrt(H))
         self.share = nnx.Variable(jnp.full((A,), 1.0 / A))
 
-    def hidden_states(self, e: jax.Array) -> jax.Array:
-        """h_i(y) of every attribute: embeddings (..., D) -> (..., A, H)."""
-        return ACTIVATIONS[self.activation](jnp.einsum("...d,adh->...ah", e, self.w1[...]) + self.b1[...])
-
     def scores(self, e: jax.Array) -> jax.Array:
-        """Raw scores s_i(y): embeddings (..., D) -> (..., A)."""
-        return (self.hidden_states(e) * self.w2[...]).sum(-1)
+        """Raw scores s_i(y) of every attribute: embeddings (..., D) -> (..., A)."""
+        return attribute_scores(e, self.w1[...], self.b1[...], self.w2[...], ACTIVATIONS[self.activation])
 
     def loss(self, batch, key, step):
         # batch: (B, A, D) pairs of every attribute (GroupBatches); attribute a's scorer reads column a only
-        def one(e):  # (B, A, D) -> (B, A): each attribute's own score
-            h = ACTIVATIONS[self.activation](jnp.einsum("bad,adh->bah", e, self.w1[...]) + self.b1[...])
-            return (h * self.w2[...]).sum(-1)
+        def own(e):
+            return attribute_scores(e, self.w1[...], self.b1[...], self.w2[...], ACTIVATIONS[self.activation], own=True)
 
-        m = one(batch["chosen"]) - one(batch["rejected"])
+        m = own(batch["chosen"]) - own(batch["rejected"])
         nll = bt_nll(m, batch["mask"])
         return nll, {"accuracy": masked_accuracy(m, batch["mask"]), "nll": nll}
 
@@ -128,6 +125,16 @@ class AttributeScorers(RewardModel):
 
     def seen_states(self, dd):
         return jax.nn.one_hot(jnp.maximum(dd["group"][dd["user_rows"][:, 0]], 0), self.share.shape[0])
+
+
+def attribute_scores(e, w1, b1, w2, act, own: bool = False):
+    """s_a(y) = w2_a . act(W1_a e(y) + b1_a) with w1 (A, D, H), b1 (A, H), w2 (A, H): embeddings (..., D) ->
+    (..., A), every scorer on every text; with `own`, e is (..., A, D) and scorer a reads e[..., a, :] only."""
+    h = act(jnp.einsum("...ad,adh->...ah" if own else "...d,adh->...ah", e, w1) + b1)
+    return (h * w2).sum(-1)
+
+
+_attribute_scores = jax.jit(attribute_scores, static_argnames=("act", "own"))
 
 
 # -- the pairs table -------------------------------------------------------------------------------------
@@ -270,13 +277,9 @@ class Scorers:
         if e.shape[-1] != self.arrays["w1"].shape[1]:
             raise PluralError(f"embeddings of {e.shape[-1]} dims, but the scorers read {self.arrays['w1'].shape[1]} "
                               f"({self.info['embedder']})")
-        act = ACTIVATIONS[self.info["activation"]]
-        z = _score(e, self.arrays["w1"], self.arrays["b1"], self.arrays["w2"], act)
-        return np.asarray((z - self.arrays["mean"]) / self.arrays["std"])
-
-
-def _score(e, w1, b1, w2, act):
-    return jax.jit(lambda e: (act(jnp.einsum("nd,adh->nah", e, w1) + b1) * w2).sum(-1))(e)
+        a = self.arrays
+        z = _attribute_scores(e, a["w1"], a["b1"], a["w2"], ACTIVATIONS[self.info["activation"]])
+        return np.asarray((z - a["mean"]) / a["std"])
 
 
 def score_table(scorers: str | Path, inp: str | Path, out: str | Path) -> dict:
@@ -284,18 +287,14 @@ def score_table(scorers: str | Path, inp: str | Path, out: str | Path) -> dict:
     of the scorers to OUT (.parquet or .jsonl). IN is a preference table as `plural fit` reads it, checked the
     same way; its embedding columns are used when present (and kept), else its texts are embedded (cached) and
     OUT gets no embedding columns. Attribute columns of the same names already in IN are replaced."""
-    from plural.data.table import PendingTexts, _read_validated, embed_pending
+    from plural.data.table import read_embedded
     from plural.embed.tables import OUT_SUFFIXES, _write
 
     sc = Scorers.load(scorers)
     inp, out = Path(inp), Path(out)
     if out.suffix.lower() not in OUT_SUFFIXES:
         raise PluralError(f"{out}: unknown output type '{out.suffix}' (expected .parquet or .jsonl)")
-    files, _, frames, embeddings = _read_validated(inp)
-    stored = not any(isinstance(v, PendingTexts) for e in embeddings for v in e.values())  # embedding columns, not texts
-    embed_pending(embeddings, inp, sc.info["embedder"])
-    df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-    emb = {k: np.concatenate([e[k] for e in embeddings]).astype(np.float32) for k in embeddings[0]}
+    df, emb, stored = read_embedded(inp, sc.info["embedder"])
     width = sc.arrays["w1"].shape[1]
     if emb["chosen_embedding"].shape[1] != width:
         raise PluralError(f"{inp}: column 'chosen_embedding' has {emb['chosen_embedding'].shape[1]} numbers per row, but "
@@ -308,5 +307,5 @@ def score_table(scorers: str | Path, inp: str | Path, out: str | Path) -> dict:
         z = sc(emb[f"{side}_embedding"])
         new.update({f"{side}_attr_{a}": z[:, k] for k, a in enumerate(sc.attributes)})
     df = pd.concat([df.drop(columns=[c for c in new if c in df.columns]), pd.DataFrame(new, index=df.index)], axis=1)
-    _write(df, emb if stored else {}, out)
+    _write(df, {k: v.astype(np.float32) for k, v in emb.items()} if stored else {}, out)
     return {"rows": len(df), "attributes": len(sc.attributes), "out": str(out)}

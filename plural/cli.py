@@ -294,7 +294,7 @@ def _dispatch(args) -> int:
 
 
 def _profile(args) -> None:
-    from analysis.profiles import attention_by_community, compare_profiles, heatmap, profile_tables, read_profile
+    from analysis.profiles import compare_profiles, heatmap, profile_of, read_profile
     from plural.data import read_table
     from plural.errors import PluralError
     from plural.run import load_run
@@ -309,8 +309,7 @@ def _profile(args) -> None:
     data_path = args.data or run.config.get("data_path")
     if not data_path or not Path(data_path).exists():
         raise PluralError(f"{args.run}: its training table {data_path!r} is not there; pass --data TABLE")
-    profile, ci = profile_tables(attention_by_community(run, read_table(data_path)), run.result.spec["attr_names"],
-                                 n_boot=args.bootstrap)
+    profile, ci = profile_of(run, read_table(data_path), n_boot=args.bootstrap)
     out.parent.mkdir(parents=True, exist_ok=True)
     profile.to_csv(out, index=False)
     ci.to_csv(out.with_suffix(".ci.csv"), index=False)

@@ -12,7 +12,7 @@ import json
 
 import pytest
 
-from analysis.profiles import attention_by_community, profile_tables, top_attribute_hits
+from analysis.profiles import profile_of, top_attribute_hits
 from personas.persona_scorers import community_config
 from personas.statements import simulate_statements
 from plural.data import read_table
@@ -20,8 +20,7 @@ from plural.run import fit, load_run
 
 
 def _hits(run_dir, table, defining):
-    run = load_run(run_dir)
-    profile, _ = profile_tables(attention_by_community(run, read_table(table)), run.result.spec["attr_names"], n_boot=0)
+    profile, _ = profile_of(load_run(run_dir), read_table(table), n_boot=0)
     return top_attribute_hits(profile, defining)["hit"].mean()
 
 

@@ -34,14 +34,22 @@ def read_table(path: str | Path, embedder: str = "minilm") -> PreferenceData:
     (`plural.embed`, cached on disk): chosen, rejected and, if the table has a `prompt` column, the
     prompt (a missing prompt in a row is embedded as the empty text, i.e. one fixed context).
     """
+    df, emb, _ = read_embedded(path, embedder)
+    return PreferenceData.from_frame(df, emb, source=str(Path(path)))
+
+
+def read_embedded(path: str | Path, embedder: str = "minilm") -> tuple[pd.DataFrame, dict[str, np.ndarray], bool]:
+    """What `read_table` indexes: (every non-embedding column as validated, {embedding column: (N, D) array},
+    whether the embeddings were stored in the table rather than computed from its texts)."""
     path = Path(path)
     files, _, frames, embeddings = _read_validated(path)
+    stored = not any(isinstance(v, PendingTexts) for e in embeddings for v in e.values())
     embed_pending(embeddings, path, embedder)
     _check_files(path, files, embeddings)
     df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     emb = {k: np.concatenate([e[k] for e in embeddings]) for k in embeddings[0]}
     _check_groups(df, files, [len(fr) for fr in frames])
-    return PreferenceData.from_frame(df, emb, source=str(path))
+    return df, emb, stored
 
 
 def read_frame(path: str | Path) -> pd.DataFrame:
