@@ -85,7 +85,7 @@ def step_flops(trainer: Trainer) -> float:
 
 def bench_fit(dim: int = 384, pairs: int = 1024, steps: int = 50, out: str | None = None, repeats: int = 3) -> dict:
     data = random_table(16 * pairs, dim)
-    cfg = TrainConfig(steps=steps, log_every=steps, ckpt_every=0, mesh_data=1)
+    cfg = TrainConfig(steps=steps, log_every=steps, ckpt_every=0, mesh=(1, 1))
     trainer = Trainer(get_family("bt"), BTHparams(), cfg, data, seeds=(0,), batches=PairBatches(pairs))
     flops = step_flops(trainer)
     run = _Runner(trainer, steps)
@@ -116,7 +116,7 @@ def bench_fit(dim: int = 384, pairs: int = 1024, steps: int = 50, out: str | Non
 def bench_grid(seeds: int, dim: int = 384, pairs: int = 1024, steps: int = 20, out: str | None = None,
                repeats: int = 2) -> dict:
     data = random_table(16 * pairs, dim)
-    base = dict(steps=steps, log_every=steps, ckpt_every=0, mesh_data=1)
+    base = dict(steps=steps, log_every=steps, ckpt_every=0, mesh=(1, 1))
     fam, hp = get_family("bt"), BTHparams()
     single = _Runner(Trainer(fam, hp, TrainConfig(**base), data, seeds=(0,), batches=PairBatches(pairs)), steps)
     sequential_s = _best_of(lambda: [single() for _ in range(seeds)], repeats)
@@ -188,7 +188,7 @@ def bench_palette(communities: int = 200, pairs: int = 500, steps: int = 50, out
         family = get_family("palette")
         data = view_of(family, read_table(Path(tmp) / "train.parquet"))
     c = configs_for("palette", [f"train.steps={steps}", f"train.log_every={steps}", "train.ckpt_every=0",
-                                "train.mesh_data=1"])
+                                "train.mesh=(1, 1)"])
 
     def trainer(d):
         return Trainer(family, c["model"], c["train"], d, seeds=(0,), batches=c["batch"])

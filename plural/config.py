@@ -43,9 +43,10 @@ class TrainConfig:
     grad_clip: float = 1.0  # global-norm clip; 0 disables
     log_every: int = 100  # steps per compiled chunk; one running-loss entry per chunk
     ckpt_every: int = 500  # checkpoint interval in steps (0: only the final one)
-    seed_batching: Literal["auto", "vmap", "map"] = "auto"  # how S seeds train at once (map: lax.map in one program)
-    # (auto: map on CPU, where batched matmuls are slower than plain ones; vmap on GPU/TPU)
-    mesh_data: int = 0  # devices on the 'data' mesh axis; 0 = all local devices that divide the batch
+    seed_batching: Literal["auto", "vmap", "map"] = "auto"  # how a device's replicas (seeds x traced points)
+    # train at once: vmap, or lax.map in one program; auto: plural.train.batching_mode (measured rule)
+    mesh: tuple[int, ...] = ()  # (replica devices, data devices) of the training mesh; () = chosen
+    # (plural.parallel.mesh_shape: replicas over the devices, then batches over those left; data 1 on a CPU)
     # Validation protocol (fixed by hand, not swept; every run in results/ used these values):
     eval_every: int = 100  # steps between validation evaluations when validation data is given (0: none)
     early_stopping: int = 10  # patience: stop after this many evaluations without improvement (0: never stop)

@@ -39,7 +39,8 @@ class LoopState:
     history: list[dict]  # one entry per chunk: {"step": int, "loss": [S floats], <metric>: [S floats], ...}
     best: Any = None  # validating: each seed's best params so far
     early: dict | None = None  # validating: per seed "best_score", "best_step", "bad", "stopped_step" lists
-    done: bool = False  # set when every seed has stopped early: the loop ends after this chunk's hooks
+    done: bool = False  # set when every seed has stopped early or failed: the loop ends after this chunk's hooks
+    failed: list | None = None  # per seed: the step at which its training loss turned non-finite (None: never)
 
 
 class Hook:
@@ -90,16 +91,16 @@ class Validation(Hook):
         loss, acc = trainer.validate(state.params, state.rest)
         state.history[-1]["val_loss"] = np.asarray(loss, np.float64).tolist()
         state.history[-1]["val_accuracy"] = np.asarray(acc, np.float64).tolist()
-        improved = self._record(state.early, state.step, loss, acc)
+        improved = self._record(state.early, state.step, loss, acc, state.failed)
         state.best = _keep_best(state.best, state.params, jnp.asarray(improved))
-        state.done = all(s is not None for s in state.early["stopped_step"])
+        state.done = _all_done(state)
 
-    def _record(self, early: dict, step: int, loss, acc) -> np.ndarray:
+    def _record(self, early: dict, step: int, loss, acc, failed=None) -> np.ndarray:
         score = np.asarray(acc, np.float64) if self.metric == "accuracy" else -np.asarray(loss, np.float64)
         improved = np.zeros(len(score), bool)
         for i, sc in enumerate(score.tolist()):
-            if early["stopped_step"][i] is not None:
-                continue  # frozen
+            if early["stopped_step"][i] is not None or (failed and failed[i] is not None):
+                continue  # frozen (a failed seed keeps its last finite best)
             if sc > early["best_score"][i]:
                 improved[i] = True
                 early["best_score"][i], early["best_step"][i], early["bad"][i] = sc, step, 0
@@ -108,6 +109,12 @@ class Validation(Hook):
             if self.patience and early["bad"][i] >= self.patience:
                 early["stopped_step"][i] = step
         return improved
+
+
+def _all_done(state: LoopState) -> bool:
+    """Every seed has stopped early or failed."""
+    failed = state.failed or [None] * len(state.early["stopped_step"])
+    return all(s is not None or f is not None for s, f in zip(state.early["stopped_step"], failed))
 
 
 @jax.jit
@@ -142,16 +149,20 @@ class Checkpointer(Hook):
                               f"not {list(trainer.seeds)}")
         if latest not in trainer.boundaries() or latest > trainer.cfg.steps:
             raise PluralError(f"{self.workdir}: checkpoint at step {latest} does not match this configuration")
-        state.params, state.opt_state, state.rest = trainer.place((trees["params"], trees["opt_state"], trees["rest"]))
-        state.best = trainer.place(best) if best is not None else None
+        state.params, state.opt_state, state.rest = trainer.place_replicas((trees["params"], trees["opt_state"], trees["rest"]))
+        state.best = trainer.place_replicas(best) if best is not None else None
         state.history, state.step = meta["history"], latest
+        state.failed = meta.get("failed") or state.failed
         if state.early is not None:
             state.early = meta["early"]
-            state.done = all(s is not None for s in state.early["stopped_step"])
+            state.done = _all_done(state)
+        elif state.failed:
+            state.done = all(f is not None for f in state.failed)
 
     def __call__(self, trainer, state: LoopState) -> None:
         checkpoint.save(self.mngr, state.step, {"params": state.params, "opt_state": state.opt_state, "rest": state.rest},
-                        {"history": state.history, "seeds": list(trainer.seeds), "early": state.early}, state.best)
+                        {"history": state.history, "seeds": list(trainer.seeds), "early": state.early,
+                         "failed": state.failed}, state.best)
 
     def close(self) -> None:
         if self.mngr is not None:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable
@@ -35,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+from jax.sharding import PartitionSpec as P
 
 from plural import checkpoint
 from plural.config import TrainConfig, check_config
@@ -44,7 +46,7 @@ from plural.hooks import Callback, Checkpointer, Hook, LoopState, Progress, Vali
 from plural.errors import PluralError
 from plural.models import RewardModel
 from plural.models.base import bt_nll, masked_accuracy, row_states, view_of
-from plural.parallel import data_mesh, replicated, shard_batch
+from plural.parallel import by_replica, replicated, shard_batch, training_mesh
 
 # Independent PRNG streams derived from one seed.
 INIT_STREAM, TRAIN_STREAM, ADAPT_STREAM = 0, 1, 2
@@ -63,16 +65,21 @@ def make_optimizer(cfg: TrainConfig, multipliers: dict[str, float] | None = None
     gets its own AdamW at `factor * schedule` (per-parameter-group learning rates).
     """
     warm = min(cfg.warmup_steps, max(cfg.steps - 1, 0))
-    end = cfg.lr * cfg.end_lr_fraction
+    end = cfg.end_lr_fraction
+    # The schedule's shape with peak 1, times train.lr: the same for a Python lr and a traced one (a program
+    # whose replicas differ in lr, plural.train.Trainer's `traced`), which optax's value checks refuse.
     if cfg.schedule == "constant":
-        sched = optax.join_schedules([optax.linear_schedule(0.0, cfg.lr, max(warm, 1)), optax.constant_schedule(cfg.lr)], [warm]) if warm else optax.constant_schedule(cfg.lr)
+        unit = optax.join_schedules([optax.linear_schedule(0.0, 1.0, max(warm, 1)), optax.constant_schedule(1.0)], [warm]) if warm else optax.constant_schedule(1.0)
     elif cfg.schedule == "cosine":
-        sched = optax.warmup_cosine_decay_schedule(0.0 if warm else cfg.lr, cfg.lr, warm, max(cfg.steps, warm + 1), end)
+        unit = optax.warmup_cosine_decay_schedule(0.0 if warm else 1.0, 1.0, warm, max(cfg.steps, warm + 1), end)
     else:  # "linear" (TrainConfig.schedule is a checked Literal)
-        sched = optax.join_schedules([optax.linear_schedule(0.0 if warm else cfg.lr, cfg.lr, max(warm, 1)),
-                                      optax.linear_schedule(cfg.lr, end, max(cfg.steps - warm, 1))], [warm])
+        unit = optax.join_schedules([optax.linear_schedule(0.0 if warm else 1.0, 1.0, max(warm, 1)),
+                                     optax.linear_schedule(1.0, end, max(cfg.steps - warm, 1))], [warm])
+
+    def sched(t):
+        return cfg.lr * unit(t)
     parts = [optax.clip_by_global_norm(cfg.grad_clip)] if cfg.grad_clip > 0 else []
-    if not multipliers or set(multipliers) == {"default"} and multipliers["default"] == 1.0:
+    if not multipliers or set(multipliers) == {"default"} and isinstance(multipliers["default"], float) and multipliers["default"] == 1.0:
         parts.append(optax.adamw(sched, weight_decay=cfg.weight_decay))
     else:
         parts.append(optax.multi_transform(
@@ -89,6 +96,33 @@ def optimizer_for(family: type[RewardModel], hp, cfg: TrainConfig) -> optax.Grad
             lambda path, _: family.param_group(tuple(checkpoint.path_name(path).split("/"))), params)
 
     return make_optimizer(cfg, family.lr_multipliers(hp), labels)
+
+
+TRACED_TRAIN = ("lr", "weight_decay")  # train.* settings a program may vary per replica (no shape depends on them)
+
+
+def traced_keys(family: type[RewardModel]) -> tuple[str, ...]:
+    """The settings that replicas of one compiled program may differ in: `train.lr`, `train.weight_decay`
+    and the family's `traced` model fields (values used only in arithmetic, never in Python control flow
+    or in a shape)."""
+    return tuple(f"train.{k}" for k in TRACED_TRAIN) + tuple(f"model.{k}" for k in getattr(family, "traced", ()))
+
+
+def with_traced(hp, cfg: TrainConfig, values: dict) -> tuple[Any, TrainConfig]:
+    """(hp, cfg) with the traced settings in `values` ({"train.lr": v, "model.beta": v, ...}) put in: traced
+    scalars inside a program, Python floats outside."""
+    own = {sec: {k.split(".", 1)[1]: v for k, v in values.items() if k.startswith(sec + ".")} for sec in ("model", "train")}
+    return (dataclasses.replace(hp, **own["model"]) if own["model"] else hp,
+            dataclasses.replace(cfg, **own["train"]) if own["train"] else cfg)
+
+
+def batching_mode(backend: str, replicas: int) -> str:
+    """`seed_batching=auto`: how the replicas on one device train at once.
+
+    vmap on GPU/TPU. On a CPU, vmap too (one batched program: 16 BT replicas, hidden (32,), D = 24, 256 pairs
+    per step, trained in 0.59-0.65x the time of 16 one by one; D = 384, hidden (256, 256), 1024 pairs:
+    1.0x, `plural bench grid`), ..."""
+    return "vmap"
 
 
 def init_state(family: type[RewardModel], hp, spec: dict, tx: optax.GradientTransformation, key, dd=None):
@@ -119,11 +153,37 @@ class TrainResult:
     seen: Any  # per-seed `seen_states` of the training users: (S, U, ...)
     history: list[dict]  # one entry per chunk: {"step": int, "loss": [S floats], <metric>: [S floats]}
     early: dict | None = None  # with validation: per seed "best_step", "best_score", "stopped_step" lists
+    traced: dict | None = None  # per replica values of traced settings: {"train.lr": [S floats], ...}
+    failed: list | None = None  # per replica: the step at which its loss turned non-finite (None: never)
+    compile_s: float = 0.0  # seconds spent compiling the training program(s)
+    train_s: float = 0.0  # seconds spent in training steps, validation and hooks (compilation excluded)
+
+    def values(self, i: int) -> dict:
+        """The traced settings of replica `i` as Python floats ({} when the program traced none)."""
+        return {k: float(v[i]) for k, v in (self.traced or {}).items()}
 
     def model(self, i: int = 0) -> RewardModel:
-        """The NNX module of seed index `i`."""
+        """The NNX module of seed (replica) index `i`, with its own traced model settings."""
         take = partial(jax.tree.map, lambda x: x[i])
-        return nnx.merge(self.graphdef, take(self.params), take(self.rest))
+        model = nnx.merge(self.graphdef, take(self.params), take(self.rest))
+        values = self.values(i)
+        if any(k.startswith("model.") for k in values):
+            model.hp = with_traced(self.hp, self.cfg, values)[0]
+        return model
+
+    def subset(self, indices, hp=None, cfg=None) -> "TrainResult":
+        """The replicas at `indices` as their own result (a grid cell's seeds), with the cell's own `hp` and
+        `cfg` (whose traced settings are those replicas' values) when given."""
+        idx = np.asarray(indices)
+        take = partial(jax.tree.map, lambda x: x[idx])
+        pick = lambda v: [v[i] for i in idx]  # noqa: E731
+        history = [{k: (v if k == "step" else pick(v)) for k, v in h.items()} for h in self.history]
+        traced = None if hp is not None or not self.traced else {k: pick(v) for k, v in self.traced.items()}
+        return dataclasses.replace(
+            self, hp=self.hp if hp is None else hp, cfg=self.cfg if cfg is None else cfg, seeds=tuple(pick(self.seeds)),
+            params=take(self.params), rest=take(self.rest), seen=take(self.seen), history=history,
+            early=None if self.early is None else {k: pick(v) for k, v in self.early.items()}, traced=traced,
+            failed=None if self.failed is None else pick(self.failed))
 
     def seed_metrics(self, i: int = 0) -> dict:
         """The deterministic training metrics of seed index `i` (what `metrics.json` holds)."""
@@ -144,14 +204,17 @@ class TrainResult:
 
 
 class Trainer:
-    """Compiled training of one family on one table for S seeds. Use `train()` for the common path.
+    """Compiled training of one family on one table for R replicas at once. Use `train()` for the common path.
 
-    `batches` is the family's sampler (`family.batches` with `batch.*` settings applied; see
+    A replica is one model: its seed (`seeds[i]`, which may repeat) and, optionally, its own values of the
+    traced settings (`traced` = {"train.lr": [R values], "model.beta": [R values], ...}, keys from
+    `traced_keys(family)`), so that seeds and hyper-parameter points that share every shape train as one
+    program. `batches` is the family's sampler (`family.batches` with `batch.*` settings applied; see
     `plural.data.batching`). Hooks (plural.hooks) run between chunks: validation when `val` is given,
     checkpointing with a workdir, the progress bar, and any added with `add_hook(fn, every=)`."""
 
     def __init__(self, family: type[RewardModel], hp, cfg: TrainConfig, data: PreferenceData, seeds=(0,),
-                 val: PreferenceData | None = None, batches=None):
+                 val: PreferenceData | None = None, batches=None, traced: dict | None = None):
         hp, cfg = check_config(hp, "model"), check_config(cfg, "train")
         self.family, self.hp, self.cfg, self.seeds = family, hp, cfg, tuple(int(s) for s in seeds)
         self.batches = check_config(family.batches if batches is None else batches, "batch")
@@ -160,12 +223,11 @@ class Trainer:
             raise PluralError(f"--set train.steps={cfg.steps}: must be >= 1")
         if cfg.eval_every < 0 or cfg.early_stopping < 0:
             raise PluralError("train.eval_every and train.early_stopping must be >= 0")
+        self.traced = self._check_traced(traced or {})
         try:
-            self.mesh = data_mesh(self.batches.size, cfg.mesh_data)
+            self.mesh = training_mesh(len(self.seeds), self.batches.size, cfg.mesh)
         except ValueError as e:
-            raise PluralError(f"--set train.mesh_data={cfg.mesh_data}: {e}")
-        if self.mesh is not None and self.batches.size % self.mesh.size:
-            raise PluralError(f"batch size {self.batches.size} is not divisible by the {self.mesh.size} devices of the mesh")
+            raise PluralError(f"--set train.mesh={cfg.mesh}: {e}")
         self.dd = device_data(data, replicated(self.mesh))
         self.vd = None
         if val is not None and cfg.eval_every > 0:
@@ -176,77 +238,127 @@ class Trainer:
         self.tx = optimizer_for(family, hp, cfg)
         self.graphdef = nnx.split(nnx.eval_shape(lambda: family(self.spec, hp, nnx.Rngs(0))))[0]
         self._chunks: dict[int, Callable] = {}  # compiled programs live (and die) with the Trainer
+        self._compiled: dict[int, Callable] = {}
+        self.compile_s = 0.0
         self._validate = jax.jit(self._validate_all)
         self.hooks: list[Hook] = []
+
+    def _check_traced(self, traced: dict) -> dict:
+        allowed = traced_keys(self.family)
+        for key, values in traced.items():
+            if key not in allowed:
+                raise PluralError(f"{key}: not a setting {self.family.name or self.family.__name__} can vary within one "
+                                  f"program (traced: {', '.join(allowed)})")
+            if len(values) != len(self.seeds):
+                raise PluralError(f"{key}: {len(values)} values for {len(self.seeds)} replicas")
+            with_traced(self.hp, self.cfg, {key: float(values[0])})  # the field exists
+        return {k: np.asarray(v, np.float32) for k, v in traced.items()}
 
     # -- pure functions --------------------------------------------------------------------------------
     def _init_one(self, key, dd):
         return init_state(self.family, self.hp, self.spec, self.tx, key, dd)
 
-    def _step_one(self, params, rest, opt_state, train_key, step, dd):
+    def _merge(self, params, rest, h) -> RewardModel:
+        """The module of one replica, its traced model settings put in (traced scalars inside a program)."""
+        model = nnx.merge(self.graphdef, params, rest)
+        if any(k.startswith("model.") for k in h):
+            model.hp = with_traced(self.hp, self.cfg, h)[0]
+        return model
+
+    def _step_one(self, params, rest, opt_state, train_key, h, step, dd):
         k_batch, k_model = jax.random.split(jax.random.fold_in(train_key, step))
         batch = shard_batch(self.batches.sample(k_batch, dd), self.mesh)
+        tx = optimizer_for(self.family, *with_traced(self.hp, self.cfg, h)) if h else self.tx
 
         def loss_fn(p):
-            loss, metrics = nnx.merge(self.graphdef, p, rest).loss(batch, k_model, step)
+            loss, metrics = self._merge(p, rest, h).loss(batch, k_model, step)
             return loss, metrics
 
         (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-        updates, opt_state = self.tx.update(grads, opt_state, params)
+        updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, {"loss": loss, **metrics}
 
-    def _chunk_one(self, params, rest, opt_state, train_key, start, dd, n):
+    def _chunk_one(self, params, rest, opt_state, train_key, h, start, dd, n):
         def body(carry, step):
             p, o = carry
-            p, o, m = self._step_one(p, rest, o, train_key, step, dd)
+            p, o, m = self._step_one(p, rest, o, train_key, h, step, dd)
             return (p, o), m
 
         (params, opt_state), ms = jax.lax.scan(body, (params, opt_state), start + jnp.arange(n))
         return params, opt_state, jax.tree.map(jnp.mean, ms)
 
+    def batching(self) -> str:
+        """'vmap' or 'map': how each device's replicas train at once (`train.seed_batching`)."""
+        mode = self.cfg.seed_batching
+        return batching_mode(jax.default_backend(), len(self.seeds)) if mode == "auto" else mode
+
     def chunk_fn(self, n: int) -> Callable:
-        """jit(params, rest, opt_state, train_keys, start, dd) -> advanced by n steps, for all seeds."""
+        """jit(params, rest, opt_state, train_keys, h, start, dd) -> advanced by n steps, for all replicas.
+
+        Each device trains its share of the replicas ('replica' mesh axis, `shard_map`: no communication
+        between replicas), vmapped or one after another (`lax.map`) as `batching()` says."""
         if n not in self._chunks:
             one = partial(self._chunk_one, n=n)
-            mode = self.cfg.seed_batching
-            if mode == "auto":
-                mode = "map" if jax.default_backend() == "cpu" else "vmap"
-            if mode == "vmap":
-                many = jax.vmap(one, in_axes=(0, 0, 0, 0, None, None))
-            else:  # "map"
-                def many(params, rest, opt_state, keys, start, dd):
-                    return jax.lax.map(lambda a: one(*a, start, dd), (params, rest, opt_state, keys))
+            if self.batching() == "vmap":
+                many = jax.vmap(one, in_axes=(0, 0, 0, 0, 0, None, None))
+            else:
+                def many(params, rest, opt_state, keys, h, start, dd):
+                    return jax.lax.map(lambda a: one(*a, start, dd), (params, rest, opt_state, keys, h))
+            if self.mesh is not None and self.mesh.shape["replica"] > 1:
+                rep = P("replica")
+                many = jax.shard_map(many, mesh=self.mesh, in_specs=(rep, rep, rep, rep, rep, P(), P()),
+                                     out_specs=rep, axis_names={"replica"}, check_vma=False)
             self._chunks[n] = jax.jit(many, donate_argnums=(0, 2))
         return self._chunks[n]
 
-    def _validate_all(self, params, rest, dd, vd):
+    def _run_chunk(self, n: int, state: LoopState):
+        """Advance `state` by n steps; the first call of each length compiles it (timed into `compile_s`)."""
+        args = (state.params, state.rest, state.opt_state, state.train_keys, self.h, state.step, self.dd)
+        if n not in self._compiled:
+            t = time.perf_counter()
+            self._compiled[n] = self.chunk_fn(n).lower(*args).compile()
+            self.compile_s += time.perf_counter() - t
+        return self._compiled[n](*args)
+
+    @property
+    def h(self) -> dict:
+        """The traced settings as (R,) device arrays, split like the replicas."""
+        if not hasattr(self, "_h"):
+            self._h = self.place_replicas({k: jnp.asarray(v) for k, v in self.traced.items()})
+        return self._h
+
+    def _validate_all(self, params, rest, h, dd, vd):
         """(val_loss (S,), val_accuracy (S,)) of every seed on the validation rows (jitted per Trainer)."""
-        def one(p, r):
-            model = nnx.merge(self.graphdef, p, r)
+        def one(p, r, hh):
+            model = self._merge(p, r, hh)
             states = row_states(model, model.seen_states(dd), vd["user"], vd["group"])
             m = model.margin(vd["prompt"], vd["chosen"], vd["rejected"], states)
             return bt_nll(m), masked_accuracy(m)
-        return jax.vmap(one)(params, rest)
+        return jax.vmap(one)(params, rest, h)
 
     def validate(self, params, rest):
         """(val_loss (S,), val_accuracy (S,)) on the validation rows given to the Trainer."""
-        return self._validate(params, rest, self.dd, self.vd)
+        return self._validate(params, rest, self.h, self.dd, self.vd)
 
     def init(self):
-        """(params, rest, opt_state, train_keys), each with a leading seed axis."""
+        """(params, rest, opt_state, train_keys), each with a leading replica axis."""
         keys = jnp.stack([seed_key(s, INIT_STREAM) for s in self.seeds])
         params, rest, opt_state = jax.jit(jax.vmap(self._init_one, in_axes=(0, None)))(keys, self.dd)
         train_keys = jnp.stack([seed_key(s, TRAIN_STREAM) for s in self.seeds])
-        return self.place((params, rest, opt_state, train_keys))
+        return self.place_replicas((params, rest, opt_state, train_keys))
 
     def place(self, tree):
         """Replicate a pytree over the mesh (a no-op on one device)."""
         return tree if self.mesh is None else jax.device_put(tree, replicated(self.mesh))
 
+    def place_replicas(self, tree):
+        """Split a pytree with a leading replica axis over the mesh's 'replica' axis (a no-op on one device)."""
+        return tree if self.mesh is None else jax.device_put(tree, by_replica(self.mesh))
+
     def seen_states(self, params, rest):
-        def one(p, r):
-            return nnx.merge(self.graphdef, p, r).seen_states(self.dd)
-        return jax.jit(jax.vmap(one))(params, rest)
+        def one(p, r, hh):
+            return self._merge(p, r, hh).seen_states(self.dd)
+        return jax.jit(jax.vmap(one))(params, rest, self.h)
 
     # -- hooks and the loop ------------------------------------------------------------------------------
     def add_hook(self, hook: Hook | Callable[[LoopState], None], every: int | None = None) -> Hook:
@@ -278,43 +390,54 @@ class Trainer:
 
     def run(self, workdir: str | Path | None = None, resume: bool = False, progress: bool = True,
             on_chunk: Callable[[int], None] | None = None) -> TrainResult:
-        """Train all seeds to `cfg.steps` (or until every seed stops early); checkpoint under `workdir/checkpoints`.
+        """Train all replicas to `cfg.steps` (or until every one has stopped early or failed); checkpoint under
+        `workdir/checkpoints`.
 
-        `on_chunk(step)` runs after each chunk and its checkpoint (tests use it to simulate a crash)."""
+        A replica whose training loss turns non-finite is recorded as failed at that chunk's last step
+        (`TrainResult.failed`) and is not waited for; the others train on unaffected (replicas share no
+        arithmetic). `on_chunk(step)` runs after each chunk and its checkpoint (tests use it to simulate a crash)."""
         hooks = self.default_hooks(workdir, resume, progress) + self.hooks
         if on_chunk is not None:
             hooks.append(Callback(lambda st: on_chunk(st.step)))
         params, rest, opt_state, train_keys = self.init()
-        state = LoopState(0, params, opt_state, rest, train_keys, history=[])
+        state = LoopState(0, params, opt_state, rest, train_keys, history=[], failed=[None] * len(self.seeds))
+        start = time.perf_counter()
         try:
             for hook in hooks:
                 hook.start(self, state)
             for end in self.boundaries():
                 if end <= state.step or state.done:
                     continue
-                state.params, state.opt_state, ms = self.chunk_fn(end - state.step)(
-                    state.params, state.rest, state.opt_state, state.train_keys, state.step, self.dd)
+                state.params, state.opt_state, ms = self._run_chunk(end - state.step, state)
                 state.history.append({"step": end, **{k: np.asarray(v, np.float64).tolist() for k, v in ms.items()}})
                 state.step = end
+                for i, loss in enumerate(state.history[-1]["loss"]):
+                    if state.failed[i] is None and not math.isfinite(loss):
+                        state.failed[i] = end
+                state.done = state.done or all(f is not None for f in state.failed)
                 for hook in hooks:
                     if hook.due(end, last=end == self.cfg.steps or state.done):
                         hook(self, state)
         finally:
             for hook in hooks:
                 hook.close()
+        train_s = time.perf_counter() - start - self.compile_s
         params = state.best if state.best is not None else state.params
         early = None if state.early is None else {k: state.early[k] for k in ("best_step", "best_score", "stopped_step")}
+        traced = {k: v.tolist() for k, v in self.traced.items()} or None
         return TrainResult(self.family, self.hp, self.cfg, self.spec, self.seeds, self.graphdef, params, state.rest,
-                           self.seen_states(params, state.rest), state.history, early)
+                           self.seen_states(params, state.rest), state.history, early, traced, list(state.failed),
+                           self.compile_s, train_s)
 
 
 def train(family: type[RewardModel], hp, cfg: TrainConfig, data: PreferenceData, seeds=(0,), workdir=None,
           resume: bool = False, progress: bool = True, on_chunk=None, val: PreferenceData | None = None,
-          batches=None) -> TrainResult:
-    """Train `family` on `data` for each seed in `seeds` at once, validating on `val` if given. See `Trainer.run`.
+          batches=None, traced: dict | None = None) -> TrainResult:
+    """Train `family` on `data` for each seed in `seeds` at once (each replica with its own `traced` settings,
+    if given), validating on `val` if given. See `Trainer.run`.
     The tables are read as the family reads them (`view_of`: attribute scores appended for those that read them)."""
     data, val = view_of(family, data), (view_of(family, val) if val is not None else None)
-    return Trainer(family, hp, cfg, data, seeds, val, batches).run(workdir, resume, progress, on_chunk)
+    return Trainer(family, hp, cfg, data, seeds, val, batches, traced).run(workdir, resume, progress, on_chunk)
 
 
 def restore_params(family: type[RewardModel], hp, spec: dict, cfg: TrainConfig, seeds, workdir) -> tuple:

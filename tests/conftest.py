@@ -1,5 +1,5 @@
-"""Test set-up: 8 fake CPU devices (every fit runs sharded: over 2 of them by default, over all 8 where a test
-asks) and shared small populations."""
+"""Test set-up: 8 fake CPU devices (replicas of a fit are split over those that divide their number; batches
+are split over devices where a test asks for a mesh) and shared small populations."""
 
 import os
 
@@ -17,16 +17,6 @@ import pytest  # noqa: E402
 jax.config.update("jax_compilation_cache_dir", tempfile.mkdtemp(prefix="plural-test-jit-"))
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-
-import plural.train  # noqa: E402
-from plural.parallel import data_mesh  # noqa: E402
-
-# A fit that leaves train.mesh_data at 0 ("the most devices that divide the batch") shards its batches over 2
-# of the 8 fake devices here: still a sharded program with its all-reduce, at half the cost of 8 fake devices
-# on a 2-core machine (PAL-A, 3 seeds at once: 34 s on 8 devices, 16 s on 2, 11 s on 1). Sharding over all 8
-# is tested explicitly (test_train.py: mesh_data=8 against one device).
-plural.train.data_mesh = lambda batch, n_devices=0: data_mesh(batch, n_devices if n_devices > 0 else
-                                                              (2 if batch % 2 == 0 else 1))
 
 from personas import IdealPointConfig, simulate_ideal_point  # noqa: E402
 

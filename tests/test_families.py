@@ -25,7 +25,7 @@ from plural.evaluate import predict, user_states
 from plural.models import FAMILIES, demo_models, family_table, get_family, register
 from plural.models.base import view_of
 from plural.run import configs_for, fit, load_run
-from plural.train import train
+from plural.train import traced_keys, train
 
 # Small widths per family (tiny data: D = 8, 12 users); a family missing here trains at its defaults.
 SMALL = {
@@ -41,7 +41,7 @@ SMALL = {
 }
 # 40 steps in chunks of 10, checkpoints at 20 and 40, validation (fit's held-out pairs) at every chunk; one
 # device (compiles a third faster; sharded batches are tested in test_train).
-STEPS = ["train.steps=40", "train.log_every=10", "train.ckpt_every=20", "train.eval_every=10", "train.mesh_data=1"]
+STEPS = ["train.steps=40", "train.log_every=10", "train.ckpt_every=20", "train.eval_every=10", "train.mesh=(1,1)"]
 K = 4  # shots in the evaluation tests
 NO_USER_STATE = {"bt", "dpl"}  # families whose adapt is the identity: a new user's shots change nothing
 ROOT = Path(__file__).resolve().parents[1]
@@ -147,8 +147,10 @@ def test_seeds_at_once_equal_a_seed_alone(full_run, tiny):
     name, _, alone = full_run
     _, d = tiny
     c = configs_for(name, _overrides(name, "train.seed_batching=vmap"))
-    together = train(get_family(name), c["model"], c["train"], read_table(d / "train.parquet"), seeds=(1, 0),
-                     progress=False, val=read_table(d / "val.parquet"), batches=c["batch"])
+    data, val = read_table(d / "train.parquet"), read_table(d / "val.parquet")
+    point = _other_point(name, c)  # seed 1 trains at another point of every traced setting, in the same program
+    together = train(get_family(name), c["model"], c["train"], data, seeds=(1, 0), progress=False, val=val,
+                     batches=c["batch"], traced={k: [v, _value(c, k)] for k, v in point.items()})
     assert together.seed_metrics(1)["best_step"] == alone.seed_metrics(0)["best_step"]
     for a, b in zip(_leaves((together.params, together.seen)), _leaves((alone.params, alone.seen)), strict=True):
         np.testing.assert_allclose(a[1], b[0], atol=1e-5, rtol=1e-5)
@@ -158,6 +160,30 @@ def test_seeds_at_once_equal_a_seed_alone(full_run, tiny):
         for k in set(both) - {"step"}:
             np.testing.assert_allclose(both[k][1], one[k][0], atol=1e-5, rtol=1e-5, err_msg=k)
     assert any(not np.allclose(x[0], x[1]) for x in _leaves(together.params) if x[0].size > 1)  # two models
+    # and seed 1 equals its own point trained alone (margins: see test_train's points test for why not bits)
+    c1 = configs_for(name, _overrides(name, *[f"{k}={v}" for k, v in point.items()]))
+    other = train(get_family(name), c1["model"], c1["train"], data, seeds=(1,), progress=False, val=val,
+                  batches=c1["batch"])
+    te = read_table(d / "test.parquet")
+    np.testing.assert_allclose(predict(together, list(data.users), te, seed_index=0)["margin"],
+                               predict(other, list(data.users), te)["margin"], atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose([h["loss"][0] for h in together.history], [h["loss"][0] for h in other.history],
+                               rtol=1e-5)
+
+
+def _value(c, key):
+    section, field = key.split(".")
+    return getattr(c[section], field)
+
+
+def _other_point(name, c) -> dict:
+    """Another value of every setting the family lets replicas of one program differ in (traced_keys): the
+    learning rate doubled, weight decay 0.01 more, each traced model field halved plus 0.05 (within range)."""
+    out = {}
+    for key in traced_keys(get_family(name)):
+        v = _value(c, key)
+        out[key] = 2 * v if key == "train.lr" else v + 0.01 if key == "train.weight_decay" else round(0.5 * v + 0.05, 6)
+    return out
 
 
 # -- the command line on the run directory: evaluate at 0 and K shots, score ------------------------------

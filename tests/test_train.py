@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from plural.config import TrainConfig
+from plural.errors import PluralError
 from plural.data import device_data, read_table, sample_pairs, sample_users
 from plural.models import get_family
 from plural.run import configs_for, fit
@@ -104,15 +105,95 @@ def test_batches_sharded_over_eight_devices_match_one_device(tiny):
     _, d = tiny
     data = read_table(d / "train.parquet")
     hp, cfg = _cfgs()
-    one = Trainer(get_family("bt"), hp, TrainConfig(**{**cfg.__dict__, "mesh_data": 1}), data)
-    eight = Trainer(get_family("bt"), hp, TrainConfig(**{**cfg.__dict__, "mesh_data": 8}), data)
-    assert one.mesh is None and eight.mesh.shape == {"data": 8}
+    one = Trainer(get_family("bt"), hp, TrainConfig(**{**cfg.__dict__, "mesh": (1, 1)}), data)
+    eight = Trainer(get_family("bt"), hp, TrainConfig(**{**cfg.__dict__, "mesh": (1, 8)}), data)
+    assert one.mesh is None and eight.mesh.shape == {"replica": 1, "data": 8}
     params, rest, opt, keys = eight.init()
-    hlo = eight.chunk_fn(10).lower(params, rest, opt, keys, 0, eight.dd).compile().as_text()
+    hlo = eight.chunk_fn(10).lower(params, rest, opt, keys, eight.h, 0, eight.dd).compile().as_text()
     assert "all-reduce" in hlo  # gradients are reduced across the data shards
     r1, r8 = one.run(progress=False), eight.run(progress=False)
     for a, b in zip(jax.tree.leaves(r1.params), jax.tree.leaves(r8.params)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("batching", ["vmap", "map"])
+def test_replicas_sharded_over_a_2d_mesh_match_one_device(tiny, batching):
+    """4 replicas (2 seeds x 2 learning rates) on a 2 x 4 ('replica', 'data') mesh of the 8 fake devices: each
+    device pair trains 2 replicas on its halves of their batches; the numbers are those of one device."""
+    _, d = tiny
+    data, val = read_table(d / "train.parquet"), read_table(d / "val.parquet")
+    hp, cfg = _cfgs(f"train.seed_batching={batching}", "train.eval_every=50")
+    traced = {"train.lr": [1e-3, 1e-3, 3e-3, 3e-3]}
+    runs = {}
+    for mesh in ((1, 1), (2, 4)):
+        t = Trainer(get_family("bt"), hp, TrainConfig(**{**cfg.__dict__, "mesh": mesh}), data, seeds=(0, 1, 0, 1),
+                    val=val, traced=traced)
+        runs[mesh] = t.run(progress=False)
+        if mesh == (2, 4):
+            assert t.mesh.shape == {"replica": 2, "data": 4}
+            assert jax.tree.leaves(runs[mesh].params)[0].sharding.spec[0] == "replica"
+    for a, b in zip(jax.tree.leaves(runs[(1, 1)].params), jax.tree.leaves(runs[(2, 4)].params), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, rtol=1e-5)
+    assert runs[(1, 1)].early["best_step"] == runs[(2, 4)].early["best_step"]
+
+
+def test_mesh_settings_that_cannot_work_are_refused_in_one_line(tiny):
+    _, d = tiny
+    data = read_table(d / "train.parquet")
+    hp, cfg = _cfgs()
+    for mesh, msg in (((3, 1), "3 devices"), ((1, 16), "16 devices"), ((1, 3), "batch of 256"), ((0, 2), ">= 1")):
+        with pytest.raises(PluralError, match=r"--set train.mesh=.*" + msg):
+            Trainer(get_family("bt"), hp, TrainConfig(**{**cfg.__dict__, "mesh": mesh}), data, seeds=(0, 1))
+
+
+def _margins(result, i, data, train_users):
+    from plural.evaluate import predict
+
+    return predict(result, list(train_users), data, seed_index=i)["margin"].to_numpy()
+
+
+def test_points_in_one_program_equal_each_point_alone(tiny):
+    """Replicas differing in traced settings (learning rate, weight decay, and a model field: VPL's KL weight)
+    train as one program and each equals its point trained alone; a traced setting the family does not
+    declare is refused."""
+    _, d = tiny
+    data, val = read_table(d / "train.parquet"), read_table(d / "val.parquet")
+    base = ["train.steps=40", "train.log_every=20", "model.width=16", "model.pair_hidden=(16,)",
+            "model.decoder_hidden=(16,)", "batch.users_per_batch=8", "batch.context_max=8", "batch.targets_per_user=4"]
+    points = [{"train.lr": 1e-3, "train.weight_decay": 0.0, "model.beta": 0.3},
+              {"train.lr": 3e-3, "train.weight_decay": 0.1, "model.beta": 1.0}]
+    c = configs_for("vpl", base)
+    together = train(get_family("vpl"), c["model"], c["train"], data, seeds=(0, 0), progress=False, batches=c["batch"],
+                     traced={k: [p[k] for p in points] for k in points[0]})
+    assert together.model(1).hp.beta == 1.0 and together.model(0).hp.beta == pytest.approx(0.3)
+    for i, point in enumerate(points):
+        ci = configs_for("vpl", base + [f"{k}={v}" for k, v in point.items()])
+        alone = train(get_family("vpl"), ci["model"], ci["train"], data, seeds=(0,), progress=False, batches=ci["batch"])
+        # the functions, not the bits of every parameter: a constant and a traced scalar may round differently,
+        # and Adam turns the rounding noise of a parameter whose gradient vanishes (attention's key bias) into
+        # lr-sized steps that change nothing
+        np.testing.assert_allclose(_margins(together, i, val, data.users), _margins(alone, 0, val, data.users), atol=1e-4, rtol=1e-4)
+        for key in ("loss", "kl"):
+            np.testing.assert_allclose([h[key][i] for h in together.history], [h[key][0] for h in alone.history],
+                                       rtol=1e-5, err_msg=key)
+    with pytest.raises(PluralError, match="model.width: not a setting vpl can vary within one program"):
+        train(get_family("vpl"), c["model"], c["train"], data, seeds=(0, 0), progress=False, batches=c["batch"],
+              traced={"model.width": [16, 32]})
+
+
+def test_a_replica_whose_loss_turns_non_finite_fails_alone(tiny):
+    """A learning rate that blows one replica up (its loss turns non-finite) records that replica as failed at
+    the chunk where it happened; the replica beside it trains on to the same numbers as alone."""
+    _, d = tiny
+    data = read_table(d / "train.parquet")
+    hp, cfg = _cfgs("train.steps=100", "train.log_every=20", "train.grad_clip=0", "train.warmup_steps=0")
+    together = train(get_family("bt"), hp, cfg, data, seeds=(0, 0), progress=False,
+                     traced={"train.lr": [1e-3, 1e38]})
+    alone = train(get_family("bt"), hp, cfg, data, seeds=(0,), progress=False)
+    assert together.failed[0] is None and together.failed[1] is not None and together.failed[1] <= 100
+    assert not np.isfinite(together.history[-1]["loss"][1])
+    for a, b in zip(jax.tree.leaves(together.params), jax.tree.leaves(alone.params), strict=True):
+        np.testing.assert_allclose(np.asarray(a[0]), np.asarray(b[0]), atol=1e-5, rtol=1e-5)
 
 
 def test_pair_batches_are_a_pure_function_of_the_key(tiny):

@@ -24,6 +24,9 @@ A user state is an array or a flat dict of arrays (it is stored in an .npz file)
 - `group_state(group) -> state`: the state of users known only by their group (index into `spec["groups"]`,
   -1 unknown), (...,) -> (..., state); what unseen users get before any shots. Default: `population_state`
   for every group; group-conditioned models (`bt` with `model.condition=group`) use the label.
+- `traced`: the `Hparams` fields that only enter arithmetic (loss weights, rates, temperatures: never a
+  shape or Python control flow; `active(v)` guards an optional term), so a grid trains points that differ
+  only in them as replicas of one compiled program (`model.hp` then holds traced scalars).
 - `reads_attributes`: True for families that read the table's attribute scores; they get responses as
   [e(y), a_1(y) .. a_A(y)] (`view_of`), spec["dim"] = D + A.
 - `adapt(context, key) -> state`: a new user's state from K labelled pairs `context` (dict of (K, ...)
@@ -70,6 +73,7 @@ class RewardModel(nnx.Module):
     batches: ClassVar[Any] = PairBatches()  # the family's sampler (plural.data.batching) with its defaults
     train_defaults: ClassVar[dict] = {}  # the family's own defaults for `train.*` (before --set)
     reads_attributes: ClassVar[bool] = False  # responses arrive as [e(y), attribute scores] (`view_of`)
+    traced: ClassVar[tuple[str, ...]] = ()  # Hparams fields replicas of one program may differ in (plural.train)
 
     def loss(self, batch: dict, key: jax.Array, step: jax.Array) -> tuple[jax.Array, dict]:
         raise NotImplementedError  # abstract: each family defines its objective
@@ -115,6 +119,13 @@ class RewardModel(nnx.Module):
 
     def adapt(self, context: dict, key: jax.Array) -> Any:
         return self.group_state(context["group"][0])
+
+
+def active(value) -> bool:
+    """Whether an optional term with weight (or rate) `value` is computed: not for a Python 0 (skipped), always
+    for a traced value (replicas of one program that differ in it, `RewardModel.traced`; a traced 0 then adds
+    exactly nothing)."""
+    return not isinstance(value, (int, float)) or value != 0
 
 
 def view_of(family, data):

@@ -41,7 +41,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from plural.errors import PluralError
-from plural.models.base import MLP, RewardModel, adapt_by_gradient, bt_nll, masked_accuracy
+from plural.models.base import MLP, RewardModel, active, adapt_by_gradient, bt_nll, masked_accuracy
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,6 +66,7 @@ class BT(RewardModel):
                  "Personalized Human Feedback, 2024")
     demo = {"bt": [], "bt (group)": ["model.condition=group"], "bt (user)": ["model.condition=user"]}
     Hparams = BTHparams
+    traced = ("input_dropout", "generic_prob", "user_l2")
     train_defaults = {"steps": 3000}  # the most steps, as PAL's; early stopping on validation ends sooner
 
     def __init__(self, spec: dict, hp: BTHparams, rngs: nnx.Rngs):
@@ -105,7 +106,7 @@ class BT(RewardModel):
     def loss(self, batch, key, step):
         chosen, rejected = batch["chosen"], batch["rejected"]
         k_drop, k_gen = jax.random.split(key)
-        if self.hp.input_dropout > 0:  # inverted dropout on the response embeddings, training only
+        if active(self.hp.input_dropout):  # inverted dropout on the response embeddings, training only
             keep = 1.0 - self.hp.input_dropout
             k_c, k_r = jax.random.split(k_drop)
             chosen = chosen * jax.random.bernoulli(k_c, keep, chosen.shape) / keep

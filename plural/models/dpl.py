@@ -54,7 +54,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from plural.errors import PluralError
-from plural.models.base import MLP, RewardModel, masked_accuracy
+from plural.models.base import MLP, RewardModel, active, masked_accuracy
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,6 +84,7 @@ class DPL(RewardModel):
                  "and Accounting for Hidden Context in RLHF, ICLR 2024")
     demo = {"dpl": [], "dpl (categorical)": ["model.variant=categorical"]}
     Hparams = DPLHparams
+    traced = ("entropy_bonus", "min_sigma")
     train_defaults = {"steps": 3000}
 
     def __init__(self, spec: dict, hp: DPLHparams, rngs: nnx.Rngs):
@@ -153,7 +154,7 @@ class DPL(RewardModel):
         mask = batch["mask"]
         nll = -(logp * mask).sum() / jnp.maximum(mask.sum(), 1.0)
         loss = nll
-        if self.hp.variant == "categorical" and self.hp.entropy_bonus:
+        if self.hp.variant == "categorical" and active(self.hp.entropy_bonus):
             def entropy(p):
                 return -(p * jnp.log(jnp.clip(p, 1e-12, 1.0))).sum(-1)
             h = 0.5 * (entropy(self.atom_probs(batch["prompt"], batch["chosen"]))

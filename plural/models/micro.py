@@ -103,6 +103,7 @@ class MiCRo(RewardModel):
     reference = ("Shen et al., MiCRo: Mixture Modeling and Context-aware Routing for Personalized Preference "
                  "Learning, arXiv 2505.24846, 2025")
     Hparams = MiCRoHparams
+    traced = ("router_entropy", "tau")
     train_defaults = {"steps": 3000}
 
     def __init__(self, spec: dict, hp: MiCRoHparams, rngs: nnx.Rngs):

@@ -65,7 +65,7 @@ from flax import nnx
 
 from plural.cluster import kmeans
 from plural.errors import PluralError
-from plural.models.base import (MLP, RewardModel, adapt_by_gradient, bt_nll, masked_accuracy, seen_mixture_start,
+from plural.models.base import (MLP, RewardModel, active, adapt_by_gradient, bt_nll, masked_accuracy, seen_mixture_start,
                                 user_directions)
 
 
@@ -119,6 +119,7 @@ class PAL(RewardModel):
     """What PAL-A and PAL-B share: per-user mixture weights, the item projector, losses and adaptation."""
 
     train_defaults = {"steps": 3000}
+    traced = ("input_dropout", "mixture_entropy", "hinge_margin", "projector_l2")
     reference = "Chen et al., PAL: Sample-Efficient Personalized Reward Modeling for Pluralistic Alignment, ICLR 2025"
 
     def __init__(self, spec: dict, hp: PALHparams, rngs: nnx.Rngs):
@@ -159,7 +160,7 @@ class PAL(RewardModel):
     def loss(self, batch, key, step):
         mix = self.mixture(batch["user"])
         chosen, rejected = batch["chosen"], batch["rejected"]
-        if self.hp.input_dropout > 0:  # inverted dropout on the response embeddings, training only
+        if active(self.hp.input_dropout):  # inverted dropout on the response embeddings, training only
             keep = 1.0 - self.hp.input_dropout
             k_c, k_r = jax.random.split(key)
             chosen = chosen * jax.random.bernoulli(k_c, keep, chosen.shape) / keep
@@ -174,7 +175,7 @@ class PAL(RewardModel):
             obj = nll
         ent = (-jnp.sum(mix * jnp.log(mix + 1e-9), -1) * mask).sum() / jnp.maximum(mask.sum(), 1.0)
         obj = obj + self.hp.mixture_entropy * ent
-        if self.hp.projector_l2:
+        if active(self.hp.projector_l2):
             obj = obj + self.hp.projector_l2 * sum(jnp.sum(layer.kernel[...] ** 2) for layer in self.projector.layers)
         return obj, {"accuracy": masked_accuracy(m, mask), "nll": nll, "entropy": ent}
 
@@ -267,6 +268,7 @@ class PALB(PAL):
     name = "pal-b"
     summary = "K prompt-dependent prototype functions mixed per user; reward = scaled cosine similarity"
     Hparams = PALBHparams
+    traced = PAL.traced + ("prompt_l2",)
 
     def __init__(self, spec: dict, hp: PALBHparams, rngs: nnx.Rngs):
         super().__init__(spec, hp, rngs)
@@ -292,7 +294,7 @@ class PALB(PAL):
 
     def loss(self, batch, key, step):
         obj, metrics = super().loss(batch, key, step)
-        if self.prompt_fn is None or self.hp.prompt_l2 == 0:
+        if self.prompt_fn is None or not active(self.hp.prompt_l2):
             return obj, metrics
         h2 = jnp.sum(self.prompt_part(batch["prompt"]) ** 2, -1).mean()
         return obj + self.hp.prompt_l2 * h2, {**metrics, "prompt_norm2": h2}

@@ -94,6 +94,7 @@ class Palette(RewardModel):
     reference = "Li et al., PrefPalette: Personalized Preference Modeling with Latent Attributes, 2025"
     demo = None  # the demo population carries 4 attribute columns (projections of the responses)
     Hparams = PaletteHparams
+    traced = ("attr_dropout_max",)
     batches = GroupBatches()
     reads_attributes = True
     train_defaults = {"steps": 3000, "lr": 3e-3, "weight_decay": 1.0}  # experiments/palette.py

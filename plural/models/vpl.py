@@ -60,6 +60,7 @@ class VPL(RewardModel):
     reference = ("Poddar et al., Personalizing Reinforcement Learning from Human Feedback with Variational "
                  "Preference Learning, NeurIPS 2024")
     Hparams = VPLHparams
+    traced = ("beta",)
     batches = UserBatches(context_max=32, targets_per_user=16)
     train_defaults = {"steps": 2000}
 
