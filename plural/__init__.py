@@ -14,6 +14,19 @@ import os as _os
 if "xla_cpu_experimental_ynn_fusion_type" not in _os.environ.get("XLA_FLAGS", ""):
     _os.environ["XLA_FLAGS"] = (_os.environ.get("XLA_FLAGS", "") + " --xla_cpu_experimental_ynn_fusion_type=").strip()
 
+# On a CPU, every core is a device (PLURAL_CPU_DEVICES=N to choose, 1 for one), so the replicas of a program
+# (seeds x traced hyper-parameter points, plural.train) train on all cores at once, one share per core.
+# Set before JAX starts its backends (a program that imported and used JAX first keeps what it had).
+def _cpu_devices() -> int:
+    given = _os.environ.get("PLURAL_CPU_DEVICES", "").strip()
+    if given.isdigit() and int(given) > 0:
+        return int(given)
+    return len(_os.sched_getaffinity(0)) if hasattr(_os, "sched_getaffinity") else (_os.cpu_count() or 1)
+
+
+if "xla_force_host_platform_device_count" not in _os.environ.get("XLA_FLAGS", ""):
+    _os.environ["XLA_FLAGS"] = (_os.environ["XLA_FLAGS"] + f" --xla_force_host_platform_device_count={_cpu_devices()}").strip()
+
 from plural.errors import PluralError  # noqa: E402
 
 

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import platform
@@ -52,17 +53,21 @@ def _best_of(fn, repeats: int) -> float:
 
 
 class _Runner:
-    """Times `steps` training steps of a trainer (compiled once, donated state threaded through)."""
+    """Times `steps` training steps of a trainer (compiled once, ahead of time and timed apart; donated state
+    threaded through)."""
 
     def __init__(self, trainer: Trainer, steps: int):
         self.t, self.steps = trainer, steps
         self.state = list(trainer.init())
-        self.fn = trainer.chunk_fn(steps)
-        self()  # compile + warm up
+        p, r, o, k = self.state
+        start = time.perf_counter()
+        self.fn = trainer.chunk_fn(steps).lower(p, r, o, k, trainer.h, 0, trainer.dd).compile()
+        self.compile_s = time.perf_counter() - start
+        self()  # warm up
 
     def __call__(self):
         p, r, o, k = self.state
-        p, o, m = self.fn(p, r, o, k, 0, self.t.dd)
+        p, o, m = self.fn(p, r, o, k, self.t.h, 0, self.t.dd)
         jax.block_until_ready((p, o, m))
         self.state = [p, r, o, k]
 
@@ -77,7 +82,7 @@ def step_flops(trainer: Trainer) -> float:
     """FLOPs of one training step of seed 0, from XLA's cost analysis of the compiled step."""
     p, r, o, k = trainer.init()
     one = jax.tree.map(lambda x: x[0], (p, r, o, k))
-    step = jax.jit(lambda p, r, o, k, dd: trainer._step_one(p, r, o, k, 0, dd))
+    step = jax.jit(lambda p, r, o, k, dd: trainer._step_one(p, r, o, k, {}, 0, dd))
     cost = step.lower(*one, trainer.dd).compile().cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     return float(cost["flops"])
@@ -113,20 +118,78 @@ def bench_fit(dim: int = 384, pairs: int = 1024, steps: int = 50, out: str | Non
     return res
 
 
-def bench_grid(seeds: int, dim: int = 384, pairs: int = 1024, steps: int = 20, out: str | None = None,
-               repeats: int = 2) -> dict:
+def bench_grid(seeds: int = 16, dim: int = 384, pairs: int = 1024, steps: int = 500, model: str = "bt",
+               overrides: list[str] = (), points: int = 0, out: str | None = None, repeats: int = 2) -> dict:
+    """Replicas in one program against one by one, steady state over `steps` steps, compile times apart.
+
+    Without `points`: `seeds` seeds of `model` (with `--set` `overrides`) on a random table of embedding size
+    `dim`, `pairs` comparisons per step (PairBatches families), trained (a) one after another (one compiled
+    single-replica program run `seeds` times), (b) at once on one device, vmapped and with `lax.map`, and (c)
+    at once on the automatic mesh (replicas split over the devices: the host's cores on a CPU) with the
+    automatic batching (`train.seed_batching=auto`). Ratios are (b), (c) over (a).
+
+    With `points` = H: H (learning rate x weight decay) points x `seeds` seeds, on the 3-group ideal-point
+    population (personas, D = 32), trained as one program (traced settings, automatic mesh and batching)
+    against each point as its own program (its seeds at once, as `plural grid` ran cells before programs),
+    end to end: compilation included, since one by one every point compiles anew."""
+    from plural.run import configs_for
+
+    c = configs_for(model, [f"train.steps={steps}", f"train.log_every={steps}", "train.ckpt_every=0",
+                            "train.eval_every=0", "data.val_fraction=0", *overrides]
+                    + ([f"batch.batch_size={pairs}"] if "batch_size" in type(get_family(model).batches).__dataclass_fields__ else []))
+    fam = get_family(model)
+    res = {"benchmark": "grid", "model": model, "overrides": list(overrides), "seeds": seeds, "steps": steps}
+    if points:
+        return _bench_points(fam, c, seeds, points, steps, res, out)
     data = random_table(16 * pairs, dim)
-    base = dict(steps=steps, log_every=steps, ckpt_every=0, mesh=(1, 1))
-    fam, hp = get_family("bt"), BTHparams()
-    single = _Runner(Trainer(fam, hp, TrainConfig(**base), data, seeds=(0,), batches=PairBatches(pairs)), steps)
-    sequential_s = _best_of(lambda: [single() for _ in range(seeds)], repeats)
-    res = {"benchmark": "grid", "seeds": seeds, "dim": dim, "pairs": pairs, "steps": steps, "sequential_s": sequential_s}
-    for mode in ("vmap", "map"):
-        runner = _Runner(Trainer(fam, hp, TrainConfig(**base, seed_batching=mode), data, seeds=tuple(range(seeds)),
-                                 batches=PairBatches(pairs)), steps)
-        res[{"vmap": "vmapped_s", "map": "mapped_s"}[mode]] = _best_of(runner, repeats)
-    res["vmapped_over_sequential"] = res["vmapped_s"] / sequential_s
-    res["mapped_over_sequential"] = res["mapped_s"] / sequential_s
+    res.update(dim=dim, pairs=pairs)
+
+    def runner(n, mesh, batching):
+        cfg = dataclasses.replace(c["train"], mesh=mesh, seed_batching=batching)
+        return _Runner(Trainer(fam, c["model"], cfg, data, seeds=tuple(range(n)), batches=c["batch"]), steps)
+
+    single = runner(1, (1, 1), "auto")
+    res["one_by_one_s"] = _best_of(lambda: [single() for _ in range(seeds)], repeats)
+    res["one_compile_s"] = single.compile_s
+    for name, mesh, batching in (("vmap", (1, 1), "vmap"), ("map", (1, 1), "map"), ("mesh_auto", (), "auto")):
+        r = runner(seeds, mesh, batching)
+        res[f"{name}_s"] = _best_of(r, repeats)
+        res[f"{name}_compile_s"] = r.compile_s
+        res[f"{name}_over_one_by_one"] = res[f"{name}_s"] / res["one_by_one_s"]
+        if mesh == ():
+            res["mesh"] = dict(r.t.mesh.shape) if r.t.mesh is not None else {"replica": 1, "data": 1}
+            res["auto_batching"] = r.t.batching()
+    res.update(_environment())
+    _report(res, out)
+    return res
+
+
+def _bench_points(fam, c, seeds: int, points: int, steps: int, res: dict, out) -> dict:
+    from personas import IdealPointConfig, simulate_ideal_point
+
+    data = simulate_ideal_point(IdealPointConfig(seed=0)).train
+    n_lr = math.ceil(points / 4)
+    grid = [(float(lr), wd) for lr in np.geomspace(3e-4, 3e-3, n_lr) for wd in (0.0, 1e-3, 1e-2, 1e-1)][:points]
+    S = tuple(range(seeds))
+
+    def timed(trainer):
+        start = time.perf_counter()
+        result = trainer.run(progress=False)
+        return time.perf_counter() - start, result
+
+    traced = {"train.lr": [lr for lr, _ in grid for _ in S], "train.weight_decay": [wd for _, wd in grid for _ in S]}
+    together_s, r = timed(Trainer(fam, c["model"], c["train"], data, seeds=S * len(grid), batches=c["batch"],
+                                  traced=traced))
+    res.update(points=points, replicas=points * seeds, together_s=together_s, together_compile_s=r.compile_s,
+               together_train_s=r.train_s)
+    one_s = compile_s = train_s = 0.0
+    for lr, wd in grid:
+        cfg = dataclasses.replace(c["train"], lr=lr, weight_decay=wd)
+        t, ri = timed(Trainer(fam, c["model"], cfg, data, seeds=S, batches=c["batch"]))
+        one_s, compile_s, train_s = one_s + t, compile_s + ri.compile_s, train_s + ri.train_s
+        jax.clear_caches()  # as a grid does between programs (and so no point reuses another's compilation)
+    res.update(one_by_one_s=one_s, one_by_one_compile_s=compile_s, one_by_one_train_s=train_s,
+               together_over_one_by_one=together_s / one_s, steady_state_ratio=r.train_s / train_s)
     res.update(_environment())
     _report(res, out)
     return res
@@ -207,6 +270,49 @@ def bench_palette(communities: int = 200, pairs: int = 500, steps: int = 50, out
            "hidden": c["model"].hidden, "pairs_per_group": c["batch"].pairs_per_group,
            "at_once_s": _best_of(together, repeats), "one_by_one_s": _best_of(one_by_one, repeats)}
     res["at_once_over_one_by_one"] = res["at_once_s"] / res["one_by_one_s"]
+    res.update(_environment())
+    _report(res, out)
+    return res
+
+
+def bench_startup(steps: int = 20, out: str | None = None) -> dict:
+    """Start-up of the command line: `plural fit` (PAL-A, `steps` steps, validation every 10) and `plural evaluate`
+    (10 shots) of a small simulated population, each run twice as a fresh process against one empty cache folder
+    (`PLURAL_CACHE`): the first run compiles and stores its programs, the second loads them. Times are end to end
+    (start of the process to its exit), so they bound the time to the first step from above."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    from personas import IdealPointConfig, simulate_ideal_point
+
+    res = {"benchmark": "startup", "model": "pal-a", "steps": steps}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        simulate_ideal_point(IdealPointConfig(n_users=60, n_unseen=20, seed=0)).write(tmp / "pop")
+        env = {**os.environ, "PLURAL_CACHE": str(tmp / "cache")}
+        env.pop("PLURAL_JIT_CACHE", None)
+        cmd = [sys.executable, "-c", "import sys; from plural.cli import main; sys.exit(main())"]
+
+        def timed(args):
+            start = time.perf_counter()
+            done = subprocess.run(cmd + args, env=env, capture_output=True, text=True)
+            if done.returncode:
+                raise RuntimeError(f"plural {' '.join(args)} failed: {done.stderr.strip()[-500:]}")
+            return time.perf_counter() - start
+
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "import plural.cli, plural.run, plural.train"], env=env, check=True)
+        res["import_s"] = time.perf_counter() - start
+        for run in ("first", "second"):
+            res[f"fit_{run}_s"] = timed(["fit", "--model", "pal-a", "--data", str(tmp / "pop" / "train.parquet"),
+                                         "--val", str(tmp / "pop" / "val.parquet"), "--out", str(tmp / f"run_{run}"),
+                                         "--set", f"train.steps={steps}", "--set", "train.eval_every=10"])
+            res[f"evaluate_{run}_s"] = timed(["evaluate", "--run", str(tmp / f"run_{run}"), "--data",
+                                              str(tmp / "pop" / "test.parquet"), "--shots", "10",
+                                              "--out", str(tmp / f"m_{run}.json")])
+        res["cache_mb"] = sum(f.stat().st_size for f in (tmp / "cache").rglob("*") if f.is_file()) / 1e6
     res.update(_environment())
     _report(res, out)
     return res

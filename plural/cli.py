@@ -54,6 +54,10 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--out", required=True)
     g.add_argument("--resume", action="store_true", help="skip the cells already finished")
     g.add_argument("--datasets", help="comma-separated names: run only these datasets of the spec")
+    g.add_argument("--shard", metavar="I/N", help="train only programs I, I+N, ... (one job of a cluster array; "
+                   "writes cells, not tables)")
+    g.add_argument("--merge", action="store_true", help="train nothing: join the finished cells of all shards into "
+                   "the result tables")
 
     pr = sub.add_parser("profile", help="per-community attribute profiles of a fitted palette run (CSV + CIs + heatmap)")
     pr.add_argument("--run", required=True, help="a run directory of an attribute-weighted family (palette)")
@@ -119,12 +123,20 @@ def _parser() -> argparse.ArgumentParser:
     bf.add_argument("--pairs", type=int, default=1024)
     bf.add_argument("--steps", type=int, default=50)
     bf.add_argument("--out", default=None)
-    bg = bsub.add_parser("grid", help="S seeds one after another vs at once")
-    bg.add_argument("--seeds", type=int, required=True)
+    bg = bsub.add_parser("grid", help="replicas (seeds, hyper-parameter points) in one program vs one by one")
+    bg.add_argument("--seeds", type=int, default=16)
     bg.add_argument("--dim", type=int, default=384)
-    bg.add_argument("--pairs", type=int, default=1024)
-    bg.add_argument("--steps", type=int, default=20)
+    bg.add_argument("--pairs", type=int, default=1024, help="comparisons per step (pair-batch families)")
+    bg.add_argument("--steps", type=int, default=500, help="steps timed per model (steady state; compile timed apart)")
+    bg.add_argument("--model", default="bt")
+    bg.add_argument("--points", type=int, default=0, help="H > 0: H lr x weight-decay points x --seeds seeds on the "
+                    "3-group population in one program vs each point as its own program, compile included")
+    bg.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="model / train settings, e.g. model.hidden=(32,); repeatable")
     bg.add_argument("--out", required=True)
+    bs = bsub.add_parser("startup", help="first and second plural fit / evaluate of small shapes (compilation cache)")
+    bs.add_argument("--steps", type=int, default=20)
+    bs.add_argument("--out", default=None)
     ba = bsub.add_parser("adapt", help="time to adapt a new user from K shots (jitted adapt), per user")
     ba.add_argument("--models", default="pal-a,pal-b,vpl,micro,maxmin,fewshot:maml,fewshot:reptile,fewshot:lore,fewshot:gpo",
                     help="comma-separated families; family:variant sets model.variant (fewshot:gpo)")
@@ -150,9 +162,11 @@ def main(argv: list[str] | None = None) -> int:
     from plural.errors import PluralError
 
     try:
+        from plural.cache import enable_compilation_cache
         from plural.parallel import init_distributed
 
         init_distributed()
+        enable_compilation_cache()
         return _dispatch(args)
     except PluralError as e:
         print(f"plural: error: {e}", file=sys.stderr)
@@ -233,7 +247,17 @@ def _dispatch(args) -> int:
         import pandas as pd
 
         results = run_grid(args.spec, args.out, resume=args.resume,
-                           datasets=args.datasets.split(",") if args.datasets else None)
+                           datasets=args.datasets.split(",") if args.datasets else None, shard=args.shard,
+                           merge=args.merge)
+        if results is None and not args.shard:
+            import jax
+
+            print(f"process {jax.process_index()} of {jax.process_count()}: done (process 0 writes the tables)")
+            return 0
+        if results is None:
+            print(f"shard {args.shard}: its cells are under {Path(args.out) / 'cells'}; when every shard is done, "
+                  f"run plural grid {args.spec} --out {args.out} --merge")
+            return 0
         print(f"{results['cell'].nunique()} cells, {len(results)} result rows -> {Path(args.out) / 'results.parquet'}")
         summary = pd.read_parquet(Path(args.out) / "summary.parquet")
         value = "gap_closed" if summary["gap_closed"].notna().any() else "accuracy"
@@ -283,7 +307,10 @@ def _dispatch(args) -> int:
         if args.bench == "fit":
             bench.bench_fit(args.dim, args.pairs, args.steps, args.out)
         elif args.bench == "grid":
-            bench.bench_grid(args.seeds, args.dim, args.pairs, args.steps, args.out)
+            bench.bench_grid(args.seeds, args.dim, args.pairs, args.steps, args.model, args.overrides, args.points,
+                             args.out)
+        elif args.bench == "startup":
+            bench.bench_startup(args.steps, args.out)
         elif args.bench == "adapt":
             bench.bench_adapt(tuple(args.models.split(",")), args.shots, args.dim, args.users, args.out)
         elif args.bench == "palette":

@@ -1,5 +1,11 @@
-"""Experiment grids: methods x datasets x hyper-parameters x seeds, seeds trained at once, with model
-selection on validation data.
+"""Experiment grids: methods x datasets x hyper-parameters x seeds, with model selection on validation data.
+
+Cells that differ only in traced settings (`plural.train.traced_keys`: learning rate, weight decay, a
+family's loss weights and rates) form one *program*: every (cell, seed) is a replica of one compiled
+training program, the replicas split over the devices (`programs`). `--shard I/N` runs every N-th program
+(a job array), `--merge` joins the shards' cells; under `jax.distributed` every process trains each program
+and process 0 scores and writes. A cell whose loss turns non-finite, or whose dataset is refused, is written
+as a failed cell (its error and step) and the grid goes on.
 
 A spec is a plain Python file with `get_config()` returning a dict. Its values are Python values (tuples,
 numbers, strings, booleans: `"group_sizes": (0.6, 0.3, 0.1)`, `"model.hidden": (64,)`, `"train.lr": 1e-3`),
@@ -23,7 +29,7 @@ reads the spec folder's current files and leaves `sys.modules` as it found it.
               with the best validation score averaged over the datasets; how family defaults are chosen)
     select_metric: "accuracy" (default) | "log_loss" (what the validation score averages; log-loss of
               sigma(margin) is minimised, e.g. to choose a mixture's number of components by likelihood)
-    seeds:    [0, 1, ...]            trained at once along the seed axis
+    seeds:    [0, 1, ...]            trained at once (replicas of the cell's program)
     shots:    [0, 10, ...]           evaluation shot counts for unseen users
     active:   {"budget": 8, "pool_size": 40, "n_answers": 16, "random_repeats": 3}   (optional)
               active vs random query selection on the unseen users, for families with a posterior
@@ -49,15 +55,21 @@ Outputs:
 - summary.parquet: the selected cells' test numbers, mean and 95% CI across training seeds.
 - paired.parquet: each selected method minus the baseline on the same test rows, per seed, with a
   user-bootstrap CI.
+Every line also carries one `hp.<key>` column per swept key and its program's `program`, `program_cells`,
+`program_replicas`, `compile_s`, `train_s`, and the cell's `pairs_per_s`; failed cells `error` and `failed_step`.
 """
 
 from __future__ import annotations
 
+import atexit
+import dataclasses
 import hashlib
 import importlib.util
 import itertools
 import json
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import jax
@@ -72,7 +84,7 @@ from plural.errors import PluralError
 from plural.evaluate import predict
 from plural.models import get_family
 from plural.run import configs_for
-from plural.train import train
+from plural.train import traced_keys, train
 
 
 def load_spec(path: str | Path) -> dict:
@@ -276,11 +288,62 @@ def check_spec(spec: dict) -> list[tuple]:
     return todo
 
 
+@dataclasses.dataclass
+class Cell:
+    """One (dataset, method, hyper-parameter point) of a spec, with its resolved configs."""
+
+    cid: str
+    dataset: str
+    label: str
+    model: str
+    overrides: dict
+    point: dict
+    configs: dict  # configs_for(model, overrides): {"model", "train", "batch", "data"}
+
+
+def programs(todo: list[tuple]) -> list[list[Cell]]:
+    """The spec's cells grouped into compiled programs: cells of one dataset and family whose settings differ
+    only in traced ones (`plural.train.traced_keys`: learning rate, weight decay, the family's loss weights
+    and rates) train as replicas of one program; any other difference (a width, K, a sampler setting) is
+    another program. Programs are listed in the spec order of their first cell."""
+    groups: dict[tuple, list[Cell]] = {}
+    for cid, ds, label, model, overrides, point in todo:
+        c = configs_for(model, overrides)
+        keys = traced_keys(get_family(model))
+        blank = {sec: dataclasses.replace(c[sec], **{k.split(".", 1)[1]: None for k in keys if k.startswith(sec + ".")})
+                 for sec in ("model", "train")}
+        key = (ds, model, repr(blank["model"]), repr(blank["train"]), repr(c["batch"]), repr(c["data"]))
+        groups.setdefault(key, []).append(Cell(cid, ds, label, model, overrides, point, c))
+    return list(groups.values())
+
+
+def _value(configs: dict, key: str):
+    section, name = key.split(".", 1)
+    return getattr(configs[section], name)
+
+
+def _parse_shard(shard: str | None) -> tuple[int, int] | None:
+    if shard is None:
+        return None
+    try:
+        i, n = (int(x) for x in shard.split("/"))
+    except ValueError:
+        raise PluralError(f"--shard {shard}: expected I/N, e.g. 0/4") from None
+    if not (n >= 1 and 0 <= i < n):
+        raise PluralError(f"--shard {shard}: expected 0 <= I < N")
+    return i, n
+
+
 def run_grid(spec_path: str | Path, out: str | Path, resume: bool = False, progress: bool = True,
-             datasets: list[str] | None = None) -> pd.DataFrame:
+             datasets: list[str] | None = None, shard: str | None = None, merge: bool = False) -> pd.DataFrame | None:
     """Run (or with `resume` finish) the grid of a spec file into `out`; `datasets` (names of the spec's
     datasets) keeps only those, the spec's order kept: the cells and result tables are theirs alone, and
-    their cells are the same files a whole run writes, so a later run of more datasets resumes them."""
+    their cells are the same files a whole run writes, so a later run of more datasets resumes them.
+
+    `shard="I/N"` trains only every N-th program (programs I, I + N, ...: one job of a cluster array; a
+    program's cells stay together) and writes their cells, not the tables; `merge=True` trains nothing and
+    writes the tables once every cell is there (from all shards). Returns the results table (None for a shard).
+    """
     spec = load_spec(spec_path)
     if datasets:
         unknown = [d for d in datasets if d not in spec["datasets"]]
@@ -288,40 +351,162 @@ def run_grid(spec_path: str | Path, out: str | Path, resume: bool = False, progr
             raise PluralError(f"--datasets {unknown[0]}: not a dataset of {spec_path} "
                               f"(it has {', '.join(spec['datasets'])})")
         spec = {**spec, "datasets": {k: v for k, v in spec["datasets"].items() if k in datasets}}
+    part = _parse_shard(shard)
+    if merge and part is not None:
+        raise PluralError("--merge joins the shards' cells: run it without --shard")
     out = Path(out)
-    if (out / "cells").exists() and any((out / "cells").iterdir()) and not resume:
+    todo = check_spec(spec)  # every cell's hyper-parameters and every dataset's settings, before training anything
+    if merge:
+        missing = [cid for cid, *_ in todo if not (out / "cells" / f"{cid}.parquet").exists()]
+        if missing:
+            raise PluralError(f"{out}: {len(missing)} of {len(todo)} cells are not finished (first: {missing[0]}); "
+                              "run the shards that hold them (--shard I/N), then --merge")
+        return _write_tables(out, todo, spec)
+    progs = programs(todo)
+    mine = [(j, p) for j, p in enumerate(progs) if part is None or j % part[1] == part[0]]
+    done = [c for _, p in mine for c in p if (out / "cells" / f"{c.cid}.parquet").exists()]
+    if done and not resume:
         raise PluralError(f"{out}: already holds grid results; pass --resume to continue, or use a new --out")
     (out / "cells").mkdir(parents=True, exist_ok=True)
     seeds = tuple(spec.get("seeds", [0]))
     shots_list = sorted(spec.get("shots", [0]))
-    todo = check_spec(spec)  # every cell's hyper-parameters and every dataset's settings, before training anything
-    datasets = {}
-    for cid, ds, label, model, overrides, point in tqdm(todo, desc="grid", disable=not progress or None, leave=False):
-        path = out / "cells" / f"{cid}.parquet"
-        if path.exists():
+    tables: dict[str, dict | PluralError] = {}
+    lead = jax.process_index() == 0  # with jax.distributed, every process trains; process 0 scores and writes
+    bar = tqdm(total=sum(len(p) for _, p in mine), desc="grid", unit="cell", disable=not (progress and lead) or None,
+               dynamic_ncols=True)
+    try:
+        for n_prog, (j, prog) in enumerate(mine):
+            pending = [c for c in prog if not (out / "cells" / f"{c.cid}.parquet").exists()]
+            bar.update(len(prog) - len(pending))
+            if not pending:
+                continue
+            bar.set_postfix_str(f"program {n_prog + 1}/{len(mine)}: {pending[0].dataset} {pending[0].model} "
+                                f"({len(pending)} cells x {len(seeds)} seeds)")
+            status = _run_program(j, pending, spec, out, seeds, shots_list, tables, progress and lead)
+            bar.update(len(pending))
+            if progress and lead:
+                tqdm.write(f"program {n_prog + 1}/{len(mine)} {pending[0].dataset} {pending[0].label}: {status}")
+            jax.clear_caches()  # a long grid compiles hundreds of programs; keep the JIT's memory maps bounded
+    finally:
+        bar.close()
+    if part is not None or not lead:
+        return None
+    return _write_tables(out, todo, spec)
+
+
+def _tables(name: str, spec: dict, out: Path, cache: dict) -> dict:
+    """A dataset's train / val / test tables, read once per grid; a refusal is kept and raised for each program."""
+    if name not in cache:
+        # other processes of a jax.distributed grid make the same tables in a folder of their own (process 0
+        # writes DIR/data)
+        base = out
+        if jax.process_index() != 0:
+            base = Path(tempfile.mkdtemp(prefix="plural-grid-data-"))
+            atexit.register(shutil.rmtree, base, True)
+        try:
+            cache[name] = _dataset(name, spec["datasets"][name], base)
+        except PluralError as e:
+            cache[name] = e
+    if isinstance(cache[name], PluralError):
+        raise cache[name]
+    return cache[name]
+
+
+def _run_program(j: int, cells: list[Cell], spec: dict, out: Path, seeds: tuple, shots_list: list[int],
+                 tables: dict, progress: bool) -> str:
+    """Train the cells of one program as replicas (cells x seeds) of one compiled program, then score and write
+    each cell. A refused dataset, or a cell whose loss turns non-finite, is written as a failed cell (its error
+    and step) and the rest go on. Returns a one-line status."""
+    first = cells[0]
+    family = get_family(first.model)
+    varying = [k for k in traced_keys(family) if len({_value(c.configs, k) for c in cells}) > 1]
+    S = len(seeds)
+    pad = padding(len(cells) * S, first.configs["train"].mesh)  # copies of the last replica, dropped after training
+    traced = {k: [_value(c.configs, k) for c in cells for _ in seeds] + [_value(cells[-1].configs, k)] * pad
+              for k in varying}
+    try:
+        data = _tables(first.dataset, spec, out, tables)
+        result = train(family, first.configs["model"], first.configs["train"], data["train"],
+                       seeds=seeds * len(cells) + seeds[-1:] * pad, progress=progress, val=data["val"],
+                       batches=first.configs["batch"], traced=traced or None)
+    except PluralError as e:
+        for c in cells if jax.process_index() == 0 else []:
+            _write_failed(out, c, seeds, str(e), None)
+        return f"{len(cells)} cells failed: {e}"
+    if jax.process_index() != 0:  # process 0 scores and writes the cells
+        return "trained"
+    n_failed = 0
+    timing = {"program": j, "program_cells": len(cells), "program_replicas": len(cells) * S,
+              "compile_s": result.compile_s, "train_s": result.train_s}
+    steps = result.history[-1]["step"] if result.history else 0
+    for i, c in enumerate(cells):
+        sub = result.subset(range(i * S, (i + 1) * S), hp=c.configs["model"], cfg=c.configs["train"])
+        failed = [(s, f) for s, f in zip(seeds, sub.failed) if f is not None]
+        if failed:
+            _write_failed(out, c, seeds, f"non-finite training loss (seed {failed[0][0]}, by step {failed[0][1]})",
+                          failed[0][1])
+            n_failed += 1
             continue
-        if ds not in datasets:
-            datasets[ds] = _dataset(ds, spec["datasets"][ds], out)
-        data = datasets[ds]
-        c = configs_for(model, overrides)
-        result = train(get_family(model), c["model"], c["train"], data["train"], seeds=seeds, progress=progress,
-                       val=data["val"], batches=c["batch"])
-        cell, rows = _score_cell(result, seeds, data, shots_list)
-        if spec.get("active") and hasattr(get_family(model), "state_from_context"):
-            _active_table(result, seeds, set(data["train"].users), data["test"], spec["active"]).assign(
-                cell=cid, dataset=ds, method=label, model=model, hparams=_hparams(point)
-            ).to_parquet(out / "cells" / f"{cid}.active.parquet", index=False)
-        stopped = {s: result.seed_metrics(i).get("best_step") for i, s in enumerate(seeds)}
-        meta = {"cell": cid, "dataset": ds, "method": label, "model": model, "hparams": _hparams(point)}
-        for i, (k, v) in enumerate(meta.items()):
-            cell.insert(i, k, v)
+        try:
+            cell, rows = _score_cell(sub, seeds, data, shots_list)
+        except PluralError as e:
+            _write_failed(out, c, seeds, str(e), None)
+            n_failed += 1
+            continue
+        if spec.get("active") and hasattr(family, "state_from_context"):
+            _active_table(sub, seeds, set(data["train"].users), data["test"], spec["active"]).assign(
+                cell=c.cid, dataset=c.dataset, method=c.label, model=c.model, hparams=_hparams(c.point)
+            ).to_parquet(out / "cells" / f"{c.cid}.active.parquet", index=False)
+        stopped = {s: sub.seed_metrics(k).get("best_step") for k, s in enumerate(seeds)}
+        for k, (name, v) in enumerate(_meta(c).items()):
+            cell.insert(k, name, v)
         cell["best_step"] = cell["seed"].map(stopped)
-        _atomic_parquet(rows.assign(cell=cid), out / "cells" / f"{cid}.rows.parquet")
-        _atomic_parquet(cell, path)  # last: a cell counts as finished only when its summary exists
-        del result
-        jax.clear_caches()  # a long grid compiles hundreds of programs; keep the JIT's memory maps bounded
+        pairs = S * steps * result.pairs_per_step
+        cell = cell.assign(**timing, pairs_per_s=pairs / max(result.train_s, 1e-9))
+        _atomic_parquet(rows.assign(cell=c.cid), out / "cells" / f"{c.cid}.rows.parquet")
+        _atomic_parquet(cell, out / "cells" / f"{c.cid}.parquet")  # last: a cell counts as finished only when its summary exists
+    rate = len(cells) * S * steps * result.pairs_per_step / max(result.train_s, 1e-9)
+    return (f"{len(cells)} cells x {S} seeds, compile {result.compile_s:.1f} s, train {result.train_s:.1f} s, "
+            f"{rate:,.0f} pairs/s" + (f", {n_failed} failed" if n_failed else ""))
+
+
+def padding(replicas: int, mesh: tuple = ()) -> int:
+    """Replicas to add so that a program's replicas split evenly over the devices (automatic mesh only): with
+    3 seeds on 2 devices, 4 replicas train in the time of 2 rather than 3 on one device."""
+    if mesh:
+        return 0
+    n = jax.device_count()
+    share = max(d for d in range(1, min(n, replicas) + 1) if n % d == 0)
+    return -replicas % share
+
+
+def _meta(c: Cell) -> dict:
+    """The identifying columns of a cell's lines: cell, dataset, method, model, hparams, and one `hp.<key>` column
+    per swept key (tuples as their `--set` text)."""
+    swept = {f"hp.{k}": _text(v) if isinstance(v, (tuple, list)) else v for k, v in c.point.items()}
+    return {"cell": c.cid, "dataset": c.dataset, "method": c.label, "model": c.model, "hparams": _hparams(c.point), **swept}
+
+
+def _write_failed(out: Path, c: Cell, seeds: tuple, error: str, step) -> None:
+    """A failed cell's record (one line per seed: its error and the step it failed at), so --resume skips it."""
+    lines = pd.DataFrame([{**_meta(c), "seed": s, "error": error, "failed_step": step} for s in seeds])
+    _atomic_parquet(lines, out / "cells" / f"{c.cid}.parquet")
+
+
+def _write_tables(out: Path, todo: list[tuple], spec: dict) -> pd.DataFrame:
+    """results / selected / summary / reliability / paired / active tables from the finished cells."""
     results = pd.concat([pd.read_parquet(out / "cells" / f"{cid}.parquet") for cid, *_ in todo], ignore_index=True)
-    results = select(results, spec)
+    if "error" not in results:
+        results["error"] = None
+    failed = results[results["error"].notna()].drop_duplicates("cell")
+    if len(failed):
+        print(f"{len(failed)} failed cell(s), left out of selection:")
+        for _, r in failed.iterrows():
+            print(f"  {r['cell']}: {r['error']}")
+    ok = results[results["error"].isna()]
+    if ok.empty:
+        raise PluralError(f"{out}: every cell failed (first: {failed.iloc[0]['error']})")
+    results = pd.concat([select(ok, spec), failed.assign(selected=False)], ignore_index=True)
     results.to_parquet(out / "results.parquet", index=False)
     chosen = results[results["selected"] & (results["table"] == "test")]
     chosen.to_parquet(out / "selected.parquet", index=False)

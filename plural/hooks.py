@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from plural import checkpoint
 from plural.errors import PluralError
+from plural.parallel import to_host
 
 
 @dataclasses.dataclass
@@ -88,7 +89,7 @@ class Validation(Hook):
         state.early = {"best_score": [-math.inf] * S, "best_step": [0] * S, "bad": [0] * S, "stopped_step": [None] * S}
 
     def __call__(self, trainer, state: LoopState) -> None:
-        loss, acc = trainer.validate(state.params, state.rest)
+        loss, acc = to_host(trainer.validate(state.params, state.rest))
         state.history[-1]["val_loss"] = np.asarray(loss, np.float64).tolist()
         state.history[-1]["val_accuracy"] = np.asarray(acc, np.float64).tolist()
         improved = self._record(state.early, state.step, loss, acc, state.failed)

@@ -99,3 +99,15 @@ def shard_batch(batch, mesh):
         return batch
     spec = NamedSharding(mesh, P("data"))
     return jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, spec), batch)
+
+
+def to_host(tree):
+    """A pytree of (possibly sharded) arrays as numpy arrays holding every element. Across several processes
+    (`jax.distributed`), arrays split over other hosts' devices are gathered, so every process gets every
+    replica's numbers; all processes must call it together."""
+    leaves = jax.tree.leaves(tree)
+    if all(getattr(x, "is_fully_addressable", True) for x in leaves):
+        return jax.device_get(tree)
+    from jax.experimental import multihost_utils
+
+    return multihost_utils.process_allgather(tree, tiled=True)

@@ -25,6 +25,7 @@ ones ("best" item) and are what the run returns and `restore_params` loads.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import time
 from functools import partial
@@ -46,7 +47,7 @@ from plural.hooks import Callback, Checkpointer, Hook, LoopState, Progress, Vali
 from plural.errors import PluralError
 from plural.models import RewardModel
 from plural.models.base import bt_nll, masked_accuracy, row_states, view_of
-from plural.parallel import by_replica, replicated, shard_batch, training_mesh
+from plural.parallel import by_replica, replicated, shard_batch, to_host, training_mesh
 
 # Independent PRNG streams derived from one seed.
 INIT_STREAM, TRAIN_STREAM, ADAPT_STREAM = 0, 1, 2
@@ -116,15 +117,6 @@ def with_traced(hp, cfg: TrainConfig, values: dict) -> tuple[Any, TrainConfig]:
             dataclasses.replace(cfg, **own["train"]) if own["train"] else cfg)
 
 
-def batching_mode(backend: str, replicas: int) -> str:
-    """`seed_batching=auto`: how the replicas on one device train at once.
-
-    vmap on GPU/TPU. On a CPU, vmap too (one batched program: 16 BT replicas, hidden (32,), D = 24, 256 pairs
-    per step, trained in 0.59-0.65x the time of 16 one by one; D = 384, hidden (256, 256), 1024 pairs:
-    1.0x, `plural bench grid`), ..."""
-    return "vmap"
-
-
 def init_state(family: type[RewardModel], hp, spec: dict, tx: optax.GradientTransformation, key, dd=None):
     """(params, rest, opt_state) of one freshly initialised model (pure: vmap it over seed keys).
 
@@ -157,6 +149,7 @@ class TrainResult:
     failed: list | None = None  # per replica: the step at which its loss turned non-finite (None: never)
     compile_s: float = 0.0  # seconds spent compiling the training program(s)
     train_s: float = 0.0  # seconds spent in training steps, validation and hooks (compilation excluded)
+    pairs_per_step: int = 0  # comparisons in one replica's training batch
 
     def values(self, i: int) -> dict:
         """The traced settings of replica `i` as Python floats ({} when the program traced none)."""
@@ -166,9 +159,8 @@ class TrainResult:
         """The NNX module of seed (replica) index `i`, with its own traced model settings."""
         take = partial(jax.tree.map, lambda x: x[i])
         model = nnx.merge(self.graphdef, take(self.params), take(self.rest))
-        values = self.values(i)
-        if any(k.startswith("model.") for k in values):
-            model.hp = with_traced(self.hp, self.cfg, values)[0]
+        if hasattr(model, "hp"):  # this replica's settings (a grid cell's own, where one program trained several)
+            model.hp = with_traced(self.hp, self.cfg, self.values(i))[0]
         return model
 
     def subset(self, indices, hp=None, cfg=None) -> "TrainResult":
@@ -239,6 +231,7 @@ class Trainer:
         self.graphdef = nnx.split(nnx.eval_shape(lambda: family(self.spec, hp, nnx.Rngs(0))))[0]
         self._chunks: dict[int, Callable] = {}  # compiled programs live (and die) with the Trainer
         self._compiled: dict[int, Callable] = {}
+        self._mode: str | None = None  # seed_batching=auto's measured choice (batching())
         self.compile_s = 0.0
         self._validate = jax.jit(self._validate_all)
         self.hooks: list[Hook] = []
@@ -288,27 +281,75 @@ class Trainer:
         return params, opt_state, jax.tree.map(jnp.mean, ms)
 
     def batching(self) -> str:
-        """'vmap' or 'map': how each device's replicas train at once (`train.seed_batching`)."""
+        """'vmap' or 'map': how each device's replicas train at once (`train.seed_batching`).
+
+        `auto`: vmap on GPU/TPU, wherever a device holds one replica, and across processes. On a CPU the faster of the two is
+        measured for each shape (`measure_batching`), because neither wins everywhere: with 16 BT replicas
+        over 2 CPU devices, vmap takes 0.41x the one-by-one time at hidden (32,), D = 24, 256 pairs per step
+        (lax.map 1.0x and more), but lax.map wins at D = 384, 1024 pairs (hidden (64,): 0.91x vs vmap 0.99x;
+        (256, 256): 0.98x vs 1.01x) (`plural bench grid`, this project's 2-core machine)."""
         mode = self.cfg.seed_batching
-        return batching_mode(jax.default_backend(), len(self.seeds)) if mode == "auto" else mode
+        if mode != "auto":
+            return mode
+        if self._mode is None:
+            r = self.mesh.shape["replica"] if self.mesh is not None else 1
+            if jax.default_backend() != "cpu" or len(self.seeds) // r <= 1 or jax.process_count() > 1:
+                self._mode = "vmap"  # (several processes must run the same program: no per-process measuring)
+            else:
+                self._mode = self.measure_batching()
+        return self._mode
+
+    def measure_batching(self, steps: int = 5, repeats: int = 3) -> str:
+        """The faster of vmap and lax.map for this program's shapes on this machine, by timing `steps` steps of
+        each (best of `repeats`, after a warm-up); the answer is kept in the cache folder (plural.cache) by
+        shape and machine, so reruns of a shape make the same choice without measuring. The time spent here
+        counts into `compile_s`."""
+        from plural.cache import remembered
+
+        key = json.dumps([self.family.name, repr(self.hp), repr(self.batches), repr(self.cfg.mesh), self.spec["dim"],
+                          self.spec["prompt_dim"], self.spec["n_users"], len(self.seeds), int(self.dd["chosen"].shape[0]),
+                          dict(self.mesh.shape) if self.mesh is not None else None, jax.devices()[0].device_kind,
+                          jax.device_count(), jax.__version__], sort_keys=True)
+
+        def measure() -> str:
+            start_all = time.perf_counter()
+            params, rest, opt_state, keys = self.init()
+            best = {}
+            for mode in ("vmap", "map"):
+                fn = jax.jit(self._many(steps, mode)).lower(params, rest, opt_state, keys, self.h, 0, self.dd).compile()
+                jax.block_until_ready(fn(params, rest, opt_state, keys, self.h, 0, self.dd))
+                times = []
+                for _ in range(repeats):
+                    t = time.perf_counter()
+                    jax.block_until_ready(fn(params, rest, opt_state, keys, self.h, 0, self.dd))
+                    times.append(time.perf_counter() - t)
+                best[mode] = min(times)
+            self.compile_s += time.perf_counter() - start_all
+            return min(best, key=best.get)
+
+        return remembered("batching", key, measure)
+
+    def _many(self, n: int, mode: str) -> Callable:
+        """(params, rest, opt_state, train_keys, h, start, dd) -> n steps of every replica: each device trains
+        its share ('replica' mesh axis, `shard_map`: no communication between replicas), vmapped or one after
+        another (`lax.map`)."""
+        one = partial(self._chunk_one, n=n)
+        if mode == "vmap":
+            many = jax.vmap(one, in_axes=(0, 0, 0, 0, 0, None, None))
+        else:
+            def many(params, rest, opt_state, keys, h, start, dd):
+                return jax.lax.map(lambda a: one(*a, start, dd), (params, rest, opt_state, keys, h))
+        if self.mesh is not None and self.mesh.shape["replica"] > 1:
+            rep = P("replica")
+            many = jax.shard_map(many, mesh=self.mesh, in_specs=(rep, rep, rep, rep, rep, P(), P()),
+                                 out_specs=rep, axis_names={"replica"}, check_vma=False)
+        return many
 
     def chunk_fn(self, n: int) -> Callable:
-        """jit(params, rest, opt_state, train_keys, h, start, dd) -> advanced by n steps, for all replicas.
-
-        Each device trains its share of the replicas ('replica' mesh axis, `shard_map`: no communication
-        between replicas), vmapped or one after another (`lax.map`) as `batching()` says."""
+        """jit(params, rest, opt_state, train_keys, h, start, dd) -> advanced by n steps, for all replicas
+        (`_many` with `batching()`; params and optimiser state donated)."""
         if n not in self._chunks:
-            one = partial(self._chunk_one, n=n)
-            if self.batching() == "vmap":
-                many = jax.vmap(one, in_axes=(0, 0, 0, 0, 0, None, None))
-            else:
-                def many(params, rest, opt_state, keys, h, start, dd):
-                    return jax.lax.map(lambda a: one(*a, start, dd), (params, rest, opt_state, keys, h))
-            if self.mesh is not None and self.mesh.shape["replica"] > 1:
-                rep = P("replica")
-                many = jax.shard_map(many, mesh=self.mesh, in_specs=(rep, rep, rep, rep, rep, P(), P()),
-                                     out_specs=rep, axis_names={"replica"}, check_vma=False)
-            self._chunks[n] = jax.jit(many, donate_argnums=(0, 2))
+            self._chunks[n] = jax.jit(self._many(n, self.batching()), donate_argnums=(0, 2))
         return self._chunks[n]
 
     def _run_chunk(self, n: int, state: LoopState):
@@ -360,6 +401,11 @@ class Trainer:
             return self._merge(p, r, hh).seen_states(self.dd)
         return jax.jit(jax.vmap(one))(params, rest, self.h)
 
+    def pairs_per_step(self) -> int:
+        """Comparisons scored by one replica's training step (the leading dims of its batch's `chosen`)."""
+        shape = jax.eval_shape(lambda k: self.batches.sample(k, self.dd), jax.random.PRNGKey(0))["chosen"].shape
+        return int(np.prod(shape[:-1]))
+
     # -- hooks and the loop ------------------------------------------------------------------------------
     def add_hook(self, hook: Hook | Callable[[LoopState], None], every: int | None = None) -> Hook:
         """Run `hook` (a `Hook`, or fn(state)) after chunks at cadence `every` (plural.hooks); returns it."""
@@ -409,7 +455,7 @@ class Trainer:
                 if end <= state.step or state.done:
                     continue
                 state.params, state.opt_state, ms = self._run_chunk(end - state.step, state)
-                state.history.append({"step": end, **{k: np.asarray(v, np.float64).tolist() for k, v in ms.items()}})
+                state.history.append({"step": end, **{k: np.asarray(v, np.float64).tolist() for k, v in to_host(ms).items()}})
                 state.step = end
                 for i, loss in enumerate(state.history[-1]["loss"]):
                     if state.failed[i] is None and not math.isfinite(loss):
@@ -425,9 +471,12 @@ class Trainer:
         params = state.best if state.best is not None else state.params
         early = None if state.early is None else {k: state.early[k] for k in ("best_step", "best_score", "stopped_step")}
         traced = {k: v.tolist() for k, v in self.traced.items()} or None
-        return TrainResult(self.family, self.hp, self.cfg, self.spec, self.seeds, self.graphdef, params, state.rest,
-                           self.seen_states(params, state.rest), state.history, early, traced, list(state.failed),
-                           self.compile_s, train_s)
+        rest, seen = state.rest, self.seen_states(params, state.rest)
+        if jax.process_count() > 1:  # replicas live on several hosts: every process gets all of them
+            params, rest, seen = to_host((params, rest, seen))
+        return TrainResult(self.family, self.hp, self.cfg, self.spec, self.seeds, self.graphdef, params, rest, seen,
+                           state.history, early, traced, list(state.failed), self.compile_s, train_s,
+                           self.pairs_per_step())
 
 
 def train(family: type[RewardModel], hp, cfg: TrainConfig, data: PreferenceData, seeds=(0,), workdir=None,

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from plural.cli import main
 
@@ -38,6 +39,10 @@ def test_smoke_grid_and_resume(tmp_path, capsys):
     b = overall[(overall.seed == 1) & (overall.shots == 0)].set_index("cell")["expected"]
     assert (a != b).any()
     assert {"oracle", "single", "gap_closed"} <= set(r.columns)
+    # the two learning rates x two seeds trained as the 4 replicas of one program; a column per swept key
+    assert set(r["program_cells"]) == {2} and set(r["program_replicas"]) == {4} and r["program"].nunique() == 1
+    assert sorted(r["hp.train.lr"].unique()) == [0.001, 0.003]
+    assert (r["compile_s"] > 0).all() and (r["train_s"] > 0).all() and (r["pairs_per_s"] > 0).all()
     assert main(["grid", str(SMOKE), "--out", str(out)]) == 2  # refuses to overwrite
     assert "--resume" in capsys.readouterr().err
     cells = sorted((out / "cells").glob("*__*.parquet"))  # summaries and scored rows of the 2 cells
@@ -46,7 +51,10 @@ def test_smoke_grid_and_resume(tmp_path, capsys):
     assert main(["grid", str(SMOKE), "--out", str(out), "--resume"]) == 0
     assert [p.stat().st_mtime_ns for p in sorted((out / "cells").glob("*__*.parquet"))][2:] == stamps[2:]
     again = pd.read_parquet(out / "results.parquet")
-    pd.testing.assert_frame_equal(again, r)  # the re-run cell reproduces its numbers exactly
+    # the re-run cell (now a program of its own) reproduces its numbers exactly; only its timing records differ
+    timing = ["program_cells", "program_replicas", "compile_s", "train_s", "pairs_per_s"]
+    pd.testing.assert_frame_equal(again.drop(columns=timing), r.drop(columns=timing))
+    assert sorted(again.drop_duplicates("cell")["program_cells"]) == [1, 2]
 
 
 def test_figs_regenerate_from_stored_results(tmp_path):
@@ -154,3 +162,95 @@ def test_datasets_runs_a_subset_that_a_later_whole_run_resumes(tmp_path, capsys)
     whole = pd.read_parquet(tmp_path / "g" / "results.parquet")
     assert set(whole["dataset"]) == set(names)
     assert all((tmp_path / "g" / "cells" / n).stat().st_mtime_ns == t for n, t in done.items())  # not retrained
+
+
+FAULTY = '''
+def get_config():
+    sim = {"dim": 8, "n_users": 12, "n_unseen": 6, "train_pairs": 20, "test_pairs": 12, "n_prompts": 8}
+    return {
+        "datasets": {"a": {"simulate": {**sim, "seed": 0}}, "b": {"simulate": {**sim, "seed": 1}},
+                     "gone": {"train": "nowhere/train.parquet", "val": "nowhere/val.parquet", "test": "nowhere/test.parquet"}},
+        "methods": {
+            "bt": {"model": "bt", "set": {"model.hidden": (16,), "train.steps": 60, "train.log_every": 20,
+                                          "train.eval_every": 20, "train.grad_clip": 0.0, "train.warmup_steps": 0,
+                                          "batch.batch_size": 64},
+                   "grid": {"train.lr": [1e-3, 1e38]}},
+            "wide": {"model": "bt", "set": {"model.hidden": (24,), "train.steps": 60, "batch.batch_size": 64}},
+        },
+        "seeds": [0, 1],
+        "shots": [0, 5],
+    }
+'''
+
+
+def test_shards_merge_to_the_single_run_and_failed_cells_are_recorded(tmp_path, capsys):
+    """Programs: per dataset, the two learning rates of `bt` train as one program and `wide` (another width)
+    as another. lr = 1e38 blows its replicas up: that cell is recorded with its error and step, left out of
+    selection, and the cell beside it in the same program is unaffected; a dataset whose tables are missing is
+    recorded as failed cells too and the grid goes on. Two shards (`--shard 0/2`, `1/2`) then `--merge` give the
+    tables of one whole run."""
+    spec = tmp_path / "faulty.py"
+    spec.write_text(FAULTY)
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    assert main(["grid", str(spec), "--out", str(whole)]) == 0
+    assert "failed cell" in capsys.readouterr().out
+    r = pd.read_parquet(whole / "results.parquet")
+    cells = r.drop_duplicates("cell").set_index("cell")
+    blown = cells[(cells["hparams"] == '{"train.lr": 1e+38}') & (cells["dataset"] != "gone")]
+    assert len(blown) == 2 and blown["error"].str.contains("non-finite training loss").all()
+    assert (blown["failed_step"] <= 60).all() and not blown["selected"].any()
+    gone = cells[cells["dataset"] == "gone"]
+    assert len(gone) == 3 and gone["error"].str.contains("nowhere").all()
+    good = cells[cells["error"].isna()]
+    assert len(good) == 4 and set(good["dataset"]) == {"a", "b"} and good["selected"].all()
+    assert good.groupby("dataset")["program"].nunique().eq(2).all()  # bt's point and wide: two programs
+    assert set(good[good["method"] == "bt"]["program_cells"]) == {2}  # trained beside the blown-up point
+    assert main(["grid", str(spec), "--out", str(split), "--shard", "2/2"]) == 2
+    assert "--shard 2/2: expected 0 <= I < N" in capsys.readouterr().err
+    assert main(["grid", str(spec), "--out", str(split), "--merge"]) == 2
+    assert "cells are not finished" in capsys.readouterr().err
+    for i in (0, 1):
+        assert main(["grid", str(spec), "--out", str(split), "--shard", f"{i}/2"]) == 0
+        assert not (split / "results.parquet").exists()
+    assert main(["grid", str(spec), "--out", str(split), "--merge"]) == 0
+    merged = pd.read_parquet(split / "results.parquet")
+    timing = ["program", "program_cells", "program_replicas", "compile_s", "train_s", "pairs_per_s"]
+    pd.testing.assert_frame_equal(merged.drop(columns=timing).sort_values(["cell", "table", "seed", "shots", "split", "group"]).reset_index(drop=True),
+                                  r.drop(columns=timing).sort_values(["cell", "table", "seed", "shots", "split", "group"]).reset_index(drop=True))
+
+
+@pytest.mark.slow
+def test_grid_killed_mid_run_resumes_to_the_uninterrupted_tables(tmp_path):
+    """SIGKILL a `plural grid` process once its first program's cells are written; `--resume` trains only the
+    programs not finished (the written cells keep their files) and gives the tables of an uninterrupted run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    spec = tmp_path / "three.py"  # three programs (three widths), two learning rates each
+    spec.write_text(SMOKE.read_text().replace('"grid": {"train.lr": [1e-3, 3e-3]},',
+                                              '"grid": {"train.lr": [1e-3, 3e-3], "model.hidden": [(8,), (16,), (24,)]},'))
+    killed, whole = tmp_path / "killed", tmp_path / "whole"
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    p = subprocess.Popen([sys.executable, "-m", "plural.cli", "grid", str(spec), "--out", str(killed)], env=env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while len(list((killed / "cells").glob("*__*[0-9a-f].parquet"))) < 2 and time.time() < deadline:
+        time.sleep(0.05)
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    first = {f.name: f.stat().st_mtime_ns for f in (killed / "cells").glob("*.parquet")}
+    assert 2 <= len([n for n in first if not n.endswith(".rows.parquet")]) < 6, "killed before the end"
+    for f in (killed / "cells").glob("*.parquet"):  # no half-written file counts as a cell
+        pd.read_parquet(f)
+    assert main(["grid", str(spec), "--out", str(killed), "--resume"]) == 0
+    assert all((killed / "cells" / n).stat().st_mtime_ns == t for n, t in first.items())  # not retrained
+    assert main(["grid", str(spec), "--out", str(whole)]) == 0
+    timing = ["program", "program_cells", "program_replicas", "compile_s", "train_s", "pairs_per_s"]
+    a = pd.read_parquet(killed / "results.parquet").drop(columns=timing)
+    b = pd.read_parquet(whole / "results.parquet").drop(columns=timing)
+    keys = ["cell", "table", "seed", "shots", "split", "group"]
+    pd.testing.assert_frame_equal(a.sort_values(keys).reset_index(drop=True), b.sort_values(keys).reset_index(drop=True),
+                                  rtol=1e-5)

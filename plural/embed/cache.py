@@ -20,11 +20,9 @@ _CHUNK = 500  # keys per SELECT (SQLite limits bound parameters)
 
 
 def default_cache_dir() -> Path:
-    root = os.environ.get("PLURAL_CACHE")
-    if root:
-        return Path(root).expanduser() / "embeddings"
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "plural" / "embeddings"
+    from plural.cache import cache_root
+
+    return cache_root() / "embeddings"
 
 
 def text_key(text: str) -> str:

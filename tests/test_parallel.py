@@ -1,0 +1,94 @@
+"""Meshes, replicas and hosts: the automatic mesh shape, replica padding, and a grid run by two processes
+(`jax.distributed`, gloo collectives on the CPU) that writes the tables one process writes."""
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from plural.cli import main
+from plural.grid import padding
+from plural.parallel import mesh_shape
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ROOT / "experiments" / "smoke.py"
+
+
+def test_mesh_shape_puts_replicas_first_and_batches_on_the_devices_left():
+    # replicas over the devices that divide their number; batches over what is left, except on a CPU
+    assert mesh_shape(16, 256, n_devices=8, backend="gpu") == (8, 1)
+    assert mesh_shape(4, 256, n_devices=8, backend="gpu") == (4, 2)
+    assert mesh_shape(3, 256, n_devices=8, backend="gpu") == (1, 8)
+    assert mesh_shape(3, 100, n_devices=8, backend="gpu") == (1, 4)
+    assert mesh_shape(4, 256, n_devices=8, backend="cpu") == (4, 1)
+    assert mesh_shape(1, 256, n_devices=2, backend="cpu") == (1, 1)
+    assert mesh_shape(6, 256, shape=(2, 4), n_devices=8) == (2, 4)
+    for shape in ((4, 4), (4, 1, 1), (0, 1)):
+        with pytest.raises(ValueError):
+            mesh_shape(6, 256, shape=shape, n_devices=8)
+
+
+def test_padding_makes_replicas_split_evenly_over_the_devices():
+    # 8 fake devices here (conftest)
+    assert [padding(r) for r in (1, 2, 3, 5, 6, 8, 12, 16)] == [0, 0, 1, 3, 2, 0, 4, 0]
+    assert padding(3, (1, 1)) == 0  # a mesh given by hand is not padded for
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_run_one_grid_and_write_the_single_process_tables(tmp_path):
+    """The smoke grid (2 learning rates x 2 seeds: 4 replicas of one program) run by two processes of one CPU
+    device each, the replicas split over the two: process 0 writes results.parquet, equal to a single-process
+    run's (here: 4 fake devices of one process)."""
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    port = _free_port()
+    procs = [subprocess.Popen([sys.executable, "-m", "plural.cli", "grid", str(SMOKE), "--out", str(tmp_path / "two")],
+                              env={**env, "PLURAL_CPU_DEVICES": "1", "PLURAL_COORDINATOR": f"localhost:{port}",
+                                   "PLURAL_NUM_PROCESSES": "2", "PLURAL_PROCESS_ID": str(i)},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+             for i in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outs]
+    assert "process 1 of 2: done" in outs[1][0]
+    two = pd.read_parquet(tmp_path / "two" / "results.parquet")
+    assert set(two["program_replicas"]) == {4}
+    assert main(["grid", str(SMOKE), "--out", str(tmp_path / "one")]) == 0
+    one = pd.read_parquet(tmp_path / "one" / "results.parquet")
+    timing = ["compile_s", "train_s", "pairs_per_s"]
+    a, b = two.drop(columns=timing), one.drop(columns=timing)
+    assert list(a.columns) == list(b.columns) and len(a) == len(b)
+    for col in a.columns:
+        if pd.api.types.is_float_dtype(a[col]):
+            np.testing.assert_allclose(a[col].to_numpy(), b[col].to_numpy(), rtol=1e-5, atol=1e-6, err_msg=col)
+        else:
+            assert a[col].equals(b[col]), col
+
+
+def test_bench_grid_times_replicas_against_one_by_one(tmp_path, capsys):
+    """`plural bench grid` at toy sizes: every timing and ratio is there, compile times apart, and the
+    automatic mesh split the replicas over the devices."""
+    import json
+
+    out = tmp_path / "g.json"
+    assert main(["bench", "grid", "--seeds", "2", "--dim", "8", "--pairs", "16", "--steps", "10",
+                 "--set", "model.hidden=(8,)", "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    for k in ("one_by_one_s", "vmap_s", "map_s", "mesh_auto_s", "one_compile_s", "mesh_auto_compile_s"):
+        assert res[k] > 0, k
+    assert res["vmap_over_one_by_one"] == pytest.approx(res["vmap_s"] / res["one_by_one_s"])
+    assert res["mesh"] == {"replica": 2, "data": 1} and res["overrides"] == ["model.hidden=(8,)"]
+    out = tmp_path / "p.json"
+    assert main(["bench", "grid", "--points", "2", "--seeds", "2", "--steps", "10", "--model", "bt",
+                 "--set", "model.hidden=(8,)", "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["replicas"] == 4 and res["together_s"] > res["together_compile_s"] > 0
+    assert res["together_over_one_by_one"] == pytest.approx(res["together_s"] / res["one_by_one_s"])
