@@ -165,9 +165,14 @@ def bench_grid(seeds: int = 16, dim: int = 384, pairs: int = 1024, steps: int = 
 
 
 def _bench_points(fam, c, seeds: int, points: int, steps: int, res: dict, out) -> dict:
-    from personas import IdealPointConfig, simulate_ideal_point
+    import tempfile
 
-    data = simulate_ideal_point(IdealPointConfig(seed=0)).train
+    from personas import IdealPointConfig, simulate_ideal_point
+    from plural.data import read_table
+
+    with tempfile.TemporaryDirectory() as tmp:
+        simulate_ideal_point(IdealPointConfig(seed=0)).write(tmp)
+        data = read_table(Path(tmp) / "train.parquet")
     n_lr = math.ceil(points / 4)
     grid = [(float(lr), wd) for lr in np.geomspace(3e-4, 3e-3, n_lr) for wd in (0.0, 1e-3, 1e-2, 1e-1)][:points]
     S = tuple(range(seeds))

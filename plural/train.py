@@ -280,7 +280,7 @@ class Trainer:
         (params, opt_state), ms = jax.lax.scan(body, (params, opt_state), start + jnp.arange(n))
         return params, opt_state, jax.tree.map(jnp.mean, ms)
 
-    def batching(self) -> str:
+    def batching(self, state=None) -> str:
         """'vmap' or 'map': how each device's replicas train at once (`train.seed_batching`).
 
         `auto`: vmap on GPU/TPU, wherever a device holds one replica, and across processes. On a CPU the faster of the two is
@@ -296,14 +296,15 @@ class Trainer:
             if jax.default_backend() != "cpu" or len(self.seeds) // r <= 1 or jax.process_count() > 1:
                 self._mode = "vmap"  # (several processes must run the same program: no per-process measuring)
             else:
-                self._mode = self.measure_batching()
+                self._mode = self.measure_batching(state)
         return self._mode
 
-    def measure_batching(self, steps: int = 5, repeats: int = 3) -> str:
+    def measure_batching(self, state=None, steps: int = 3, repeats: int = 2) -> str:
         """The faster of vmap and lax.map for this program's shapes on this machine, by timing `steps` steps of
-        each (best of `repeats`, after a warm-up); the answer is kept in the cache folder (plural.cache) by
-        shape and machine, so reruns of a shape make the same choice without measuring. The time spent here
-        counts into `compile_s`."""
+        each (best of `repeats`, after a warm-up) from `state` ((params, rest, opt_state, train_keys); a fresh
+        `init()` if None; nothing is donated or kept); the answer is kept in the cache folder (plural.cache)
+        by shape and machine, so reruns of a shape make the same choice without measuring. The time spent
+        here counts into `compile_s`."""
         from plural.cache import remembered
 
         key = json.dumps([self.family.name, repr(self.hp), repr(self.batches), repr(self.cfg.mesh), self.spec["dim"],
@@ -313,7 +314,7 @@ class Trainer:
 
         def measure() -> str:
             start_all = time.perf_counter()
-            params, rest, opt_state, keys = self.init()
+            params, rest, opt_state, keys = state if state is not None else self.init()
             best = {}
             for mode in ("vmap", "map"):
                 fn = jax.jit(self._many(steps, mode)).lower(params, rest, opt_state, keys, self.h, 0, self.dd).compile()
@@ -356,6 +357,7 @@ class Trainer:
         """Advance `state` by n steps; the first call of each length compiles it (timed into `compile_s`)."""
         args = (state.params, state.rest, state.opt_state, state.train_keys, self.h, state.step, self.dd)
         if n not in self._compiled:
+            self.batching(args[:4])  # (measured once, on this state, when auto on a CPU; timed by itself)
             t = time.perf_counter()
             self._compiled[n] = self.chunk_fn(n).lower(*args).compile()
             self.compile_s += time.perf_counter() - t
@@ -402,9 +404,12 @@ class Trainer:
         return jax.jit(jax.vmap(one))(params, rest, self.h)
 
     def pairs_per_step(self) -> int:
-        """Comparisons scored by one replica's training step (the leading dims of its batch's `chosen`)."""
-        shape = jax.eval_shape(lambda k: self.batches.sample(k, self.dd), jax.random.PRNGKey(0))["chosen"].shape
-        return int(np.prod(shape[:-1]))
+        """Comparison slots in one replica's training batch: the entries of its `mask`s (pair batches: the
+        batch; per-user batches: context and target slots)."""
+        batch = jax.eval_shape(lambda k: self.batches.sample(k, self.dd), jax.random.PRNGKey(0))
+        masks = [leaf for path, leaf in jax.tree_util.tree_leaves_with_path(batch)
+                 if getattr(path[-1], "key", None) == "mask"]
+        return int(sum(np.prod(m.shape) for m in masks))
 
     # -- hooks and the loop ------------------------------------------------------------------------------
     def add_hook(self, hook: Hook | Callable[[LoopState], None], every: int | None = None) -> Hook:
