@@ -166,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
         from plural.parallel import init_distributed
 
         init_distributed()
-        enable_compilation_cache()
+        if args.command != "bench":  # benchmarks time real compilations (bench startup sets its own cache)
+            enable_compilation_cache()
         return _dispatch(args)
     except PluralError as e:
         print(f"plural: error: {e}", file=sys.stderr)

@@ -2,9 +2,13 @@
 
 A step is a pure, jit-compiled function over `nnx.split` state: draw a batch on device from
 (seed, step), compute the family's loss, apply an optax update. Steps run `log_every` at a time inside
-one `lax.scan` (one dispatch per chunk), S seeds at once along a leading seed axis (`jax.vmap`, or
-`lax.map` where batched matmuls are slower than plain ones), and batches are split over a 'data' device
-mesh. The family's sampler (`family.batches`, plural.data.batching) draws each batch.
+one `lax.scan` (one dispatch per chunk). R replicas train at once along a leading replica axis: the seeds
+of a fit, or a grid's (hyper-parameter point, seed) pairs whose points differ only in traced settings
+(learning rate, weight decay, the family's `traced` loss weights: per-replica scalars inside the program,
+`traced_keys`). Replicas are split over the 'replica' axis of a ('replica', 'data') device mesh
+(plural.parallel) and, on each device, vmapped or run one after another (`lax.map`), whichever is faster
+(`Trainer.batching`); batches are split over 'data'. A replica whose loss turns non-finite is recorded as
+failed; the others train on. The family's sampler (`family.batches`, plural.data.batching) draws each batch.
 
 Between chunks, hooks (plural.hooks) run at their own cadences: validation and early stopping, named
 Orbax checkpoints (plural.checkpoint) every `ckpt_every` steps, the progress bar, and any added with
