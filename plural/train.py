@@ -299,40 +299,38 @@ class Trainer:
             r = self.mesh.shape["replica"] if self.mesh is not None else 1
             if jax.default_backend() != "cpu" or len(self.seeds) // r <= 1 or jax.process_count() > 1:
                 self._mode = "vmap"  # (several processes must run the same program: no per-process measuring)
-            else:
-                self._mode = self.measure_batching(state)
+            else:  # measured once per shape and machine, then remembered in the cache folder (plural.cache)
+                from plural.cache import remembered
+
+                self._mode = remembered("batching", self._shape_key(), lambda: self.measure_batching(state))
         return self._mode
+
+    def _shape_key(self) -> str:
+        """What the speed of this program depends on: family, settings, sampler, table and replica shapes,
+        mesh, machine."""
+        return json.dumps([self.family.name, repr(self.hp), repr(self.batches), repr(self.cfg.mesh), self.spec["dim"],
+                           self.spec["prompt_dim"], self.spec["n_users"], len(self.seeds),
+                           int(self.dd["chosen"].shape[0]), dict(self.mesh.shape) if self.mesh is not None else None,
+                           jax.devices()[0].device_kind, jax.device_count(), jax.__version__], sort_keys=True)
 
     def measure_batching(self, state=None, steps: int = 3, repeats: int = 2) -> str:
         """The faster of vmap and lax.map for this program's shapes on this machine, by timing `steps` steps of
         each (best of `repeats`, after a warm-up) from `state` ((params, rest, opt_state, train_keys); a fresh
-        `init()` if None; nothing is donated or kept); the answer is kept in the cache folder (plural.cache)
-        by shape and machine, so reruns of a shape make the same choice without measuring. The time spent
-        here counts into `compile_s`."""
-        from plural.cache import remembered
-
-        key = json.dumps([self.family.name, repr(self.hp), repr(self.batches), repr(self.cfg.mesh), self.spec["dim"],
-                          self.spec["prompt_dim"], self.spec["n_users"], len(self.seeds), int(self.dd["chosen"].shape[0]),
-                          dict(self.mesh.shape) if self.mesh is not None else None, jax.devices()[0].device_kind,
-                          jax.device_count(), jax.__version__], sort_keys=True)
-
-        def measure() -> str:
-            start_all = time.perf_counter()
-            params, rest, opt_state, keys = state if state is not None else self.init()
-            best = {}
-            for mode in ("vmap", "map"):
-                fn = jax.jit(self._many(steps, mode)).lower(params, rest, opt_state, keys, self.h, 0, self.dd).compile()
+        `init()` if None; nothing is donated or kept). The time spent here counts into `compile_s`."""
+        start_all = time.perf_counter()
+        params, rest, opt_state, keys = state if state is not None else self.init()
+        best = {}
+        for mode in ("vmap", "map"):
+            fn = jax.jit(self._many(steps, mode)).lower(params, rest, opt_state, keys, self.h, 0, self.dd).compile()
+            jax.block_until_ready(fn(params, rest, opt_state, keys, self.h, 0, self.dd))
+            times = []
+            for _ in range(repeats):
+                t = time.perf_counter()
                 jax.block_until_ready(fn(params, rest, opt_state, keys, self.h, 0, self.dd))
-                times = []
-                for _ in range(repeats):
-                    t = time.perf_counter()
-                    jax.block_until_ready(fn(params, rest, opt_state, keys, self.h, 0, self.dd))
-                    times.append(time.perf_counter() - t)
-                best[mode] = min(times)
-            self.compile_s += time.perf_counter() - start_all
-            return min(best, key=best.get)
-
-        return remembered("batching", key, measure)
+                times.append(time.perf_counter() - t)
+            best[mode] = min(times)
+        self.compile_s += time.perf_counter() - start_all
+        return min(best, key=best.get)
 
     def _many(self, n: int, mode: str) -> Callable:
         """(params, rest, opt_state, train_keys, h, start, dd) -> n steps of every replica: each device trains

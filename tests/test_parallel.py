@@ -92,3 +92,45 @@ def test_bench_grid_times_replicas_against_one_by_one(tmp_path, capsys):
     res = json.loads(out.read_text())
     assert res["replicas"] == 4 and res["together_s"] > res["together_compile_s"] > 0
     assert res["together_over_one_by_one"] == pytest.approx(res["together_s"] / res["one_by_one_s"])
+
+
+def test_auto_batching_is_measured_once_per_shape_and_remembered(tiny, tmp_path, monkeypatch):
+    """On a CPU with several replicas per device, `seed_batching=auto` times vmap against lax.map once, keeps
+    the answer in the cache folder, and a later trainer of the same shapes takes it from there."""
+    import json
+
+    from plural.config import TrainConfig
+    from plural.data import read_table
+    from plural.models import get_family
+    from plural.run import configs_for
+    from plural.train import Trainer
+
+    monkeypatch.setenv("PLURAL_CACHE", str(tmp_path))
+    _, d = tiny
+    c = configs_for("bt", ["model.hidden=(8,)", "batch.batch_size=32"])
+    cfg = TrainConfig(**{**c["train"].__dict__, "mesh": (1, 1), "steps": 10, "log_every": 10})
+    data = read_table(d / "train.parquet")
+    first = Trainer(get_family("bt"), c["model"], cfg, data, seeds=(0, 1, 2), batches=c["batch"])
+    mode = first.batching()
+    assert mode in ("vmap", "map") and first.compile_s > 0  # the measuring counts as set-up time
+    stored = json.loads((tmp_path / "batching.json").read_text())
+    assert list(stored.values()) == [mode]
+    monkeypatch.setattr(Trainer, "measure_batching", lambda *a, **k: pytest.fail("measured again"))
+    again = Trainer(get_family("bt"), c["model"], cfg, data, seeds=(0, 1, 2), batches=c["batch"])
+    assert again.batching() == mode
+    one = Trainer(get_family("bt"), c["model"], cfg, data, seeds=(0,), batches=c["batch"])
+    assert one.batching() == "vmap"  # one replica per device: nothing to choose
+
+
+def test_the_command_keeps_compiled_programs_in_the_cache_folder(tiny, tmp_path):
+    """`plural fit` stores its compiled programs under $PLURAL_CACHE/jit; PLURAL_JIT_CACHE=0 stores none."""
+    _, d = tiny
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    args = [sys.executable, "-m", "plural.cli", "fit", "--model", "bt", "--data", str(d / "train.parquet"),
+            "--set", "train.steps=20", "--set", "model.hidden=(8,)"]
+    for flag, expect in (("1", True), ("0", False)):
+        cache = tmp_path / f"cache{flag}"
+        done = subprocess.run(args + ["--out", str(tmp_path / f"run{flag}")], capture_output=True, text=True,
+                              env={**env, "PLURAL_CACHE": str(cache), "PLURAL_JIT_CACHE": flag})
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert any((cache / "jit").glob("*")) is expect
