@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -21,8 +22,8 @@ def cache_root() -> Path:
 
 
 # Programs that compile faster than this are not stored: the many one-op programs of eager code would cost
-# more in small files than they save. At 0.05 s a second small `plural fit` loads every program that matters
-# (measured with `plural bench startup`).
+# more in small files than they save. Set by hand, not swept: at 0.05 s a second small `plural fit` took
+# 3.3 s end to end against 6.7 s for the first (`plural bench startup`, session 15); 0.4 MB stored.
 MIN_COMPILE_S = 0.05
 
 
@@ -51,8 +52,6 @@ def remembered(kind: str, key: str, compute):
     """`compute()` for `key`, kept in `cache_root()/<kind>.json` so later runs on this machine get the same
     answer without computing it (e.g. the measured batching of a program shape, plural.train). A cache that
     cannot be read or written is computed around, never an error."""
-    import json
-
     path = cache_root() / f"{kind}.json"
     try:
         known = json.loads(path.read_text())

@@ -44,7 +44,7 @@ class TrainConfig:
     log_every: int = 100  # steps per compiled chunk; one running-loss entry per chunk
     ckpt_every: int = 500  # checkpoint interval in steps (0: only the final one)
     seed_batching: Literal["auto", "vmap", "map"] = "auto"  # how a device's replicas (seeds x traced points)
-    # train at once: vmap, or lax.map in one program; auto: plural.train.batching_mode (measured rule)
+    # train at once: vmap, or lax.map in one program; auto: the faster, measured per shape (Trainer.batching)
     mesh: tuple[int, ...] = ()  # (replica devices, data devices) of the training mesh; () = chosen
     # (plural.parallel.mesh_shape: replicas over the devices, then batches over those left; data 1 on a CPU)
     # Validation protocol (fixed by hand, not swept; every run in results/ used these values):

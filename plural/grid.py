@@ -436,9 +436,10 @@ def _run_program(j: int, cells: list[Cell], spec: dict, out: Path, seeds: tuple,
     if jax.process_index() != 0:  # process 0 scores and writes the cells
         return "trained"
     n_failed = 0
-    timing = {"program": j, "program_cells": len(cells), "program_replicas": len(cells) * S,
-              "compile_s": result.compile_s, "train_s": result.train_s}
     steps = result.history[-1]["step"] if result.history else 0
+    rate = len(cells) * S * steps * result.pairs_per_step / max(result.train_s, 1e-9)  # the program's pairs/s
+    timing = {"program": j, "program_cells": len(cells), "program_replicas": len(cells) * S,
+              "compile_s": result.compile_s, "train_s": result.train_s, "pairs_per_s": rate / len(cells)}
     for i, c in enumerate(cells):
         sub = result.subset(range(i * S, (i + 1) * S), hp=c.configs["model"], cfg=c.configs["train"])
         failed = [(s, f) for s, f in zip(seeds, sub.failed) if f is not None]
@@ -461,11 +462,9 @@ def _run_program(j: int, cells: list[Cell], spec: dict, out: Path, seeds: tuple,
         for k, (name, v) in enumerate(_meta(c).items()):
             cell.insert(k, name, v)
         cell["best_step"] = cell["seed"].map(stopped)
-        pairs = S * steps * result.pairs_per_step
-        cell = cell.assign(**timing, pairs_per_s=pairs / max(result.train_s, 1e-9))
+        cell = cell.assign(**timing)
         _atomic_parquet(rows.assign(cell=c.cid), out / "cells" / f"{c.cid}.rows.parquet")
         _atomic_parquet(cell, out / "cells" / f"{c.cid}.parquet")  # last: a cell counts as finished only when its summary exists
-    rate = len(cells) * S * steps * result.pairs_per_step / max(result.train_s, 1e-9)
     return (f"{len(cells)} cells x {S} seeds, compile {result.compile_s:.1f} s, train {result.train_s:.1f} s, "
             f"{rate:,.0f} pairs/s" + (f", {n_failed} failed" if n_failed else ""))
 

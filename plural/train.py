@@ -224,6 +224,7 @@ class Trainer:
             self.mesh = training_mesh(len(self.seeds), self.batches.size, cfg.mesh)
         except ValueError as e:
             raise PluralError(f"--set train.mesh={cfg.mesh}: {e}")
+        self.h = self.place_replicas({k: jnp.asarray(v) for k, v in self.traced.items()})  # (R,) per traced setting
         self.dd = device_data(data, replicated(self.mesh))
         self.vd = None
         if val is not None and cfg.eval_every > 0:
@@ -364,13 +365,6 @@ class Trainer:
             self._compiled[n] = self.chunk_fn(n).lower(*args).compile()
             self.compile_s += time.perf_counter() - t
         return self._compiled[n](*args)
-
-    @property
-    def h(self) -> dict:
-        """The traced settings as (R,) device arrays, split like the replicas."""
-        if not hasattr(self, "_h"):
-            self._h = self.place_replicas({k: jnp.asarray(v) for k, v in self.traced.items()})
-        return self._h
 
     def _validate_all(self, params, rest, h, dd, vd):
         """(val_loss (S,), val_accuracy (S,)) of every seed on the validation rows (jitted per Trainer)."""
