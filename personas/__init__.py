@@ -14,5 +14,17 @@ POPULATIONS = {"ideal-point": (IdealPointConfig, simulate_ideal_point), "stateme
                "hidden-context": (HiddenContextConfig, simulate_hidden_context),
                "communities": (CommunityConfig, simulate_communities)}
 
-__all__ = ["ATTRIBUTES", "CommunityConfig", "CommunityPopulation", "simulate_communities", "POPULATIONS", "HiddenContextConfig", "HiddenContextPopulation", "simulate_hidden_context", "IdealPointConfig", "Population", "simulate_ideal_point", "StatementsConfig", "StatementsPopulation",
+
+
+def check_population(population: str, cfg) -> None:
+    """Validate a population config without simulating it (ValueError naming the field), as its simulator
+    would before drawing anything: grid specs check every dataset before the first cell trains."""
+    from personas import communities, hidden_context, ideal_point, statements
+
+    checks = {"ideal-point": ideal_point._check, "statements": statements._check,
+              "hidden-context": hidden_context._check, "communities": communities._check}
+    checks[population](cfg)
+
+
+__all__ = ["check_population", "ATTRIBUTES", "CommunityConfig", "CommunityPopulation", "simulate_communities", "POPULATIONS", "HiddenContextConfig", "HiddenContextPopulation", "simulate_hidden_context", "IdealPointConfig", "Population", "simulate_ideal_point", "StatementsConfig", "StatementsPopulation",
            "simulate_statements"]

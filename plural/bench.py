@@ -10,6 +10,9 @@
   steps each. Goal: <= 0.3x the one-by-one time on the CPU at 200 communities.
 - `bench_embed`: texts/s of the offline embedder (the jitted JAX encoder of `plural.embed`) against the
   plain numpy forward of the same model (`plural.embed.reference`) on the same texts. Goal: >= 3x.
+- `bench_evaluate`: `plural evaluate` (predict + metrics) of random tables of growing size with unseen users
+  adapting from K shots: time and peak memory per size. Goal: linear in rows; 1M rows with 100k unseen users
+  in under 2 minutes on a 2-core CPU.
 """
 
 from __future__ import annotations
@@ -118,7 +121,7 @@ def bench_fit(dim: int = 384, pairs: int = 1024, steps: int = 50, out: str | Non
     return res
 
 
-def bench_grid(seeds: int = 16, dim: int = 384, pairs: int = 1024, steps: int = 500, model: str = "bt",
+def bench_grid(seeds: int = 16, dim: int = 384, pairs: int | None = None, steps: int = 500, model: str = "bt",
                overrides: list[str] = (), points: int = 0, out: str | None = None, repeats: int = 2) -> dict:
     """Replicas in one program against one by one, steady state over `steps` steps, compile times apart.
 
@@ -131,14 +134,18 @@ def bench_grid(seeds: int = 16, dim: int = 384, pairs: int = 1024, steps: int = 
     With `points` = H: H (learning rate x weight decay) points x `seeds` seeds, on the 3-group ideal-point
     population (personas, D = 32), trained as one program (traced settings, automatic mesh and batching)
     against each point as its own program (its seeds at once, as `plural grid` ran cells before programs),
-    end to end: compilation included, since one by one every point compiles anew."""
+    end to end: compilation included, since one by one every point compiles anew. There the family's own batch
+    (`batch.*` defaults) is used unless `pairs` is given."""
     from plural.run import configs_for
 
+    if pairs is None and not points:
+        pairs = 1024
     c = configs_for(model, [f"train.steps={steps}", f"train.log_every={steps}", "train.ckpt_every=0",
                             "train.eval_every=0", "data.val_fraction=0", *overrides]
-                    + ([f"batch.batch_size={pairs}"] if "batch_size" in type(get_family(model).batches).__dataclass_fields__ else []))
+                    + ([f"batch.batch_size={pairs}"] if pairs is not None and "batch_size" in type(get_family(model).batches).__dataclass_fields__ else []))
     fam = get_family(model)
-    res = {"benchmark": "grid", "model": model, "overrides": list(overrides), "seeds": seeds, "steps": steps}
+    res = {"benchmark": "grid", "model": model, "overrides": list(overrides), "seeds": seeds, "steps": steps,
+           "batch": dataclasses.asdict(c["batch"])}
     if points:
         return _bench_points(fam, c, seeds, points, steps, res, out)
     data = random_table(16 * pairs, dim)
@@ -384,6 +391,100 @@ def bench_embed(texts: int = 256, batch_size: int = 64, out: str | None = None, 
     print(f"JAX encoder {res['jax_texts_per_s']:.1f} texts/s vs plain numpy {res['numpy_texts_per_s']:.1f} texts/s: "
           f"{res['speedup']:.1f}x (goal >= 3x); vs numpy on length-sorted batches "
           f"{res['numpy_sorted_texts_per_s']:.1f} texts/s: {res['speedup_vs_sorted_numpy']:.1f}x")
+    return res
+
+
+def eval_table(rows: int, dim: int, unseen: float, user_rows: int, seen_users: int = 64, seed: int = 0) -> PreferenceData:
+    """`rows` random comparisons (embeddings as `random_table`'s, drawn in float32): a fraction `unseen` of them
+    from unseen users n0, n1, ... with `user_rows` rows each, the rest from the users u0 .. u{seen_users-1} of
+    `random_table`; rows shuffled, so each user's rows lie scattered over the file."""
+    rng = np.random.default_rng(seed)
+    n_unseen = int(round(unseen * rows)) // user_rows
+    ids = np.empty(rows, dtype=object)
+    n_seen_rows = rows - n_unseen * user_rows
+    ids[:n_seen_rows] = np.char.add("u", (np.arange(n_seen_rows) % seen_users).astype(str)).astype(object)
+    ids[n_seen_rows:] = np.char.add("n", (np.arange(n_unseen * user_rows) // user_rows).astype(str)).astype(object)
+    df = pd.DataFrame({"user_id": ids[rng.permutation(rows)]})
+    emb = {}
+    for k in ("prompt_embedding", "chosen_embedding", "rejected_embedding"):
+        emb[k] = rng.standard_normal(size=(rows, dim), dtype=np.float32)
+        emb[k] /= np.float32(math.sqrt(dim))
+    return PreferenceData.from_frame(df, emb, source="<bench>")
+
+
+def _peak_rss_mb(reset: bool = False) -> float:
+    """The process's peak resident memory (MB) since the last reset (Linux: VmHWM, reset through
+    /proc/self/clear_refs); elsewhere the peak of the whole process (`getrusage`)."""
+    import resource
+
+    try:
+        if reset:
+            Path("/proc/self/clear_refs").write_text("5")
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (2**20 if platform.system() == "Darwin" else 1024)
+
+
+def bench_evaluate(rows=(10_000, 100_000, 1_000_000), unseen: float = 0.1, shots: int = 10, model: str = "pal-a",
+                   user_rows: int | None = None, dim: int = 384, steps: int = 20, out: str | None = None) -> dict:
+    """`plural evaluate --shots K` (`predict` + `metrics`, as the command runs them, without reading the table
+    from disk) of `model` fitted for `steps` steps on `random_table(4096, dim)` (64 users), on tables of each
+    size in `rows` (`eval_table`): a fraction `unseen` of the rows from unseen users with `user_rows` rows each
+    (default 2 K: K adapt, K are scored), the rest from the 64 seen users. Per size: the time of a first
+    evaluation in the process (compilation included, as a fresh `plural evaluate`), the peak resident memory
+    during it (the table itself included: `table_mb`), and the time of a second evaluation (`warm_*`: the
+    programs already compiled)."""
+    import resource
+
+    from plural.evaluate import metrics, predict
+    from plural.run import configs_for
+    from plural.train import train
+
+    user_rows = 2 * shots if user_rows is None else int(user_rows)
+    c = configs_for(model, [f"train.steps={steps}", f"train.log_every={steps}", "train.ckpt_every=0",
+                            "train.eval_every=0", "data.val_fraction=0"])
+    fit_data = random_table(4096, dim)
+    start = time.perf_counter()
+    result = train(get_family(model), c["model"], c["train"], fit_data, progress=False, batches=c["batch"])
+    res = {"benchmark": "evaluate", "model": model, "shots": shots, "unseen": unseen, "user_rows": user_rows,
+           "dim": dim, "fit_steps": steps, "fit_users": int(fit_data.n_users), "fit_s": time.perf_counter() - start,
+           "sizes": []}
+    users = list(fit_data.users)
+    for n in rows:
+        data = eval_table(int(n), dim, unseen, user_rows, seed=1)
+        n_unseen = int(round(unseen * n)) // user_rows
+        table_mb = sum(a.nbytes for a in (data.prompt, data.chosen, data.rejected)) / 2**20
+        _peak_rss_mb(reset=True)
+        start = time.perf_counter()
+        scored = predict(result, users, data, shots=shots)
+        predict_s = time.perf_counter() - start
+        m = metrics(scored, shots)
+        evaluate_s = time.perf_counter() - start
+        peak = _peak_rss_mb()
+        del scored
+        start = time.perf_counter()  # again: the same programs, compiled
+        metrics(predict(result, users, data, shots=shots), shots)
+        warm_s = time.perf_counter() - start
+        size = {"rows": int(n), "unseen_users": n_unseen, "adapted_users": n_unseen if user_rows > shots else 0,
+                "scored_rows": int(m["n_pairs"]), "evaluate_s": evaluate_s, "predict_s": predict_s,
+                "metrics_s": evaluate_s - predict_s, "us_per_row": 1e6 * evaluate_s / n, "warm_evaluate_s": warm_s,
+                "warm_us_per_row": 1e6 * warm_s / n, "table_mb": table_mb, "peak_rss_mb": peak}
+        res["sizes"].append(size)
+        print(f"{n:>9} rows, {n_unseen} unseen users: evaluate {evaluate_s:.2f} s ({size['us_per_row']:.1f} us/row; "
+              f"predict {predict_s:.2f} s, metrics {size['metrics_s']:.2f} s), again {warm_s:.2f} s "
+              f"({size['warm_us_per_row']:.1f} us/row); peak RSS {peak:.0f} MB (table {table_mb:.0f} MB)", flush=True)
+        del data
+    sizes = res["sizes"]
+    if len(sizes) > 1:  # time per row, largest size over smallest: 1 when linear (below 1 while fixed costs dominate)
+        res["us_per_row_growth"] = sizes[-1]["us_per_row"] / sizes[0]["us_per_row"]
+        res["warm_us_per_row_growth"] = sizes[-1]["warm_us_per_row"] / sizes[0]["warm_us_per_row"]
+    res["maxrss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    res.update(_environment())
+    _report(res, out)
     return res
 
 

@@ -11,11 +11,28 @@ A checkpoint of step N (Orbax, under RUN/checkpoints/N/) holds
 Restoring compares the names and shapes the model expects with the saved ones first, so a run whose
 family has since gained, lost or reshaped a parameter fails with one line naming it, never with an
 Orbax traceback and never by silently swapping two same-shaped leaves (positional keys would).
+
+Integrity: once Orbax has finished writing step N, `seal` records the size and SHA-256 of every file of
+RUN/checkpoints/N/ in RUN/checkpoints/N/sha256.json (written last, atomically). Restoring checks them
+first, so a truncated or overwritten file is reported in one line naming it (`Damaged`, a PluralError)
+instead of an Orbax / TensorStore traceback (or, for some files, a silently wrong restore); a checkpoint
+without the record (an older plural's, or one cut off between Orbax's commit and the record) is still
+restored, its Orbax errors turned into the same one-line `Damaged`. `--resume` falls back to the previous
+good checkpoint (plural.hooks.Checkpointer).
+
+The run's own files (config.json, metrics.json, seen_states.npz) are written with `write_atomic`: a
+killed process leaves the old file or the new one, never half of one.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
+import logging
+import os
+import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +41,142 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from plural.errors import PluralError
+from plural.files import write_atomic
+
+SEAL = "sha256.json"  # per checkpoint step: {"files": {relative path: [size, sha256]}}, written last
+
+
+class Damaged(PluralError):
+    """A checkpoint that cannot be restored because one of its files is damaged (or Orbax cannot read it).
+
+    `file`: the file named (the step directory when Orbax's error names none), `step`, `detail`."""
+
+    def __init__(self, file, step: int, detail: str, hint: str | None = None):
+        self.file, self.step, self.detail = str(file), step, detail
+        hint = hint if hint is not None else ("continue the run with plural fit --resume (same arguments: it goes "
+                                              "back to the previous good checkpoint), or fit it again")
+        super().__init__(f"{self.file}: damaged checkpoint (step {step}): {detail}; {hint}")
+
+
+# -- run files ----------------------------------------------------------------------------------------------
+
+def read_json(path: str | Path, hint: str):
+    """The JSON value of `path`; a damaged (truncated, not JSON) file is one line naming it, plus `hint`."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise PluralError(f"{path}: damaged ({type(e).__name__}: {e}); {hint}")
+
+
+# -- checksums of a checkpoint step ------------------------------------------------------------------------
+
+def step_dir(mngr: ocp.CheckpointManager, step: int) -> Path:
+    return Path(mngr.directory) / str(step)
+
+
+def _files(directory: Path) -> list[str]:
+    return sorted(str(p.relative_to(directory)) for p in directory.rglob("*") if p.is_file() and p.name != SEAL
+                  and not p.name.endswith(".tmp"))
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def seal(mngr: ocp.CheckpointManager, step: int) -> None:
+    """Record the size and SHA-256 of every file of step `step` (call once Orbax has finished writing it)."""
+    d = step_dir(mngr, step)
+    if jax.process_index() != 0 or not d.is_dir():
+        return
+    files = {f: [(d / f).stat().st_size, _sha256(d / f)] for f in _files(d)}
+    write_atomic(d / SEAL, json.dumps({"version": 1, "files": files}, indent=1, sort_keys=True) + "\n")
+
+
+_VERIFIED: set = set()  # (step dir, its files' sizes and mtimes) already checked in this process
+
+
+def verify(mngr: ocp.CheckpointManager, step: int, where: str) -> None:
+    """Raise `Damaged` naming the first file of step `step` that differs from its seal (missing, shorter /
+    longer, other bytes). A step without a seal passes (its Orbax errors are caught on restoring)."""
+    d = step_dir(mngr, step)
+    shown = Path(where) / d.parent.name / d.name  # the step as the user names the run: RUN/checkpoints/N
+    seal_path = d / SEAL
+    if not seal_path.is_file():
+        return
+    try:
+        files = json.loads(seal_path.read_text())["files"]
+        files = {str(k): (int(v[0]), str(v[1])) for k, v in files.items()}
+    except (ValueError, KeyError, TypeError, IndexError, UnicodeDecodeError) as e:
+        raise Damaged(shown / SEAL, step, f"its record of checksums is unreadable ({type(e).__name__})")
+    stats = []
+    for f, (size, _) in files.items():
+        try:
+            st = (d / f).stat()
+        except OSError:
+            raise Damaged(shown / f, step, "file missing")
+        if st.st_size != size:
+            raise Damaged(shown / f, step, f"{'truncated' if st.st_size < size else 'grown'} to {st.st_size} "
+                                           f"bytes, {size} were written")
+        stats.append((f, st.st_size, st.st_mtime_ns))
+    key = (str(d), tuple(stats))
+    if key in _VERIFIED:
+        return
+    for f, (_, digest) in files.items():
+        if _sha256(d / f) != digest:
+            raise Damaged(shown / f, step, "contents differ from what was written (SHA-256 mismatch)")
+    _VERIFIED.add(key)
+
+
+def _quiet_orbax_leftovers() -> None:
+    """When an Orbax read fails, its other reads still in flight fail too, as exceptions nobody awaits:
+    'Event loop is closed' from TensorStore's callbacks and Orbax coroutines collected with their error
+    (each printed as an 'Exception ignored' traceback), futures and tasks of Orbax's event loop ('... exception
+    was never retrieved', logged by asyncio), some before the read has even raised. So before any restore,
+    drop those for the rest of the process (only those: unraisable exceptions raised in Orbax's code or about
+    the closed loop, and asyncio's never-retrieved records, as plural runs no asyncio of its own): a damaged
+    checkpoint stays one line."""
+    previous = sys.unraisablehook
+    if getattr(previous, "_plural_quiet", False):
+        return
+
+    def from_orbax(exc, tb) -> bool:
+        if isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed":
+            return True
+        while tb is not None:
+            if f"{os.sep}orbax{os.sep}" in tb.tb_frame.f_code.co_filename:
+                return True
+            tb = tb.tb_next
+        return False
+
+    def hook(u):
+        if not from_orbax(u.exc_value, u.exc_traceback):
+            previous(u)
+
+    class NeverRetrieved(logging.Filter):
+        def filter(self, record):
+            return "exception was never retrieved" not in str(record.msg)
+
+    hook._plural_quiet = True
+    sys.unraisablehook = hook
+    logging.getLogger("asyncio").addFilter(NeverRetrieved())
+
+
+def _orbax_error(e: Exception, mngr: ocp.CheckpointManager, step: int, where: str) -> Damaged:
+    """An Orbax / TensorStore failure to read step `step` as one line, naming the file when the error does."""
+    d = step_dir(mngr, step)
+    shown = Path(where) / d.parent.name / d.name
+    text = " ".join(str(e).split())
+    named = shown
+    for found in re.findall(re.escape(str(d)) + r"""/[^\s"'\\]*""", text):
+        rel = found.rstrip("/:,;.)")[len(str(d)) + 1:]
+        if rel and len(rel) > len(str(named.relative_to(shown))):
+            named = shown / rel  # the deepest path the error names
+    first = text[:160] + ("..." if len(text) > 160 else "")
+    return Damaged(named, step, f"Orbax cannot read it ({type(e).__name__}: {first})")
 
 
 def _key_name(k) -> str:
@@ -85,9 +238,19 @@ def _signature(flat: dict[str, Any]) -> dict[str, list]:
 
 
 def manager(workdir: str | Path, create: bool = False) -> ocp.CheckpointManager:
-    """The Orbax manager of RUN/checkpoints (keeps the 2 latest steps)."""
-    return ocp.CheckpointManager(Path(workdir).absolute() / "checkpoints",
-                                 options=ocp.CheckpointManagerOptions(max_to_keep=2, create=create))
+    """The Orbax manager of RUN/checkpoints (keeps the 2 latest steps).
+
+    Orbax's own log lines while it lists the steps are silenced: a damaged step's metadata file would
+    print one ahead of the one-line error that `verify` gives when that step is restored."""
+    from absl import logging as absl_logging
+
+    level = absl_logging.get_verbosity()
+    absl_logging.set_verbosity(absl_logging.FATAL)
+    try:
+        return ocp.CheckpointManager(Path(workdir).absolute() / "checkpoints",
+                                     options=ocp.CheckpointManagerOptions(max_to_keep=2, create=create))
+    finally:
+        absl_logging.set_verbosity(level)
 
 
 def save(mngr: ocp.CheckpointManager, step: int, state: dict[str, Any], meta: dict,
@@ -104,12 +267,19 @@ def save(mngr: ocp.CheckpointManager, step: int, state: dict[str, Any], meta: di
 
 
 def read_meta(mngr: ocp.CheckpointManager, step: int, where: str) -> dict:
-    """The JSON record of step `step` (one-line error for a checkpoint this version cannot read)."""
+    """The JSON record of step `step` (one-line error for a checkpoint this version cannot read; `Damaged`
+    when a file of the step differs from its seal)."""
+    verify(mngr, step, where)
+    _quiet_orbax_leftovers()
     try:
-        return mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+        meta = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+        if not isinstance(meta, dict) or not isinstance(meta.get("names"), dict):
+            raise ValueError("no record of the parameter names")
+        return meta
     except Exception as e:  # Orbax raises several kinds for a missing or foreign item
-        raise PluralError(f"{where}: checkpoint at step {step} has no readable record of its parameters "
-                          f"(written by an older plural, or damaged: {type(e).__name__}); fit the run again")
+        shown = Path(where) / "checkpoints" / str(step)
+        raise Damaged(shown / "meta", step, f"no readable record of its parameters (written by an older plural, "
+                                            f"or damaged: {type(e).__name__})")
 
 
 def check_names(expected: dict[str, Any], saved: dict[str, list], where: str) -> None:
@@ -145,7 +315,11 @@ def restore(mngr: ocp.CheckpointManager, step: int, state: dict[str, Any], best:
     items = {"state": ocp.args.StandardRestore(_nest(flat))}
     if best is not None:
         items["best"] = ocp.args.StandardRestore(_nest(named({"params": best})))
-    got = mngr.restore(step, args=ocp.args.Composite(**items))
+    _quiet_orbax_leftovers()
+    try:
+        got = mngr.restore(step, args=ocp.args.Composite(**items))
+    except Exception as e:  # a file damaged after sealing is caught by verify; here: unsealed steps
+        raise _orbax_error(e, mngr, step, where) from None
     state = _refill(state, _unnest(got["state"]))
     if best is not None:
         best = _refill({"params": best}, _unnest(got["best"]))["params"]

@@ -126,7 +126,8 @@ def _parser() -> argparse.ArgumentParser:
     bg = bsub.add_parser("grid", help="replicas (seeds, hyper-parameter points) in one program vs one by one")
     bg.add_argument("--seeds", type=int, default=16)
     bg.add_argument("--dim", type=int, default=384)
-    bg.add_argument("--pairs", type=int, default=1024, help="comparisons per step (pair-batch families)")
+    bg.add_argument("--pairs", type=int, default=None, help="comparisons per step (pair-batch families; default "
+                    "1024, with --points the family's own batch)")
     bg.add_argument("--steps", type=int, default=500, help="steps timed per model (steady state; compile timed apart)")
     bg.add_argument("--model", default="bt")
     bg.add_argument("--points", type=int, default=0, help="H > 0: H lr x weight-decay points x --seeds seeds on the "
@@ -154,6 +155,16 @@ def _parser() -> argparse.ArgumentParser:
     be.add_argument("--batch-size", type=int, default=64)
     be.add_argument("--repeats", type=int, default=2)
     be.add_argument("--out", default=None)
+    bv = bsub.add_parser("evaluate", help="plural evaluate of random tables of growing size, unseen users adapting "
+                         "from K shots")
+    bv.add_argument("--rows", default="10000,100000,1000000", help="comma-separated table sizes (rows)")
+    bv.add_argument("--unseen", type=float, default=0.1, help="fraction of the rows whose users are unseen")
+    bv.add_argument("--shots", type=int, default=10)
+    bv.add_argument("--user-rows", type=int, default=None, help="rows per unseen user (default 2 x --shots)")
+    bv.add_argument("--model", default="pal-a")
+    bv.add_argument("--dim", type=int, default=384)
+    bv.add_argument("--steps", type=int, default=20, help="training steps of the model evaluated")
+    bv.add_argument("--out", default=None)
     return p
 
 
@@ -177,7 +188,38 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+# Each command's outputs (argument, file or folder, as the user wrote it) and the inputs they must not overwrite.
+OUTPUTS = {
+    "demo": ([("out", "dir", "--out")], ()),
+    "fit": ([("out", "dir", "--out")], ("data", "val")),
+    "evaluate": ([("out", "file", "--out"), ("rows", "file", "--rows")], ("data",)),
+    "score": ([("out", "file", "--out")], ("data",)),
+    "embed": ([("out", "file", "output")], ("input",)),
+    "simulate": ([("out", "dir", "--out")], ()),
+    "split": ([("outdir", "dir", "output")], ("input",)),
+    "convert": ([("out", "file", "output")], ("input",)),
+    "grid": ([("out", "dir", "--out")], ("spec",)),
+    "profile": ([("out", "file", "--out")], ("data",)),
+    "figs": ([("out", "dir", "--out")], ()),
+    "attributes fit": ([("out", "dir", "output")], ("pairs", "val", "test")),
+    "attributes score": ([("out", "file", "output")], ("input",)),
+}
+
+
+def _check_outputs(args) -> None:
+    """Refuse, before any work, an output that cannot be written or would overwrite an input (plural.files)."""
+    from plural.files import check_output
+
+    key = f"{args.command} {args.attributes}" if args.command == "attributes" else args.command
+    outputs, inputs = OUTPUTS.get(key, ([], ()))
+    given = [getattr(args, i, None) for i in inputs]
+    for attr, kind, flag in outputs:
+        if getattr(args, attr, None) is not None:
+            check_output(getattr(args, attr), kind == "dir", flag, given)
+
+
 def _dispatch(args) -> int:
+    _check_outputs(args)
     if args.command == "fit":
         from plural.run import fit
 
@@ -197,26 +239,26 @@ def _dispatch(args) -> int:
     elif args.command == "evaluate":
         from plural.data import read_table
         from plural.evaluate import metrics, predict
+        from plural.files import write_atomic, write_parquet
         from plural.run import dumps, load_run
 
         run = load_run(args.run)
         rows = predict(run.result, run.users, read_table(args.data), shots=args.shots, score_from=args.score_from)
         m = metrics(rows, args.shots, score_from=args.score_from)
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(dumps(m))
+        write_atomic(args.out, dumps(m))
         if args.rows:
-            rows.to_parquet(args.rows, index=False)
+            write_parquet(rows, args.rows)
         groups = "  ".join(f"{g} {v:.3f}" for g, v in m["per_group"].items())
         print(f"accuracy {m['accuracy']:.4f} on {m['n_pairs']} pairs" + (f"  |  {groups}" if groups else ""))
     elif args.command == "score":
         from plural.data import read_table
         from plural.evaluate import rewards
+        from plural.files import write_parquet
         from plural.run import load_run
 
         run = load_run(args.run)
         table = rewards(run.result, run.users, read_table(args.data), shots=args.shots)
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        table.to_parquet(args.out, index=False)
+        write_parquet(table, args.out)
         print(f"{len(table)} rows scored ({int(table['seen'].sum())} of seen users) -> {args.out}")
     elif args.command == "simulate":
         from plural.config import apply_overrides
@@ -318,6 +360,9 @@ def _dispatch(args) -> int:
             bench.bench_palette(args.communities, args.pairs, args.steps, args.out)
         elif args.bench == "embed":
             bench.bench_embed(args.texts, args.batch_size, args.out, args.repeats)
+        elif args.bench == "evaluate":
+            bench.bench_evaluate(tuple(int(n) for n in args.rows.split(",")), args.unseen, args.shots, args.model,
+                                 args.user_rows, args.dim, args.steps, args.out)
     return 0
 
 

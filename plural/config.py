@@ -7,9 +7,11 @@ takes dotted keys (`train.lr=3e-4`) or bare ones when the name is unambiguous (`
 Field types are the dataclass annotations, resolved with `typing.get_type_hints` (so `Path`, enums, nested
 dataclasses and `Optional[...]` work under `from __future__ import annotations`). Supported: bool, int,
 float, str, Path, `tuple[X, ...]`, `Optional[X]`, `Literal[...]`, Enum subclasses and nested config
-dataclasses. A string option is annotated `Literal["a", "b"]` and checked here, once, by `check_config`
-(which `apply_overrides` and `from_dict` apply to every config they build, and the trainer to the configs
-it is given), so no other code re-checks it by hand. Overrides are `key=value` text (parsed by the field's
+dataclasses. A string option is annotated `Literal["a", "b"]` and a number's allowed range
+`Annotated[float, Range(gt=0)]` (or one of the aliases `Positive`, `NonNegative`, `PositiveInt`, `Count`,
+`Fraction`, `Rate`); both are checked here, once, by `check_config` (which `apply_overrides` and `from_dict`
+apply to every config they build, and the trainer to the configs it is given), so no other code re-checks
+them by hand. A float is always finite (NaN and infinity are refused). Overrides are `key=value` text (parsed by the field's
 type) or Python values ({key: value}, as grid specs give them), type-checked alike; a bad value is a
 one-line `PluralError` naming the key.
 """
@@ -23,7 +25,7 @@ import functools
 import types
 import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 
@@ -31,25 +33,50 @@ from plural.errors import PluralError
 
 
 @dataclasses.dataclass(frozen=True)
+class Range:
+    """The allowed values of a numeric field, declared in its annotation: `Annotated[float, Range(gt=0)]`."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+
+    def check(self, value, key: str, shown: str) -> None:
+        bounds = [(self.ge, ">=", lambda v, b: v >= b), (self.gt, ">", lambda v, b: v > b),
+                  (self.le, "<=", lambda v, b: v <= b), (self.lt, "<", lambda v, b: v < b)]
+        if not all(ok(value, b) for b, _, ok in bounds if b is not None):
+            want = " and ".join(f"{op} {b:g}" for b, op, _ in bounds if b is not None)
+            raise PluralError(f"--set {key}={shown}: must be {want}")
+
+
+Positive = Annotated[float, Range(gt=0)]
+NonNegative = Annotated[float, Range(ge=0)]
+Fraction = Annotated[float, Range(ge=0, le=1)]  # a share, both ends allowed
+Rate = Annotated[float, Range(ge=0, lt=1)]  # a dropout (or hold-out) rate: 1 would drop everything
+PositiveInt = Annotated[int, Range(ge=1)]
+Count = Annotated[int, Range(ge=0)]
+
+
+@dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """The trainer's hyper-parameters (shared by every family)."""
 
-    steps: int = 1000  # optimiser steps (batch sizes are the family sampler's `batch.*` settings)
-    lr: float = 1e-3  # peak learning rate
+    steps: PositiveInt = 1000  # optimiser steps (batch sizes are the family sampler's `batch.*` settings)
+    lr: Positive = 1e-3  # peak learning rate
     schedule: Literal["constant", "cosine", "linear"] = "cosine"
-    warmup_steps: int = 50
-    end_lr_fraction: float = 0.0  # final lr as a fraction of the peak (cosine / linear)
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0  # global-norm clip; 0 disables
-    log_every: int = 100  # steps per compiled chunk; one running-loss entry per chunk
-    ckpt_every: int = 500  # checkpoint interval in steps (0: only the final one)
+    warmup_steps: Count = 50
+    end_lr_fraction: Fraction = 0.0  # final lr as a fraction of the peak (cosine / linear)
+    weight_decay: NonNegative = 0.0
+    grad_clip: NonNegative = 1.0  # global-norm clip; 0 disables
+    log_every: PositiveInt = 100  # steps per compiled chunk; one running-loss entry per chunk
+    ckpt_every: Count = 500  # checkpoint interval in steps (0: only the final one)
     seed_batching: Literal["auto", "vmap", "map"] = "auto"  # how a device's replicas (seeds x traced points)
     # train at once: vmap, or lax.map in one program; auto: the faster, measured per shape (Trainer.batching)
-    mesh: tuple[int, ...] = ()  # (replica devices, data devices) of the training mesh; () = chosen
+    mesh: tuple[PositiveInt, ...] = ()  # (replica devices, data devices) of the training mesh; () = chosen
     # (plural.parallel.mesh_shape: replicas over the devices, then batches over those left; data 1 on a CPU)
     # Validation protocol (fixed by hand, not swept; every run in results/ used these values):
-    eval_every: int = 100  # steps between validation evaluations when validation data is given (0: none)
-    early_stopping: int = 10  # patience: stop after this many evaluations without improvement (0: never stop)
+    eval_every: Count = 100  # steps between validation evaluations when validation data is given (0: none)
+    early_stopping: Count = 10  # patience: stop after this many evaluations without improvement (0: never stop)
     val_metric: Literal["accuracy", "nll"] = "accuracy"  # what validation maximises (nll: minimised)
 
 
@@ -57,10 +84,12 @@ class TrainConfig:
 class DataConfig:
     """How a table becomes training data."""
 
-    val_fraction: float = 0.1  # without --val: share of each user's pairs held out for validation (0: none)
+    val_fraction: Rate = 0.1  # without --val: share of each user's pairs held out for validation (0: none)
 
 
 def _type_name(typ) -> str:
+    if typing.get_origin(typ) is Annotated:
+        return _type_name(typing.get_args(typ)[0])
     if typing.get_origin(typ) is typing.Literal:
         return " | ".join(map(str, typing.get_args(typ)))
     return getattr(typ, "__name__", str(typ))
@@ -73,6 +102,12 @@ def _check_value(value: Any, typ: Any, key: str, shown: str) -> Any:
     tuple elements are checked one by one; Optional[X] accepts None."""
     origin, args = typing.get_origin(typ), typing.get_args(typ)
     bad = PluralError(f"--set {key}={shown}: expected {_type_name(typ)}")
+    if origin is Annotated:
+        value = _check_value(value, args[0], key, shown)
+        for rule in args[1:]:
+            if isinstance(rule, Range):
+                rule.check(value, key, shown)
+        return value
     if origin is typing.Literal:
         if not any(value == a and type(value) is type(a) for a in args):
             raise PluralError(f"--set {key}={shown}: expected one of {', '.join(map(str, args))}")
@@ -96,7 +131,13 @@ def _check_value(value: Any, typ: Any, key: str, shown: str) -> Any:
     if typ is float:
         if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
             raise bad
-        return float(value)
+        try:
+            value = float(value)
+        except OverflowError:  # an int beyond any float
+            raise PluralError(f"--set {key}={shown}: must be a finite number")
+        if not np.isfinite(value):
+            raise PluralError(f"--set {key}={shown}: must be a finite number")
+        return value
     if typ is int:
         if isinstance(value, (bool, np.bool_)):
             raise bad
@@ -134,6 +175,8 @@ def _check_value(value: Any, typ: Any, key: str, shown: str) -> Any:
 
 def _parse(text: str, typ: Any, key: str) -> Any:
     """Parse a `--set` string into a Python value of the field's type `typ`."""
+    if typing.get_origin(typ) is Annotated:
+        typ = typing.get_args(typ)[0]
     origin = typing.get_origin(typ)
     if origin in (typing.Union, types.UnionType):
         if text.strip().lower() == "none" and type(None) in typing.get_args(typ):
@@ -171,6 +214,8 @@ def _parse(text: str, typ: Any, key: str) -> Any:
 def _textual(typ) -> bool:
     """Whether the type is written as bare text (str, Path, an enum, a Literal of strings, or Optional of one)."""
     origin, args = typing.get_origin(typ), typing.get_args(typ)
+    if origin is Annotated:
+        return _textual(args[0])
     if origin in (typing.Union, types.UnionType):
         return any(_textual(a) for a in args)
     if origin is typing.Literal:
@@ -242,7 +287,7 @@ def _field_types(cfg) -> dict[str, Any]:
 @functools.lru_cache(maxsize=None)
 def _hints(cls) -> tuple:
     try:
-        hints = typing.get_type_hints(cls)
+        hints = typing.get_type_hints(cls, include_extras=True)
     except Exception as e:  # an annotation naming what its module cannot see
         raise PluralError(f"{cls.__name__}: cannot resolve its field types ({type(e).__name__}: {e})")
     return tuple((f.name, hints[f.name]) for f in dataclasses.fields(cls))

@@ -50,8 +50,23 @@ def _group_states(graphdef, params, groups):
 
 
 @partial(jax.jit, static_argnums=0)
-def _adapt(graphdef, params, ctx, keys):
+def _adapt(graphdef, params, ctx, base, first):
+    """Users first .. first + n - 1 adapted at once (vmap over the leading axis of `ctx`), user j with the key
+    fold_in(base, j)."""
+    keys = jax.vmap(lambda j: jax.random.fold_in(base, j))(first + jnp.arange(ctx["mask"].shape[0], dtype=jnp.uint32))
     return jax.vmap(lambda c, key: nnx.merge(graphdef, params).adapt(c, key))(ctx, keys)
+
+
+def _positions(user: np.ndarray, n_users: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Rows grouped by user without a Python loop over users: `order` (N,) the row indices sorted by user
+    (file order within a user), `counts` (U,) rows per user, `starts` (U,) each user's first slot in `order`,
+    `pos` (N,) each row's position among its user's rows (0 = the user's first row in file order)."""
+    order = np.argsort(user, kind="stable")
+    counts = np.bincount(user, minlength=n_users)
+    starts = np.cumsum(counts) - counts
+    pos = np.empty(len(user), np.int64)
+    pos[order] = np.arange(len(user)) - np.repeat(starts, counts)
+    return order, counts, starts, pos
 
 
 class RowStates(NamedTuple):
@@ -116,32 +131,56 @@ def user_states(result: TrainResult, train_users, data: PreferenceData, shots: i
     group_states = _group_states(graphdef, params, jnp.asarray(groups, jnp.int32))
     index = np.where(is_seen, rows["user"], n_seen + np.searchsorted(groups, rows["group"])).astype(np.int64)
     parts = [seen_states, group_states]
-    scored = np.ones(data.n_pairs, bool)
-    rows_of = data.user_rows()
-    unseen_users = [u for u in range(data.n_users) if not is_seen[rows_of[u][0]]]
-    for u in unseen_users:
-        scored[rows_of[u][:score_from]] = False
-    adapt_users = [u for u in unseen_users if len(rows_of[u]) > shots] if shots > 0 else []
-    if adapt_users:
-        ctx_rows = np.stack([rows_of[u][:shots] for u in adapt_users])  # (n, K)
-        parts.append(adapt_states(result, {k: v[ctx_rows] for k, v in rows.items()}, seed_index))
-        first = n_seen + len(groups)
-        for j, u in enumerate(adapt_users):
-            index[rows_of[u][shots:]] = first + j
+    # every step below is vectorised over rows (no loop over users, no per-user pass over the N rows)
+    order, counts, starts, pos = _positions(data.user, data.n_users)
+    scored = is_seen | (pos >= score_from)
+    if shots > 0:
+        unseen_user = np.ones(data.n_users, bool)
+        unseen_user[data.user[is_seen]] = False
+        adapt_users = np.flatnonzero(unseen_user & (counts > shots))  # (n,) in user order
+        if len(adapt_users):
+            ctx_rows = order[starts[adapt_users][:, None] + np.arange(shots)]  # (n, K): each user's first K rows
+            parts.append(_adapt_rows(result, rows, ctx_rows, seed_index))
+            slot = np.full(data.n_users, -1, np.int64)
+            slot[adapt_users] = np.arange(len(adapt_users))
+            own = ~is_seen & (pos >= shots) & (slot[data.user] >= 0)
+            index[own] = n_seen + len(groups) + slot[data.user[own]]
     table = jax.tree.map(lambda *t: np.concatenate([np.asarray(x) for x in t]), *parts)
     return RowStates(table, index), is_seen, scored
+
+
+ADAPT_CHUNK = 1024  # users adapted per call (bounds the memory of contexts and of the adaptation itself)
 
 
 def adapt_states(result: TrainResult, ctx: dict, seed_index: int = 0):
     """New users' states from their labelled pairs: `ctx` holds (n, K, ...) arrays of `eval_rows` fields
     (n users, K pairs each); user j adapts with the key fold_in(ADAPT_STREAM key of the seed, j).
     Returns states with leading axis n (numpy)."""
-    graphdef, params = nnx.split(result.model(seed_index))
     n, k = ctx["chosen"].shape[:2]
-    ctx = {**ctx, "mask": np.ones((n, k), np.float32)}
-    keys = jnp.stack([jax.random.fold_in(seed_key(result.seeds[seed_index], ADAPT_STREAM), i) for i in range(n)])
-    adapted = _adapt(graphdef, params, ctx, keys)
-    return jax.tree.map(np.asarray, adapted)
+    flat = {name: np.asarray(v).reshape(n * k, *np.shape(v)[2:]) for name, v in ctx.items()}
+    return _adapt_rows(result, flat, np.arange(n * k).reshape(n, k), seed_index)
+
+
+def _adapt_rows(result: TrainResult, rows: dict, ctx_rows: np.ndarray, seed_index: int = 0):
+    """`adapt_states` of the n users whose K context pairs are the rows `ctx_rows` (n, K) of `rows` (`eval_rows`
+    fields, leading axis N): at most `ADAPT_CHUNK` users per call, each call's contexts gathered just before it
+    (the last call padded to the others' size, so that one program serves them all). Time and memory are
+    linear in n. Returns states with leading axis n (numpy)."""
+    graphdef, params = nnx.split(result.model(seed_index))
+    n, k = ctx_rows.shape
+    calls = -(-n // ADAPT_CHUNK)
+    size = -(-n // calls)  # users per call: n itself when n <= ADAPT_CHUNK
+    base = seed_key(result.seeds[seed_index], ADAPT_STREAM)
+    mask = np.ones((size, k), np.float32)
+    out = []
+    for lo in range(0, n, size):
+        idx = ctx_rows[lo:lo + size]
+        if len(idx) < size:  # pad with copies of the last user (their states are dropped)
+            idx = np.concatenate([idx, np.repeat(idx[-1:], size - len(idx), 0)])
+        ctx = {name: v[idx] for name, v in rows.items()}
+        ctx["mask"] = mask
+        out.append(_adapt(graphdef, params, ctx, base, np.uint32(lo)))
+    return jax.tree.map(lambda *t: np.concatenate([np.asarray(x) for x in t])[:n], *out)
 
 
 def predict(result: TrainResult, train_users, data: PreferenceData, shots: int = 0, seed_index: int = 0,
@@ -178,10 +217,10 @@ def rewards(result: TrainResult, train_users, data: PreferenceData, shots: int =
     data = view_of(result.family, data)
     states, is_seen, scored = user_states(result, train_users, data, shots, seed_index)
     model = result.model(seed_index)
-    if shots > 0:  # the context rows themselves get the state their user was adapted to
-        for rows in data.user_rows():
-            if not is_seen[rows[0]] and len(rows) > shots:
-                states.index[rows[:shots]] = states.index[rows[shots]]
+    if shots > 0:  # the context rows themselves get the state their user was adapted to (their row `shots`'s)
+        order, counts, starts, pos = _positions(data.user, data.n_users)
+        ctx = ~is_seen & (pos < shots) & (counts[data.user] > shots)
+        states.index[ctx] = states.index[order[starts[data.user[ctx]] + shots]]
     df = _row_frame(data, is_seen)
     df["adapt_row"] = ~scored
     df["chosen_reward"] = score_rows(model, data, states, fn="chosen")

@@ -73,15 +73,17 @@ import tempfile
 from pathlib import Path
 
 import jax
+import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
 from analysis import accuracy_table
-from personas import POPULATIONS
+from personas import POPULATIONS, check_population
 from plural.config import apply_overrides
 from plural.data import PreferenceData, read_table
 from plural.errors import PluralError
 from plural.evaluate import predict
+from plural.files import atomic_path
 from plural.models import get_family
 from plural.run import configs_for
 from plural.train import traced_keys, train
@@ -122,7 +124,7 @@ def load_spec(path: str | Path) -> dict:
             del sys.modules[name]
         sys.modules.update(set_aside)
     if not isinstance(spec, dict):
-        raise PluralError(f"{path}: get_config() returns a dict, not {type(spec).__name__}")
+        raise PluralError(f"{path}: get_config() must return a dict, not {type(spec).__name__}")
     for key in ("datasets", "methods"):
         if not spec.get(key):
             raise PluralError(f"{path}: get_config() needs a non-empty '{key}'")
@@ -137,9 +139,11 @@ def _population(name: str, entry: dict):
         raise PluralError(f"dataset {name}: unknown population {population!r} (expected {' or '.join(POPULATIONS)})")
     config_cls, simulate = POPULATIONS[population]
     try:
-        return apply_overrides({"simulate": config_cls()}, opts)["simulate"], simulate
-    except PluralError as e:
+        cfg = apply_overrides({"simulate": config_cls()}, opts)["simulate"]
+        check_population(population, cfg)
+    except (PluralError, ValueError) as e:
         raise PluralError(f"dataset {name}: {e}") from None
+    return cfg, simulate
 
 
 def _split_config(entry: dict):
@@ -260,6 +264,32 @@ SELECT = ("per_dataset", "across_datasets")
 SELECT_METRICS = ("accuracy", "log_loss")
 
 
+def _int_list(spec: dict, key: str, default: list[int], least: int) -> None:
+    values = spec.get(key, default)
+    if isinstance(values, (str, bytes, dict)) or not isinstance(values, (list, tuple)) or not values:
+        raise PluralError(f"spec {key}={values!r}: expected a non-empty list of integers")
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < least:
+            raise PluralError(f"spec {key}: {v!r} is not an integer >= {least}")
+
+
+def _check_shape(spec: dict) -> None:
+    """The spec's structure: datasets and methods are dicts of dicts, seeds and shots lists of integers."""
+    for key in ("datasets", "methods"):
+        if not isinstance(spec[key], dict):
+            raise PluralError(f"spec {key}: expected a dict {{name: entry}}, not {type(spec[key]).__name__}")
+        for name, entry in spec[key].items():
+            if not isinstance(entry, dict):
+                raise PluralError(f"spec {key} {name!r}: expected a dict, not {type(entry).__name__} {entry!r:.40}")
+    for label, m in spec["methods"].items():
+        if not isinstance(m.get("model"), str):
+            raise PluralError(f"method {label}: needs 'model' (a family name)")
+    if not isinstance(spec.get("grid", {}), dict):
+        raise PluralError(f"spec grid: expected a dict {{key: [values]}}, not {type(spec['grid']).__name__}")
+    _int_list(spec, "seeds", [0], 0)
+    _int_list(spec, "shots", [0], 0)
+
+
 def check_spec(spec: dict) -> list[tuple]:
     """Every cell of `spec`, after checking (nothing trains) that each resolves to valid configs and each
     dataset entry to a valid population or split; a bad value is a one-line PluralError naming it."""
@@ -269,6 +299,7 @@ def check_spec(spec: dict) -> list[tuple]:
     for key, options in (("select", SELECT), ("select_metric", SELECT_METRICS)):
         if spec.get(key, options[0]) not in options:
             raise PluralError(f"spec {key}={spec[key]!r}: expected {' or '.join(options)}")
+    _check_shape(spec)
     todo = list(cells(spec))
     for _, ds, label, model, overrides, _ in todo:
         try:
@@ -527,9 +558,8 @@ ROW_COLUMNS = ["row", "user_id", "group", "seen", "margin", "correct", "oracle_p
 
 
 def _atomic_parquet(df: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    df.to_parquet(tmp, index=False)
-    tmp.rename(path)  # a crash never leaves half a file
+    with atomic_path(path) as tmp:  # a crash never leaves half a file
+        df.to_parquet(tmp, index=False)
 
 
 def _score_cell(result, seeds, data: dict, shots_list: list[int]) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -129,27 +131,47 @@ def _keep_best(best, params, improved):
 class Checkpointer(Hook):
     """Every `every` steps, after the last chunk and when every seed has stopped: a named Orbax checkpoint
     (plural.checkpoint) of params, optimiser state, the best params, history and early-stopping record
-    under `workdir/checkpoints`. `start` restores the latest one when `resume`, else refuses a workdir
-    that already holds checkpoints."""
+    under `workdir/checkpoints`, sealed with the checksums of its files once Orbax has written it. `start`
+    restores the latest one when `resume`, else refuses a workdir that already holds checkpoints. A latest
+    checkpoint that is damaged (a file truncated or overwritten, `checkpoint.Damaged`) is moved aside to
+    `workdir/checkpoints-damaged/` and the previous good one restored, with one line on stderr saying so;
+    with none good, `start` raises the latest one's one-line error."""
 
     def __init__(self, workdir: str | Path, every: int, resume: bool):
         self.workdir, self.every, self.resume = Path(workdir), every, resume
         self.mngr = None
+        self.unsealed: list[int] = []  # saved steps whose checksums are not recorded yet (Orbax writes in the background)
 
     def start(self, trainer, state: LoopState) -> None:
         self.mngr = checkpoint.manager(self.workdir, create=True)
-        latest = self.mngr.latest_step()
-        if latest is None:
+        steps = sorted(self.mngr.all_steps(), reverse=True)
+        if not steps:
             return
         if not self.resume:
             raise PluralError(f"{self.workdir}: already holds checkpoints; pass --resume to continue, or use a new --out")
         trees = {"params": state.params, "opt_state": state.opt_state, "rest": state.rest}
-        trees, best, meta = checkpoint.restore(self.mngr, latest, trees, state.best, str(self.workdir))
+        damaged = []
+        for latest in steps:
+            try:
+                trees, best, meta = checkpoint.restore(self.mngr, latest, trees, state.best, str(self.workdir))
+                break
+            except checkpoint.Damaged as e:
+                damaged.append(e)
+        else:
+            e = damaged[0]
+            raise checkpoint.Damaged(e.file, e.step, e.detail,
+                                     "no earlier good checkpoint to resume from: fit the run again (a new --out)")
         if meta["seeds"] != list(trainer.seeds):
             raise PluralError(f"{self.workdir}: checkpoint at step {latest} was written for seeds {meta['seeds']}, "
                               f"not {list(trainer.seeds)}")
         if latest not in trainer.boundaries() or latest > trainer.cfg.steps:
             raise PluralError(f"{self.workdir}: checkpoint at step {latest} does not match this configuration")
+        if damaged:
+            self._set_aside([e.step for e in damaged])
+            e = damaged[0]
+            print(f"plural: warning: {e.file}: damaged checkpoint (step {e.step}): {e.detail}; resuming from step "
+                  f"{latest}, the previous good checkpoint (the damaged one moved to "
+                  f"{self.workdir / 'checkpoints-damaged'})", file=sys.stderr)
         state.params, state.opt_state, state.rest = trainer.place_replicas((trees["params"], trees["opt_state"], trees["rest"]))
         state.best = trainer.place_replicas(best) if best is not None else None
         state.history, state.step = meta["history"], latest
@@ -160,14 +182,38 @@ class Checkpointer(Hook):
         elif state.failed:
             state.done = all(f is not None for f in state.failed)
 
+    def _set_aside(self, steps: list[int]) -> None:
+        """Move damaged steps out of Orbax's folder (kept for inspection), so training can write them again."""
+        if jax.process_index() == 0:
+            aside = self.workdir / "checkpoints-damaged"
+            aside.mkdir(exist_ok=True)
+            for step in steps:
+                target, n = aside / str(step), 1
+                while target.exists():
+                    target, n = aside / f"{step}.{n}", n + 1
+                os.replace(checkpoint.step_dir(self.mngr, step), target)
+        self.mngr.reload()
+
+    def _seal(self) -> None:
+        if self.unsealed:
+            self.mngr.wait_until_finished()
+            for step in self.unsealed:
+                checkpoint.seal(self.mngr, step)
+            self.unsealed = []
+
     def __call__(self, trainer, state: LoopState) -> None:
+        self._seal()  # the previous save has finished by now (Orbax waits for it before the next one anyway)
+        if state.failed and all(f is not None for f in state.failed):
+            return  # every replica's loss is non-finite: the checkpoint before stays the last (good) one
         checkpoint.save(self.mngr, state.step, {"params": state.params, "opt_state": state.opt_state, "rest": state.rest},
                         {"history": state.history, "seeds": list(trainer.seeds), "early": state.early,
                          "failed": state.failed}, state.best)
+        self.unsealed.append(state.step)
 
     def close(self) -> None:
         if self.mngr is not None:
             self.mngr.wait_until_finished()
+            self._seal()
             self.mngr.close()
 
 

@@ -16,6 +16,8 @@ import jax
 import numpy as np
 from flax import nnx
 
+from plural.checkpoint import read_json
+from plural.files import atomic_path, write_atomic
 from plural.config import DataConfig, TrainConfig, apply_overrides, from_dict, to_dict
 from plural.data import PreferenceData, read_table
 from plural.data.arrays import holdout
@@ -52,15 +54,19 @@ def configs_for(model, overrides: list[str] = ()) -> dict:
 
 
 def save_states(path: Path, states) -> None:
-    """Write a user-state pytree (an array, or a flat dict of arrays) to an .npz file."""
+    """Write a user-state pytree (an array, or a flat dict of arrays) to an .npz file (atomically)."""
     arrays = dict(states) if isinstance(states, dict) else {"__array__": states}
-    with open(path, "wb") as f:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()})
 
 
 def load_states(path: Path):
-    with np.load(path) as z:
-        arrays = {k: z[k] for k in z.files}
+    try:
+        with np.load(path) as z:
+            arrays = {k: z[k] for k in z.files}
+    except Exception as e:  # a truncated / overwritten file: zipfile, numpy and OS errors of several kinds
+        raise PluralError(f"{path}: damaged ({type(e).__name__}: {' '.join(str(e).split())[:160]}); "
+                          "write it again with plural fit --resume (same arguments)")
     return arrays["__array__"] if list(arrays) == ["__array__"] else arrays
 
 
@@ -81,8 +87,6 @@ def fit(model, data_path: str | Path, out: str | Path, seed: int = 0, resume: bo
         val = read_table(val_path)
     val = view_of(family, val) if val is not None else None
     frac, every = cfgs["data"].val_fraction, cfgs["train"].eval_every
-    if not 0.0 <= frac < 1.0:
-        raise PluralError(f"--set data.val_fraction={frac}: expected a fraction in [0, 1)")
     if val is not None and every == 0:
         raise PluralError("--val needs train.eval_every > 0 (validation scores every eval_every steps)")
     if val is None and frac > 0:
@@ -113,17 +117,33 @@ def fit(model, data_path: str | Path, out: str | Path, seed: int = 0, resume: bo
     if (out / "config.json").exists():
         if not resume:
             raise PluralError(f"{out}: already holds a run; pass --resume to continue it, or choose a new --out")
-        old = json.loads((out / "config.json").read_text())
+        old = read_json(out / "config.json", "--resume cannot check that the run's settings are unchanged: fit again "
+                        "with a new --out (or delete the file to resume anyway, with the same arguments)")
         drop = ("data_path", "validation")
         if {k: v for k, v in old.items() if k not in drop} != json.loads(dumps({k: v for k, v in config.items() if k not in drop})):
             raise PluralError(f"{out}/config.json: --resume with a different model, data, seed or hyper-parameters")
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(dumps(config))
+    write_atomic(out / "config.json", dumps(config))
     result = train(family, cfgs["model"], cfgs["train"], data, seeds=(seed,), workdir=out, resume=resume,
                    progress=progress, on_chunk=on_chunk, val=val, batches=cfgs["batch"])
+    if result.failed[0] is not None:
+        raise PluralError(_failure(result, data, out))
     save_states(out / "seen_states.npz", result.seen)
-    (out / "metrics.json").write_text(dumps(result.seed_metrics(0)))
+    write_atomic(out / "metrics.json", dumps(result.seed_metrics(0)))
     return result
+
+
+def _failure(result, data: PreferenceData, out: Path) -> str:
+    """The one line of a run whose training loss turned non-finite: where, and the likely cause."""
+    step, cfg = result.failed[0], result.cfg
+    first = max(step - cfg.log_every, 0)
+    big = max(float(np.abs(data.chosen).max()), float(np.abs(data.rejected).max()))
+    cause = (f"the table's embeddings reach |x| = {big:.3g}, too large for float32 arithmetic; rescale them"
+             if big > 1e6 else f"lower train.lr (now {cfg.lr:g}) or the family's own step sizes")
+    kept = sorted(int(p.name) for p in (out / "checkpoints").glob("[0-9]*") if p.is_dir()) if out.exists() else []
+    return (f"{out}: training loss became non-finite (seed {result.seeds[0]}, between steps {first} and {step}); "
+            f"{cause}. " + (f"The last good checkpoint (step {kept[-1]}) is kept under {out}/checkpoints"
+                            if kept else "No checkpoint was kept"))
 
 
 class Run:

@@ -215,10 +215,6 @@ class Trainer:
         self.family, self.hp, self.cfg, self.seeds = family, hp, cfg, tuple(int(s) for s in seeds)
         self.batches = check_config(family.batches if batches is None else batches, "batch")
         self.spec = data.spec()
-        if cfg.steps < 1:
-            raise PluralError(f"--set train.steps={cfg.steps}: must be >= 1")
-        if cfg.eval_every < 0 or cfg.early_stopping < 0:
-            raise PluralError("train.eval_every and train.early_stopping must be >= 0")
         self.traced = self._check_traced(traced or {})
         try:
             self.mesh = training_mesh(len(self.seeds), self.batches.size, cfg.mesh)

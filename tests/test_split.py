@@ -209,7 +209,7 @@ def test_directory_files_must_agree_on_embedding_columns(tmp_path):
     rows = make_rows()
     write_jsonl(tmp_path / "a.jsonl", rows[:5])
     write_jsonl(tmp_path / "b.jsonl", [{k: v for k, v in r.items() if k != "prompt_embedding"} for r in rows[5:]])
-    with pytest.raises(PluralError, match="'prompt_embedding' is present in some files"):
+    with pytest.raises(PluralError, match="'prompt_embedding' is in a.jsonl but not in b.jsonl"):
         read_frame(tmp_path)
 
 

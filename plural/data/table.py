@@ -11,7 +11,6 @@ and returns the rows as stored (for `plural split`).
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -44,8 +43,9 @@ def read_embedded(path: str | Path, embedder: str = "minilm") -> tuple[pd.DataFr
     path = Path(path)
     files, _, frames, embeddings = _read_validated(path)
     stored = not any(isinstance(v, PendingTexts) for e in embeddings for v in e.values())
+    _check_files(path, files, frames, embeddings)  # before embedding anything
     embed_pending(embeddings, path, embedder)
-    _check_files(path, files, embeddings)
+    _check_files(path, files, frames, embeddings)  # the lengths of what was embedded
     df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     emb = {k: np.concatenate([e[k] for e in embeddings]) for k in embeddings[0]}
     _check_groups(df, files, [len(fr) for fr in frames])
@@ -62,7 +62,7 @@ def read_frame(path: str | Path) -> pd.DataFrame:
     """
     path = Path(path)
     files, tables, frames, embeddings = _read_validated(path)
-    _check_files(path, files, embeddings)
+    _check_files(path, files, frames, embeddings)
     _check_groups(pd.concat(frames, ignore_index=True), files, [len(fr) for fr in frames])
     raw = [t.to_pandas(types_mapper=pd.ArrowDtype) if isinstance(t, pa.Table)
            else pd.DataFrame({c: pd.Series(_as_list(t.column(c)), dtype=object) for c in t.column_names})
@@ -83,14 +83,20 @@ def _read_validated(path: Path) -> tuple[list[Path], list, list[pd.DataFrame], l
     return files, tables, frames, embeddings
 
 
-def _check_files(path: Path, files: list[Path], embeddings: list[dict]) -> None:
-    """The files of a directory agree on the embedding columns and their length (texts still to be
-    embedded, `PendingTexts`, have no length yet and are skipped)."""
-    for f, e in zip(files, embeddings):
-        if set(e) != set(embeddings[0]):
-            k = sorted(set(e) ^ set(embeddings[0]))[0]
-            raise PluralError(f"{path}: column '{k}' is present in some files of the directory but not all "
-                              f"({files[0].name} and {f.name} differ)")
+def _check_files(path: Path, files: list[Path], frames: list[pd.DataFrame], embeddings: list[dict]) -> None:
+    """The files of a directory agree on the columns that carry data (embeddings, `group`, attribute
+    columns) and on the embedding length (texts still to be embedded, `PendingTexts`, have no length yet
+    and are skipped)."""
+    def carried(fr, e):
+        return set(e) | {c for c in fr.columns if c == "group" or c.startswith(("chosen_attr_", "rejected_attr_"))}
+
+    first = carried(frames[0], embeddings[0])
+    for f, fr, e in zip(files, frames, embeddings):
+        if carried(fr, e) != first:
+            k = sorted(carried(fr, e) ^ first)[0]
+            has, lacks = (f, files[0]) if k in carried(fr, e) else (files[0], f)
+            raise PluralError(f"{path}: column '{k}' is in {has.name} but not in {lacks.name}; the files of a "
+                              "directory must have the same embedding, group and attribute columns")
     dim = None
     for f, e in zip(files, embeddings):
         if isinstance(e["chosen_embedding"], PendingTexts):
@@ -171,6 +177,8 @@ def _read_file(f: Path) -> tuple[pa.Table, bool]:
                         raise PluralError(f"{f}: row {len(records)} (line {lineno}): not valid JSON ({e.msg})")
                     if not isinstance(rec, dict):
                         raise PluralError(f"{f}: row {len(records)} (line {lineno}): expected a JSON object")
+                    if "true" in line or "false" in line:  # arrow would read a boolean in a list of floats as 1.0
+                        _refuse_booleans(rec, f, len(records), lineno)
                     records.append(rec)
             table = _records_to_table(records)
     except PluralError:
@@ -180,6 +188,13 @@ def _read_file(f: Path) -> tuple[pa.Table, bool]:
     if table.num_rows == 0:
         raise PluralError(f"{f}: the table is empty (no rows)")
     return table, is_jsonl
+
+
+def _refuse_booleans(rec: dict, f: Path, row: int, lineno: int) -> None:
+    for c in EMBEDDING_COLUMNS:
+        v = rec.get(c)
+        if isinstance(v, list) and any(isinstance(x, bool) for x in v):
+            raise PluralError(f"{where(f, c, row, lineno)}: wrong type: expected a list of floats, found bool")
 
 
 def _records_to_table(records: list[dict]) -> pa.Table:
@@ -341,10 +356,15 @@ def _embedding_column(col, name, fail, dim: int | None) -> np.ndarray:
     if values.null_count:
         r = int(np.flatnonzero(np.asarray(values.is_null()))[0]) // expect
         fail(name, r, "null value inside the embedding")
-    mat = np.asarray(values.to_numpy(zero_copy_only=False), dtype=np.float32).reshape(-1, expect)
+    with np.errstate(over="ignore", invalid="ignore"):  # beyond float32's range becomes inf, refused below
+        mat = np.asarray(values.to_numpy(zero_copy_only=False), dtype=np.float32).reshape(-1, expect)
+    return _finite_rows(mat, name, fail)
+
+
+def _finite_rows(mat: np.ndarray, name, fail) -> np.ndarray:
     bad = np.flatnonzero(~np.isfinite(mat).all(axis=1))
     if bad.size:
-        fail(name, int(bad[0]), "non-finite value (NaN or inf) in the embedding")
+        fail(name, int(bad[0]), "non-finite value in the embedding (NaN, inf, or beyond float32's range of 3.4e38)")
     return mat
 
 
@@ -363,11 +383,12 @@ def _embedding_slow(values: list, name, fail, dim: int | None) -> np.ndarray:
         for x in v:
             if isinstance(x, bool) or not isinstance(x, (int, float)):
                 fail(name, i, f"wrong type: expected a list of floats, found {type(x).__name__} {x!r:.40}")
-            if not math.isfinite(x):
-                fail(name, i, "non-finite value (NaN or inf) in the embedding")
+            if isinstance(x, int) and abs(x) > 3.4e38:  # also an int too large for any float (10**400)
+                fail(name, i, "non-finite value in the embedding (beyond float32's range of 3.4e38)")
     if not expect:
         fail(name, 0, "empty embedding")
-    return np.asarray(values, dtype=np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return _finite_rows(np.asarray(values, dtype=np.float32), name, fail)
 
 
 def _check_groups(df: pd.DataFrame, files: list[Path], sizes: list[int]) -> None:

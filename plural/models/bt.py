@@ -40,22 +40,23 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from plural.config import Count, Fraction, NonNegative, Positive, PositiveInt, Rate
 from plural.errors import PluralError
 from plural.models.base import MLP, RewardModel, active, adapt_by_gradient, bt_nll, masked_accuracy
 
 
 @dataclasses.dataclass(frozen=True)
 class BTHparams:
-    hidden: tuple[int, ...] = (64,)  # MLP widths; () = a linear probe. Suite: (64,) over (256, 256)
+    hidden: tuple[PositiveInt, ...] = (64,)  # MLP widths; () = a linear probe. Suite: (64,) over (256, 256)
     activation: Literal["gelu", "relu", "tanh", "silu"] = "gelu"
     condition: Literal["none", "group", "user"] = "none"  # none | group (one head per group label) | user (P-RLHF user embeddings)
-    input_dropout: float = 0.0  # dropout rate on e(y_w), e(y_l) while training
-    user_dim: int = 32  # condition=user: size of the user embedding. Suite (results/bt_user): 32 over 8
-    generic_prob: float = 0.2  # condition=user: share of training pairs scored with the generic e_0 alone
-    user_l2: float = 1e-3  # condition=user: penalty on the mean squared user offset o_u
-    adapt_steps: int = 100  # condition=user: Adam steps fitting a new user's offset from its shots
-    adapt_lr: float = 0.05
-    adapt_l2: float = 0.1  # condition=user: pull of a new user's offset towards 0 (e_0)
+    input_dropout: Rate = 0.0  # dropout rate on e(y_w), e(y_l) while training
+    user_dim: PositiveInt = 32  # condition=user: size of the user embedding. Suite (results/bt_user): 32 over 8
+    generic_prob: Fraction = 0.2  # condition=user: share of training pairs scored with the generic e_0 alone
+    user_l2: NonNegative = 1e-3  # condition=user: penalty on the mean squared user offset o_u
+    adapt_steps: Count = 100  # condition=user: Adam steps fitting a new user's offset from its shots
+    adapt_lr: Positive = 0.05
+    adapt_l2: NonNegative = 0.1  # condition=user: pull of a new user's offset towards 0 (e_0)
 
 
 class BT(RewardModel):
@@ -70,10 +71,6 @@ class BT(RewardModel):
     train_defaults = {"steps": 3000}  # the most steps, as PAL's; early stopping on validation ends sooner
 
     def __init__(self, spec: dict, hp: BTHparams, rngs: nnx.Rngs):
-        if not 0.0 <= hp.input_dropout < 1.0:
-            raise PluralError(f"--set model.input_dropout={hp.input_dropout}: expected a rate in [0, 1)")
-        if not 0.0 <= hp.generic_prob <= 1.0:
-            raise PluralError(f"--set model.generic_prob={hp.generic_prob}: expected a probability in [0, 1]")
         self.hp = hp
         d_in, d_out = spec["prompt_dim"] + spec["dim"], 1
         if hp.condition == "group":

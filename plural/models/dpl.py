@@ -46,26 +46,26 @@ here the heads sit on an MLP over frozen sentence embeddings, as every family in
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+from typing import Annotated, Literal
 import math
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from plural.errors import PluralError
+from plural.config import NonNegative, Positive, PositiveInt, Range, Rate
 from plural.models.base import MLP, RewardModel, active, masked_accuracy
 
 
 @dataclasses.dataclass(frozen=True)
 class DPLHparams:
     variant: Literal["mean_var", "categorical"] = "mean_var"
-    hidden: tuple[int, ...] = (64,)
+    hidden: tuple[PositiveInt, ...] = (64,)
     activation: Literal["gelu", "relu", "tanh", "silu"] = "gelu"
-    n_atoms: int = 10  # categorical: reward atoms on [0, 1]
-    entropy_bonus: float = 0.1  # categorical: weight of the atoms' entropy
-    min_sigma: float = 1e-3  # mean_var: floor on sigma (keeps the probit finite)
-    risk_quantile: float = 0.0  # 0: the reward is the mean; q in (0, 1): the lower q-quantile
+    n_atoms: Annotated[int, Range(ge=2)] = 10  # categorical: reward atoms on [0, 1]
+    entropy_bonus: NonNegative = 0.1  # categorical: weight of the atoms' entropy
+    min_sigma: Positive = 1e-3  # mean_var: floor on sigma (keeps the probit finite)
+    risk_quantile: Rate = 0.0  # 0: the reward is the mean; q in (0, 1): the lower q-quantile
 
 
 def _probit_inverse(q: float) -> float:
@@ -88,10 +88,6 @@ class DPL(RewardModel):
     train_defaults = {"steps": 3000}
 
     def __init__(self, spec: dict, hp: DPLHparams, rngs: nnx.Rngs):
-        if not 0.0 <= hp.risk_quantile < 1.0:
-            raise PluralError(f"--set model.risk_quantile={hp.risk_quantile}: expected 0 (the mean) or a quantile in (0, 1)")
-        if hp.variant == "categorical" and hp.n_atoms < 2:
-            raise PluralError(f"--set model.n_atoms={hp.n_atoms}: must be >= 2")
         self.hp = hp
         d_out = 2 if hp.variant == "mean_var" else hp.n_atoms
         self.mlp = MLP(spec["prompt_dim"] + spec["dim"], tuple(hp.hidden), d_out, rngs, hp.activation)

@@ -58,17 +58,17 @@ import jax.numpy as jnp
 from flax import nnx
 
 from plural.data.batching import UserBatches
-from plural.errors import PluralError
+from plural.config import PositiveInt
 from plural.models.base import RewardModel, StackedMLP, masked_accuracy
 
 
 @dataclasses.dataclass(frozen=True)
 class MaxMinHparams:
-    n_heads: int = 6  # K reward models. Suite (results/mixtures): 6 over 2 and 4 (and 4 soft)
-    hidden: tuple[int, ...] = (64,)
+    n_heads: PositiveInt = 6  # K reward models. Suite (results/mixtures): 6 over 2 and 4 (and 4 soft)
+    hidden: tuple[PositiveInt, ...] = (64,)
     activation: Literal["gelu", "relu", "tanh", "silu"] = "gelu"
     assignment: Literal["hard", "soft"] = "hard"  # hard: the arg-max head (the paper's); soft: posterior weights
-    restarts: int = 1  # R EM runs in one program; the one with the lowest running NLL is the model
+    restarts: PositiveInt = 1  # R EM runs in one program; the one with the lowest running NLL is the model
 
 
 class MaxMin(RewardModel):
@@ -80,8 +80,6 @@ class MaxMin(RewardModel):
     train_defaults = {"steps": 3000}
 
     def __init__(self, spec: dict, hp: MaxMinHparams, rngs: nnx.Rngs):
-        if hp.n_heads < 1 or hp.restarts < 1:
-            raise PluralError(f"--set model.n_heads={hp.n_heads} model.restarts={hp.restarts}: both must be >= 1")
         self.hp = hp
         self.mlp = StackedMLP(hp.restarts, spec["prompt_dim"] + spec["dim"], tuple(hp.hidden), hp.n_heads, rngs,
                               hp.activation)

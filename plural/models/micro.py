@@ -81,19 +81,19 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from plural.errors import PluralError
+from plural.config import Positive, PositiveInt
 from plural.models.base import ACTIVATIONS, MLP, RewardModel, bt_nll, masked_accuracy
 
 
 @dataclasses.dataclass(frozen=True)
 class MiCRoHparams:
-    n_heads: int = 4  # K reward heads
-    hidden: tuple[int, ...] = (64,)  # shared feature MLP widths; () = heads straight on [e(x), e(y)]
+    n_heads: PositiveInt = 4  # K reward heads
+    hidden: tuple[PositiveInt, ...] = (64,)  # shared feature MLP widths; () = heads straight on [e(x), e(y)]
     activation: Literal["gelu", "relu", "tanh", "silu"] = "gelu"
     router: bool = True  # False: constant mixture logits (the static mixture ablation)
-    router_hidden: tuple[int, ...] = ()  # () = a linear router (the release); widths of an MLP router otherwise
+    router_hidden: tuple[PositiveInt, ...] = ()  # () = a linear router (the release); widths of an MLP router otherwise
     router_entropy: float = 0.0  # alpha on sum_k pi_k log pi_k (the paper's 0.5); 0 selected (experiments/micro.py)
-    tau: float = 1.0  # Hedge temperature (1 = Bayes posterior over heads)
+    tau: Positive = 1.0  # Hedge temperature (1 = Bayes posterior over heads)
     heads_see_prompt: bool = False  # False (selected): phi(y) only, so that only the router uses the prompt
 
 
@@ -107,10 +107,6 @@ class MiCRo(RewardModel):
     train_defaults = {"steps": 3000}
 
     def __init__(self, spec: dict, hp: MiCRoHparams, rngs: nnx.Rngs):
-        if hp.n_heads < 1:
-            raise PluralError(f"--set model.n_heads={hp.n_heads}: must be >= 1")
-        if hp.tau <= 0:
-            raise PluralError(f"--set model.tau={hp.tau}: must be > 0")
         self.hp = hp
         d_in = (spec["prompt_dim"] if hp.heads_see_prompt else 0) + spec["dim"]
         if hp.hidden:

@@ -64,55 +64,55 @@ import jax.numpy as jnp
 from flax import nnx
 
 from plural.cluster import kmeans
-from plural.errors import PluralError
+from plural.config import Count, NonNegative, Positive, PositiveInt, Rate
 from plural.models.base import (MLP, RewardModel, active, adapt_by_gradient, bt_nll, masked_accuracy, seen_mixture_start,
                                 user_directions)
 
 
 @dataclasses.dataclass(frozen=True)
 class PALHparams:
-    n_prototypes: int = 4  # K (suite: 4 for PAL-A, 8 for PAL-B; 3..8 all within 0.01 of validation accuracy)
-    latent_dim: int = 16  # d, the size of the ideal-point space
-    projector_hidden: tuple[int, ...] = (64,)  # item projector f: e(y) -> R^d
+    n_prototypes: PositiveInt = 4  # K (suite: 4 for PAL-A, 8 for PAL-B; 3..8 all within 0.01 of validation accuracy)
+    latent_dim: PositiveInt = 16  # d, the size of the ideal-point space
+    projector_hidden: tuple[PositiveInt, ...] = (64,)  # item projector f: e(y) -> R^d
     activation: Literal["gelu", "relu", "tanh", "silu"] = "gelu"
     loss: Literal["bt", "hinge"] = "hinge"
-    hinge_margin: float = 1.0
+    hinge_margin: NonNegative = 1.0
     mixture_entropy: float = 0.1  # suite: 0.1 over 0; penalty on the entropy of the seen users' mixtures
-    projector_l2: float = 0.0  # penalty on the projector's squared kernel weights (bounds the margins' scale)
-    input_dropout: float = 0.0  # dropout rate on e(y_w), e(y_l) while training (a cosine reward ignores L2)
-    weight_init_std: float = 0.1  # per-user logits w ~ N(0, std^2)
+    projector_l2: NonNegative = 0.0  # penalty on the projector's squared kernel weights (bounds the margins' scale)
+    input_dropout: Rate = 0.0  # dropout rate on e(y_w), e(y_l) while training (a cosine reward ignores L2)
+    weight_init_std: NonNegative = 0.1  # per-user logits w ~ N(0, std^2)
     user_init: Literal["kmeans", "random"] = "kmeans"  # "kmeans": + user_init_strength on the logit of the user's k-means cluster | "random"
-    user_init_strength: float = 2.0
-    prototype_init_std: float = 1.0  # PAL-A prototypes P: orthogonal rows of norm std (K <= d)
-    projector_lr_factor: float = 1.0  # x train.lr for f
-    prototype_lr_factor: float = 5.0  # x train.lr for P (PAL-A), g and the logit scale (PAL-B)
-    weight_lr_factor: float = 20.0  # x train.lr for the per-user logits W
-    adapt_steps: int = 100  # Adam steps fitting a new user's K logits
-    adapt_lr: float = 0.1
-    adapt_l2: float = 1.0  # pull towards the starting logits (see adapt_init)
-    adapt_entropy: float = 0.0  # entropy prior on the new user's mixture (total weight; per pair / shots)
+    user_init_strength: NonNegative = 2.0
+    prototype_init_std: Positive = 1.0  # PAL-A prototypes P: orthogonal rows of norm std (K <= d)
+    projector_lr_factor: NonNegative = 1.0  # x train.lr for f
+    prototype_lr_factor: NonNegative = 5.0  # x train.lr for P (PAL-A), g and the logit scale (PAL-B)
+    weight_lr_factor: NonNegative = 20.0  # x train.lr for the per-user logits W
+    adapt_steps: Count = 100  # Adam steps fitting a new user's K logits
+    adapt_lr: Positive = 0.1
+    adapt_l2: NonNegative = 1.0  # pull towards the starting logits (see adapt_init)
+    adapt_entropy: NonNegative = 0.0  # entropy prior on the new user's mixture (total weight; per pair / shots)
     adapt_init: Literal["seen", "population"] = "seen"  # start: "seen" (seen users' mixtures weighted by the shots' likelihood) | "population"
 
 
 @dataclasses.dataclass(frozen=True)
 class PALAHparams(PALHparams):
     loss: Literal["bt", "hinge"] = "hinge"
-    projector_hidden: tuple[int, ...] = (256,)  # suite: (256,) over (128,); wide enough for a norm-dependent reward
-    prototype_init_std: float = 10.0  # prototypes start far apart (beyond the items), so that they do not merge
-    projector_l2: float = 0.0  # suite: 0 over 1e-3 (early stopping regularises; 1e-3 cut Gaussian items to 0.1 of the gap)
+    projector_hidden: tuple[PositiveInt, ...] = (256,)  # suite: (256,) over (128,); wide enough for a norm-dependent reward
+    prototype_init_std: Positive = 10.0  # prototypes start far apart (beyond the items), so that they do not merge
+    projector_l2: NonNegative = 0.0  # suite: 0 over 1e-3 (early stopping regularises; 1e-3 cut Gaussian items to 0.1 of the gap)
 
 
 @dataclasses.dataclass(frozen=True)
 class PALBHparams(PALHparams):
     loss: Literal["bt", "hinge"] = "bt"
-    projector_hidden: tuple[int, ...] = ()  # a linear f: the cosine geometry needs no more on embeddings
-    n_prototypes: int = 8  # suite
-    latent_dim: int = 32
-    input_dropout: float = 0.25  # suite: 0.25 over 0.5 (the cosine is blind to an L2 penalty on f)
-    prompt_hidden: tuple[int, ...] = (64,)  # h: e(x) -> R^{K x d}, the prompt-dependent part of g
-    prompt_l2: float = 100.0  # suite: 100 over 0 and 10; penalty on mean_k ||h_k(x)||^2 (prompt-dependence only where it pays)
+    projector_hidden: tuple[PositiveInt, ...] = ()  # a linear f: the cosine geometry needs no more on embeddings
+    n_prototypes: PositiveInt = 8  # suite
+    latent_dim: PositiveInt = 32
+    input_dropout: Rate = 0.25  # suite: 0.25 over 0.5 (the cosine is blind to an L2 penalty on f)
+    prompt_hidden: tuple[PositiveInt, ...] = (64,)  # h: e(x) -> R^{K x d}, the prompt-dependent part of g
+    prompt_l2: NonNegative = 100.0  # suite: 100 over 0 and 10; penalty on mean_k ||h_k(x)||^2 (prompt-dependence only where it pays)
     logit_scale_init: float = math.log(1 / 0.07)
-    logit_scale_max: float = 100.0  # cap on exp(logit scale)
+    logit_scale_max: Positive = 100.0  # cap on exp(logit scale)
 
 
 class PAL(RewardModel):
@@ -123,10 +123,6 @@ class PAL(RewardModel):
     reference = "Chen et al., PAL: Sample-Efficient Personalized Reward Modeling for Pluralistic Alignment, ICLR 2025"
 
     def __init__(self, spec: dict, hp: PALHparams, rngs: nnx.Rngs):
-        if hp.n_prototypes < 1 or hp.latent_dim < 1:
-            raise PluralError(f"--set model.n_prototypes={hp.n_prototypes} / model.latent_dim={hp.latent_dim}: must be >= 1")
-        if not 0.0 <= hp.input_dropout < 1.0:
-            raise PluralError(f"--set model.input_dropout={hp.input_dropout}: expected a rate in [0, 1)")
         self.hp = hp
         self.projector = MLP(spec["dim"], tuple(hp.projector_hidden), hp.latent_dim, rngs, hp.activation)
         self.w = nnx.Param(hp.weight_init_std * jax.random.normal(rngs.params(), (spec["n_users"], hp.n_prototypes)))

@@ -61,23 +61,24 @@ regression on the true attribute scores reaches 0.90 / 0.73.
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+from typing import Annotated, Literal
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from plural.data.batching import GroupBatches
+from plural.config import PositiveInt, Range, Rate
 from plural.errors import PluralError
 from plural.models.base import ACTIVATIONS, RewardModel, bt_nll, masked_accuracy
 
 
 @dataclasses.dataclass(frozen=True)
 class PaletteHparams:
-    hidden: int = 16  # d: width of the content and attribute representations
+    hidden: Annotated[int, Range(ge=4)] = 16  # d: width of the content and attribute representations (>= 4: the query is a quarter of it)
     activation: Literal["gelu", "relu", "tanh", "silu"] = "gelu"
-    attr_dropout_max: float = 0.5  # cap of the attribute dropout probability
-    dropout_ramp_steps: int = 750  # steps over which it rises linearly from 0 to the cap (see Departures)
+    attr_dropout_max: Rate = 0.5  # cap of the attribute dropout probability
+    dropout_ramp_steps: PositiveInt = 750  # steps over which it rises linearly from 0 to the cap (see Departures)
     scale_init: float = 0.5  # s at initialisation
 
 
@@ -99,17 +100,7 @@ class Palette(RewardModel):
     reads_attributes = True
     train_defaults = {"steps": 3000, "lr": 3e-3, "weight_decay": 1.0}  # experiments/palette.py
 
-    @classmethod
-    def check_settings(cls, hp, batches):
-        if hp.hidden < 4:
-            raise PluralError(f"--set model.hidden={hp.hidden}: must be >= 4 (the query is a quarter of it)")
-        if not 0.0 <= hp.attr_dropout_max < 1.0:
-            raise PluralError(f"--set model.attr_dropout_max={hp.attr_dropout_max}: must be in [0, 1)")
-        if hp.dropout_ramp_steps < 1:
-            raise PluralError(f"--set model.dropout_ramp_steps={hp.dropout_ramp_steps}: must be >= 1")
-
     def __init__(self, spec: dict, hp: PaletteHparams, rngs: nnx.Rngs):
-        self.check_settings(hp, None)
         names = spec.get("attr_names", [])
         if not names:
             raise PluralError("palette reads attribute scores: the table needs chosen_attr_<name> / "

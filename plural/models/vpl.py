@@ -33,25 +33,26 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from plural.config import Count, Fraction, NonNegative, Positive, PositiveInt
 from plural.data.batching import UserBatches
 from plural.models.base import MLP, RewardModel, bt_nll, masked_accuracy
 
 
 @dataclasses.dataclass(frozen=True)
 class VPLHparams:
-    latent_dim: int = 8  # L
-    width: int = 64  # pair-embedding / attention width
-    heads: int = 4
-    pair_hidden: tuple[int, ...] = (64,)  # pair encoder MLP
-    decoder_hidden: tuple[int, ...] = (64, 64)  # reward decoder MLP
+    latent_dim: PositiveInt = 8  # L
+    width: PositiveInt = 64  # pair-embedding / attention width
+    heads: PositiveInt = 4
+    pair_hidden: tuple[PositiveInt, ...] = (64,)  # pair encoder MLP
+    decoder_hidden: tuple[PositiveInt, ...] = (64, 64)  # reward decoder MLP
     activation: Literal["gelu", "relu", "tanh", "silu"] = "gelu"
-    beta: float = 1e-2  # KL weight at the top of each annealing cycle
-    kl_cycle: int = 400  # steps per cyclical-annealing cycle (0: constant beta)
-    kl_ramp: float = 0.5  # fraction of a cycle spent ramping beta up from 0
-    mu_clip: float = 3.0  # mu clamped to [-mu_clip, mu_clip]
+    beta: NonNegative = 1e-2  # KL weight at the top of each annealing cycle
+    kl_cycle: Count = 400  # steps per cyclical-annealing cycle (0: constant beta)
+    kl_ramp: Fraction = 0.5  # fraction of a cycle spent ramping beta up from 0
+    mu_clip: Positive = 3.0  # mu clamped to [-mu_clip, mu_clip]
     logvar_min: float = -6.0  # log sigma^2 clamped to [logvar_min, logvar_max]
     logvar_max: float = 1.0
-    eval_context: int = 32  # training pairs used to infer a seen user's posterior (~ batch.context_max)
+    eval_context: PositiveInt = 32  # training pairs used to infer a seen user's posterior (~ batch.context_max)
 
 
 class VPL(RewardModel):

@@ -200,18 +200,21 @@ def _read_csv(path: Path) -> Rows:
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
     records, lines = [], []
     with _open_text(path) as fh:
-        reader = csv.DictReader(fh)
-        if not reader.fieldnames:
-            raise PluralError(f"{path}: the file is empty (no header row)")
-        prev = reader.line_num
-        for rec in reader:
-            start = prev + 1
+        reader = csv.DictReader(fh, strict=True)  # strict: an unterminated quote is an error, not a swallowed rest
+        try:
+            if not reader.fieldnames:
+                raise PluralError(f"{path}: the file is empty (no header row)")
             prev = reader.line_num
-            if None in rec:
-                raise PluralError(f"{where(path, None, len(records), start)}: {len(reader.fieldnames) + len(rec[None])} cells, "
-                                  f"but the header has {len(reader.fieldnames)}")
-            records.append(rec)
-            lines.append(start)
+            for rec in reader:
+                start = prev + 1
+                prev = reader.line_num
+                if None in rec:
+                    raise PluralError(f"{where(path, None, len(records), start)}: {len(reader.fieldnames) + len(rec[None])} "
+                                      f"cells, but the header has {len(reader.fieldnames)}")
+                records.append(rec)
+                lines.append(start)
+        except csv.Error as e:
+            raise PluralError(f"{where(path, None, len(records), prev + 1)}: not valid CSV ({e}; a stray or unterminated quote?)")
     return Rows(path, records, lines, "csv")
 
 

@@ -43,6 +43,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from plural.data.batching import UserBatches
+from plural.config import NonNegative, Positive, PositiveInt
 from plural.errors import PluralError
 from plural.models.base import RewardModel
 from plural.models.fewshot.gpo import GPONet
@@ -56,24 +57,24 @@ GRADIENT = ("maml", "reptile", "finetune")
 class FewShotHparams:
     variant: Literal["maml", "reptile", "finetune", "gpo", "lore"] = "maml"
     # maml / reptile / finetune: the reward MLP and its inner loop
-    hidden: tuple[int, ...] = (64,)
+    hidden: tuple[PositiveInt, ...] = (64,)
     activation: Literal["gelu", "relu", "tanh", "silu"] = "gelu"
-    inner_steps: int = 5  # S gradient steps on a user's pairs (training and adaptation)
-    inner_lr: float = 0.1  # alpha
+    inner_steps: PositiveInt = 5  # S gradient steps on a user's pairs (training and adaptation)
+    inner_lr: NonNegative = 0.1  # alpha
     first_order: bool = False  # maml: stop the outer gradient at the inner gradients (FOMAML)
     learn_inner_lr: bool = False  # maml: one learnable inner rate per adapted weight (Meta-SGD)
     adapt_params: Literal["all", "head"] = "all"  # which weights the inner loop adapts (head: last layer)
     # gpo: the transformer (the paper's size)
-    d_model: int = 128
-    n_layers: int = 6
-    n_heads: int = 4
-    max_context: int = 64  # most labelled pairs a user's state holds
+    d_model: PositiveInt = 128
+    n_layers: PositiveInt = 6
+    n_heads: PositiveInt = 4
+    max_context: PositiveInt = 64  # most labelled pairs a user's state holds
     # lore: the low-rank basis
-    rank: int = 8  # B basis rewards
-    prune_threshold: float = 0.05  # prune a column no seen user weighs this much
-    adapt_steps: int = 100  # a new user's weights: Adam steps ...
-    adapt_lr: float = 0.1  # ... at this rate ...
-    adapt_l2: float = 1.0  # ... pulled towards the start ...
+    rank: PositiveInt = 8  # B basis rewards
+    prune_threshold: NonNegative = 0.05  # prune a column no seen user weighs this much
+    adapt_steps: PositiveInt = 100  # a new user's weights: Adam steps ...
+    adapt_lr: Positive = 0.1  # ... at this rate ...
+    adapt_l2: NonNegative = 1.0  # ... pulled towards the start ...
     adapt_init: Literal["seen", "population"] = "seen"  # ... the seen users' weights by the shots' likelihood, or their mean
 
 
@@ -93,11 +94,6 @@ def _check(hp: FewShotHparams) -> None:
             users = [v for v, names in OWN.items() if f.name in names]
             raise PluralError(f"--set model.{f.name}={getattr(hp, f.name)}: applies to variant {' / '.join(users)}, "
                               f"not {hp.variant}")
-    positive = {"inner_steps": hp.inner_steps, "d_model": hp.d_model, "n_layers": hp.n_layers, "n_heads": hp.n_heads,
-                "max_context": hp.max_context, "rank": hp.rank, "adapt_steps": hp.adapt_steps}
-    for name, value in positive.items():
-        if value < 1:
-            raise PluralError(f"--set model.{name}={value}: must be >= 1")
 
 
 class FewShot(RewardModel):

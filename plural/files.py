@@ -1,0 +1,93 @@
+"""Output files: paths checked before any work (a bad `--out` is one line, not a traceback at the end), and
+every file written atomically (`atomic_path`: readers and a killed writer see the old file or the whole new one).
+
+`check_output` refuses an output that cannot be written (under an existing file, a directory where a file
+goes or the other way round) or that would overwrite one of the command's inputs, and creates the missing
+parent folders of an output file (a command creates its output folder itself, once its inputs are read).
+`write_parquet` writes a table atomically, keeping pass-through columns of mixed types as JSON text.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from plural.errors import PluralError
+
+
+def check_output(path: str | Path, folder: bool, flag: str = "--out", inputs=()) -> Path:
+    """`path` as an output file (`folder` False: not a folder, its missing parents made) or folder to write
+    into: never under an existing file, never one of `inputs` (paths given to the same command), and a file
+    never inside an input folder (where it would later be read as a table)."""
+    path = Path(path)
+    blocking = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise PluralError(f"{flag} {path}: cannot write there, {blocking} is a file, not a folder")
+    if path.exists() and path.is_dir() != folder:
+        raise PluralError(f"{flag} {path}: " + ("is a file; give a folder" if folder else "is a folder; give a file name"))
+    for i in (Path(i) for i in inputs if i is not None):
+        if path.exists() and i.exists() and path.resolve() == i.resolve():
+            raise PluralError(f"{flag} {path}: is an input of this command; writing it would destroy it")
+        if not folder and i.is_dir() and i.resolve() in path.resolve().parents:
+            raise PluralError(f"{flag} {path}: is inside the input folder {i}, where it would be read as a table")
+    if not folder:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def write_parquet(df: pd.DataFrame, path: str | Path) -> None:
+    """Write `df` to `path` as Parquet, atomically (a temporary file renamed onto `path`).
+
+    A pass-through column whose values mix types (a JSON Lines column with ints in some rows and strings
+    in others, which Parquet cannot hold) is written as each value's JSON text, said on stderr per column."""
+    import pyarrow as pa
+
+    path = Path(path)
+    df = df.copy(deep=False)
+    for c in df.columns:
+        if df[c].dtype == object:
+            try:
+                pa.array(df[c])
+            except (pa.ArrowException, TypeError, ValueError, OverflowError):
+                kinds = sorted({type(v).__name__ for v in df[c] if v is not None})
+                print(f"plural: column '{c}' mixes value types ({', '.join(kinds)}): written to {path} as JSON text",
+                      file=sys.stderr)
+                df[c] = [None if v is None else json.dumps(v, default=str) for v in df[c]]
+    with atomic_path(path) as tmp:
+        df.to_parquet(tmp, index=False)
+
+
+# -- atomic files -------------------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path):
+    """Yield a temporary path next to `path`; on success it is synced and renamed onto `path` (os.replace),
+    so readers (and a killed writer) see the old file or the whole new one. On error it is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:  # a fresh name (not mkstemp: its 0600 mode would become the file's)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+        try:
+            open(tmp, "x").close()
+            break
+        except FileExistsError:
+            continue
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_atomic(path: str | Path, data: str | bytes) -> None:
+    """Write `data` (text as UTF-8) to `path` atomically (see `atomic_path`)."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
