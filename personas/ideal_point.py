@@ -52,6 +52,7 @@ import numpy as np
 import pandas as pd
 
 from plural.config import check_config
+from plural.files import atomic_path, write_atomic
 
 SPLITS = ("train", "val", "test")
 
@@ -135,8 +136,9 @@ def write_population(out_dir: str | Path, pop, extra: dict) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for split in SPLITS:
-        getattr(pop, split).to_parquet(out / f"{split}.parquet", index=False)
-    (out / "truth.json").write_text(json.dumps({
+        with atomic_path(out / f"{split}.parquet") as tmp:
+            getattr(pop, split).to_parquet(tmp, index=False)
+    write_atomic(out / "truth.json", json.dumps({
         "config": dataclasses.asdict(pop.config), "accuracy": pop.truth("test"), "val_accuracy": pop.truth("val"),
         **extra,
     }, indent=1, sort_keys=True))

@@ -488,6 +488,59 @@ def bench_evaluate(rows=(10_000, 100_000, 1_000_000), unseen: float = 0.1, shots
     return res
 
 
+def memory_table(path: Path, rows: int, dim: int, n_users: int = 1000, seed: int = 0) -> int:
+    """Write `rows` random comparisons (chosen / rejected / prompt embeddings of size `dim`, float32 lists)
+    as Parquet, in row groups of 100k; returns the bytes of the embedding arrays as plural holds them."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(seed)
+    writer = None
+    for start in range(0, rows, 100_000):
+        n = min(100_000, rows - start)
+        cols = {"user_id": pa.array([f"u{i % n_users}" for i in range(start, start + n)])}
+        for k in ("prompt_embedding", "chosen_embedding", "rejected_embedding"):
+            values = pa.array((rng.standard_normal((n, dim), np.float32) / np.float32(math.sqrt(dim))).ravel())
+            cols[k] = pa.ListArray.from_arrays(pa.array(np.arange(n + 1, dtype=np.int32) * dim), values)
+        table = pa.table(cols)
+        writer = writer or pq.ParquetWriter(path, table.schema)
+        writer.write_table(table)
+    writer.close()
+    return rows * dim * 3 * 4
+
+
+def bench_memory(sizes=(100_000, 1_000_000), dim: int = 384, steps: int = 20, out: str | None = None) -> dict:
+    """Peak resident memory of `plural fit` (BT, `steps` steps, no validation split) on random tables of
+    each size in `sizes` (pairs, D = `dim`, prompt and response embeddings), each fit a fresh process,
+    against the bytes of the table's embedding arrays (float32)."""
+    import subprocess
+    import sys
+    import tempfile
+
+    res = {"benchmark": "memory", "dim": dim, "steps": steps, "sizes": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for rows in sizes:
+            table = Path(tmp) / f"t{rows}.parquet"
+            arrays = memory_table(table, rows, dim)
+            cmd = [sys.executable, "-c", "import resource, sys; from plural.cli import main; code = main(sys.argv[1:]); "
+                   "print('PEAK', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(code)",
+                   "fit", "--model", "bt", "--data", str(table), "--out", str(Path(tmp) / f"run{rows}"),
+                   "--set", f"train.steps={steps}", "--set", f"train.log_every={steps}", "--set", "data.val_fraction=0",
+                   "--set", "train.eval_every=0"]
+            start = time.perf_counter()
+            p = subprocess.run(cmd, capture_output=True, text=True)
+            if p.returncode:
+                raise RuntimeError(p.stderr[-2000:])
+            peak = int(p.stdout.split("PEAK")[-1].split()[0]) * 1024
+            res["sizes"].append({"pairs": rows, "arrays_gb": arrays / 1e9, "peak_rss_gb": peak / 1e9,
+                                 "peak_over_arrays": peak / arrays, "fit_s": time.perf_counter() - start})
+            table.unlink()
+    res["peak_gb_per_million_pairs"] = res["sizes"][-1]["peak_rss_gb"] / (sizes[-1] / 1e6)
+    res.update(_environment())
+    _report(res, out)
+    return res
+
+
 def _report(res: dict, out: str | None) -> None:
     for k, v in res.items():
         print(f"{k:>26}: {v:.4g}" if isinstance(v, float) else f"{k:>26}: {v}")

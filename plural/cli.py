@@ -165,6 +165,11 @@ def _parser() -> argparse.ArgumentParser:
     bv.add_argument("--dim", type=int, default=384)
     bv.add_argument("--steps", type=int, default=20, help="training steps of the model evaluated")
     bv.add_argument("--out", default=None)
+    bm = bsub.add_parser("memory", help="peak memory of plural fit on random tables of growing size vs their arrays")
+    bm.add_argument("--pairs", default="100000,1000000,2000000", help="comma-separated table sizes (pairs)")
+    bm.add_argument("--dim", type=int, default=384)
+    bm.add_argument("--steps", type=int, default=20)
+    bm.add_argument("--out", default=None)
     return p
 
 
@@ -363,6 +368,8 @@ def _dispatch(args) -> int:
         elif args.bench == "evaluate":
             bench.bench_evaluate(tuple(int(n) for n in args.rows.split(",")), args.unseen, args.shots, args.model,
                                  args.user_rows, args.dim, args.steps, args.out)
+        elif args.bench == "memory":
+            bench.bench_memory(tuple(int(n) for n in args.pairs.split(",")), args.dim, args.steps, args.out)
     return 0
 
 

@@ -200,3 +200,20 @@ def _spec(tmp_path, body: str):
 def test_bad_grid_specs_are_refused_whole_before_any_cell_trains(tmp_path, capsys, body, needle):
     refused(capsys, ["grid", str(_spec(tmp_path, body)), "--out", str(tmp_path / "g")], needle)
     assert not (tmp_path / "g" / "cells").exists()  # nothing trained
+
+
+# -- found by the fuzzer (tests/test_fuzz.py) --------------------------------------------------------------------
+
+def test_csv_with_a_broken_header_quote_is_one_line(tmp_path, capsys):
+    f = tmp_path / "ca.csv"
+    f.write_text('""conversation_id,x\n1,2\n')
+    refused(capsys, ["convert", "community-alignment", str(f), str(tmp_path / "out.parquet")], "ca.csv", "CSV")
+
+
+def test_attribute_value_too_large_for_a_float_is_one_line(tmp_path, capsys):
+    rows = _rows()
+    for r in rows:
+        r["chosen_attr_length"], r["rejected_attr_length"] = 1.0, 2.0
+    line = json.dumps(rows[4]).replace('"chosen_attr_length": 1.0', '"chosen_attr_length": 1' + "0" * 400)
+    f = _jsonl(tmp_path / "t.jsonl", rows, {4: line})
+    refused(capsys, fit(f, tmp_path / "run"), "chosen_attr_length", "row 4 (line 5)")

@@ -10,6 +10,28 @@ import pandas as pd
 from plural.errors import PluralError
 
 
+ALIGN = 64  # bytes: a host array aligned so is used by JAX's CPU device in place (jax.device_put, no copy)
+
+
+def aligned_empty(shape: tuple[int, ...], dtype=np.float32) -> np.ndarray:
+    """An uninitialised C-contiguous array whose data starts on an `ALIGN`-byte boundary."""
+    n = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    buf = np.empty(n + ALIGN, np.uint8)
+    off = (-buf.ctypes.data) % ALIGN
+    return buf[off:off + n].view(dtype).reshape(shape)
+
+
+def aligned(x: np.ndarray, dtype=np.float32) -> np.ndarray:
+    """`x` as a C-contiguous `dtype` array aligned to `ALIGN` bytes: itself when it already is (no copy), else
+    one copy. Embeddings are kept so, so that training on a CPU shares them instead of copying each table."""
+    x = np.asarray(x)
+    if x.dtype == dtype and x.flags.c_contiguous and x.ctypes.data % ALIGN == 0:
+        return x
+    out = aligned_empty(x.shape, dtype)
+    out[...] = x
+    return out
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class PreferenceData:
     """N comparisons, as arrays aligned row by row with the source table (file order).
@@ -50,9 +72,9 @@ class PreferenceData:
         ac = np.stack([df[f"chosen_attr_{a}"].to_numpy(np.float32) for a in attr_names], 1) if attr_names else np.zeros((n, 0), np.float32)
         ar = np.stack([df[f"rejected_attr_{a}"].to_numpy(np.float32) for a in attr_names], 1) if attr_names else np.zeros((n, 0), np.float32)
         return cls(
-            chosen=np.ascontiguousarray(emb["chosen_embedding"], np.float32),
-            rejected=np.ascontiguousarray(emb["rejected_embedding"], np.float32),
-            prompt=np.ascontiguousarray(prompt, np.float32),
+            chosen=aligned(emb["chosen_embedding"]),
+            rejected=aligned(emb["rejected_embedding"]),
+            prompt=aligned(prompt),
             user=user.astype(np.int32),
             users=np.asarray(users, dtype=object),
             group=np.asarray(group, np.int32),

@@ -55,8 +55,8 @@ def device_data(data: PreferenceData, sharding=None) -> dict:
         "group_count": np.bincount(community, minlength=n_groups).astype(np.int32),
     }
     host["group_start"] = (np.cumsum(host["group_count"]) - host["group_count"]).astype(np.int32)
-    if sharding is None:
-        return jax.tree.map(jnp.asarray, host)
+    if sharding is None:  # device_put, not jnp.asarray: an aligned host array is then used in place on a CPU
+        return jax.tree.map(jax.device_put, host)
     # make_array_from_callback works on one host and many: each process fills its addressable shards.
     return {k: jax.make_array_from_callback(v.shape, sharding, lambda idx, v=v: v[idx]) for k, v in host.items()}
 

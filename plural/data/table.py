@@ -18,7 +18,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from plural.data.arrays import PreferenceData
+from plural.data.arrays import PreferenceData, aligned, aligned_empty
 from plural.errors import PluralError, where
 
 EMBEDDING_COLUMNS = ("prompt_embedding", "chosen_embedding", "rejected_embedding")
@@ -41,15 +41,24 @@ def read_embedded(path: str | Path, embedder: str = "minilm") -> tuple[pd.DataFr
     """What `read_table` indexes: (every non-embedding column as validated, {embedding column: (N, D) array},
     whether the embeddings were stored in the table rather than computed from its texts)."""
     path = Path(path)
-    files, _, frames, embeddings = _read_validated(path)
+    files, _, frames, embeddings = _read_validated(path, keep_tables=False)
     stored = not any(isinstance(v, PendingTexts) for e in embeddings for v in e.values())
     _check_files(path, files, frames, embeddings)  # before embedding anything
     embed_pending(embeddings, path, embedder)
     _check_files(path, files, frames, embeddings)  # the lengths of what was embedded
     df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-    emb = {k: np.concatenate([e[k] for e in embeddings]) for k in embeddings[0]}
+    emb = {k: _concatenate([e[k] for e in embeddings]) for k in embeddings[0]}
     _check_groups(df, files, [len(fr) for fr in frames])
     return df, emb, stored
+
+
+def _concatenate(parts: list[np.ndarray]) -> np.ndarray:
+    """The files' rows as one aligned array (`arrays.aligned`): a single file's array is used as it is."""
+    if len(parts) == 1:
+        return aligned(parts[0])
+    out = aligned_empty((sum(len(p) for p in parts), *parts[0].shape[1:]), parts[0].dtype)
+    np.concatenate(parts, out=out)
+    return out
 
 
 def read_frame(path: str | Path) -> pd.DataFrame:
@@ -70,17 +79,58 @@ def read_frame(path: str | Path) -> pd.DataFrame:
     return pd.concat(raw, ignore_index=True) if len(raw) > 1 else raw[0]
 
 
-def _read_validated(path: Path) -> tuple[list[Path], list, list[pd.DataFrame], list[dict]]:
-    """Read and validate every file of `path`: (files, raw tables, validated frames, embeddings per file)."""
+def _read_validated(path: Path, keep_tables: bool = True) -> tuple[list[Path], list, list[pd.DataFrame], list[dict]]:
+    """Read and validate every file of `path`: (files, raw tables, validated frames, embeddings per file).
+
+    Without `keep_tables` (raw tables returned as None), Parquet files are streamed by record batch into
+    the final embedding arrays, so that reading holds the embeddings once, plus one batch."""
     files = _list_files(path)
     tables, frames, embeddings = [], [], []
     for f in files:
-        table, is_jsonl = _read_file(f)
-        df, emb = _validate(table, f, is_jsonl)
+        if not keep_tables and SUFFIXES[f.suffix.lower()] == "parquet":
+            table, (df, emb) = None, _read_parquet_streamed(f)
+        else:
+            table, is_jsonl = _read_file(f)
+            df, emb = _validate(table, f, is_jsonl)
         tables.append(table)
         frames.append(df)
         embeddings.append(emb)
     return files, tables, frames, embeddings
+
+
+STREAM_ROWS = 16_384  # rows per record batch when a Parquet file is streamed
+
+
+def _read_parquet_streamed(f: Path) -> tuple[pd.DataFrame, dict]:
+    """`_validate` of a Parquet file, one record batch at a time, each batch's embeddings copied into one
+    aligned (N, D) array per column as it is checked (rows numbered from the start of the file)."""
+    try:
+        pf = pq.ParquetFile(f, pre_buffer=False, buffer_size=1 << 20)  # read pages as needed, not whole row groups
+        n = pf.metadata.num_rows
+        if n == 0:
+            raise PluralError(f"{f}: the table is empty (no rows)")
+        frames, emb, start = [], {}, 0
+        for batch in pf.iter_batches(batch_size=STREAM_ROWS, use_threads=False):
+            df, e = _validate(pa.Table.from_batches([batch]), f, False, offset=start)
+            for k, v in e.items():
+                if isinstance(v, PendingTexts):
+                    emb.setdefault(k, PendingTexts([], f)).extend(v)
+                    continue
+                if k not in emb:
+                    emb[k] = aligned_empty((n, v.shape[1]), np.float32)
+                if v.shape[1] != emb[k].shape[1]:
+                    raise PluralError(f"{where(f, k, start)}: ragged embeddings: length {v.shape[1]}, expected "
+                                      f"{emb[k].shape[1]}")
+                emb[k][start:start + len(v)] = v
+            frames.append(df)
+            start += len(df)
+            del batch, e
+            pa.default_memory_pool().release_unused()  # hand the batch's buffers back before the next one
+    except PluralError:
+        raise
+    except (OSError, pa.ArrowException) as e:
+        raise PluralError(f"{f}: cannot read file ({type(e).__name__}: {str(e).splitlines()[0][:200]})")
+    return (pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]), emb
 
 
 def _check_files(path: Path, files: list[Path], frames: list[pd.DataFrame], embeddings: list[dict]) -> None:
@@ -241,12 +291,14 @@ def _line(is_jsonl: bool, row: int, f: Path) -> int | None:
     return None
 
 
-def _validate(table, f: Path, is_jsonl: bool) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
-    """Check one file; return its non-embedding columns as a DataFrame and its embeddings as arrays
-    (`PendingTexts` for the columns of a text-only table, still to be embedded)."""
+def _validate(table, f: Path, is_jsonl: bool, offset: int = 0) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """Check one file (or the part of it starting at row `offset`); return its non-embedding columns as a
+    DataFrame and its embeddings as arrays (`PendingTexts` for the columns of a text-only table, still to be
+    embedded)."""
     cols = set(table.column_names)
 
     def fail(column, row, msg):
+        row = None if row is None else row + offset
         raise PluralError(f"{where(f, column, row, _line(is_jsonl, row, f) if row is not None else None)}: {msg}")
 
     if "user_id" not in cols:
@@ -329,6 +381,8 @@ def _float_column(col, name, fail) -> np.ndarray:
                 fail(name, i, "missing value")
             if isinstance(v, bool) or not isinstance(v, (int, float)):
                 fail(name, i, f"wrong type: expected a number, got {type(v).__name__} {v!r:.40}")
+            if isinstance(v, int) and abs(v) > 1.7e308:
+                fail(name, i, "non-finite value (an integer too large for a float)")
         arr = np.asarray(values, dtype=np.float64)
     bad = np.flatnonzero(~np.isfinite(arr))
     if bad.size:

@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from plural.errors import PluralError, where
+from plural.files import atomic_path
 
 JSONL = (".jsonl", ".json", ".ndjson")
 KINDS = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
@@ -201,6 +202,7 @@ def _read_csv(path: Path) -> Rows:
     records, lines = [], []
     with _open_text(path) as fh:
         reader = csv.DictReader(fh, strict=True)  # strict: an unterminated quote is an error, not a swallowed rest
+        prev = 0
         try:
             if not reader.fieldnames:
                 raise PluralError(f"{path}: the file is empty (no header row)")
@@ -286,18 +288,18 @@ def _stats_line(stats: dict) -> str:
 
 
 def write_table(df: pd.DataFrame, out: str | Path) -> Path:
-    """Write a table as Parquet or JSON Lines, by suffix."""
+    """Write a table as Parquet or JSON Lines, by suffix, atomically."""
     out = Path(out)
     suffix = out.suffix.lower()
     if suffix not in (".parquet", ".pq", ".jsonl", ".json", ".ndjson"):
         raise PluralError(f"{out}: unknown output type '{out.suffix}' (expected .parquet or .jsonl)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if suffix in (".parquet", ".pq"):
-        df.to_parquet(out, index=False)
-    else:
-        with open(out, "w", encoding="utf-8") as fh:
-            for rec in df.to_dict(orient="records"):
-                fh.write(json.dumps({k: _jsonable(v) for k, v in rec.items()}, ensure_ascii=False) + "\n")
+    with atomic_path(out) as tmp:  # a killed conversion leaves no half-written table
+        if suffix in (".parquet", ".pq"):
+            df.to_parquet(tmp, index=False)
+        else:
+            with open(tmp, "w", encoding="utf-8") as fh:
+                for rec in df.to_dict(orient="records"):
+                    fh.write(json.dumps({k: _jsonable(v) for k, v in rec.items()}, ensure_ascii=False) + "\n")
     return out
 
 

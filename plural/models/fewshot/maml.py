@@ -10,6 +10,8 @@ where A (`adapt_params`) is every parameter ("all") or the last layer ("head", a
 ICLR 2020, which keeps MAML's accuracy at a fraction of the state), L_C = mean_j -log sigma(r(x_j, y_w,j)
 - r(x_j, y_l,j)) over C, and alpha = `inner_lr` (a scalar), or with `learn_inner_lr` one learnable rate
 per adapted parameter entry (Meta-SGD, Li et al., 2017). A user's state is phi_S (a flat dict of arrays).
+Departure: each inner gradient is clipped to global norm `inner_clip` (10; it does not bind on unit-norm
+embeddings, and keeps the inner loop finite on embeddings of large norm, where plain SGD steps diverge).
 
 Meta-training draws users with a context set C_u and disjoint targets T_u (`UserBatches`):
 
@@ -39,7 +41,7 @@ class MetaMLP(nnx.Module):
     that a user's adapted weights can replace some of them functionally."""
 
     def __init__(self, d_in: int, hidden: tuple[int, ...], rngs: nnx.Rngs, activation: str, adapt_params: str,
-                 inner_lr: float, learn_inner_lr: bool):
+                 inner_lr: float, learn_inner_lr: bool, inner_clip: float = 0.0):
         dims = (d_in, *hidden, 1)
         init = nnx.initializers.lecun_normal()
         self.w = nnx.List([nnx.Param(init(rngs.params(), (a, b))) for a, b in zip(dims[:-1], dims[1:])])
@@ -47,7 +49,7 @@ class MetaMLP(nnx.Module):
         self.activation = activation
         last = len(dims) - 2
         self.scope = tuple(f"{k}{i}" for i in range(last + 1) for k in "wb") if adapt_params == "all" else (f"w{last}", f"b{last}")
-        self.scalar_lr = inner_lr
+        self.scalar_lr, self.clip = inner_lr, inner_clip
         # Meta-SGD: one learnable rate per adapted entry, starting at inner_lr
         self.lr = nnx.List([nnx.Param(jnp.full(self.weights()[k].shape, inner_lr)) for k in self.scope]) if learn_inner_lr else None
 
@@ -85,6 +87,9 @@ class MetaMLP(nnx.Module):
             g = jax.grad(loss)(f)
             if first_order:
                 g = jax.lax.stop_gradient(g)
+            if self.clip:  # global-norm clip: a factor of exactly 1 below the threshold (results unchanged there)
+                norm = jnp.sqrt(jnp.maximum(sum(jnp.sum(v ** 2) for v in g.values()), 1e-24))  # no sqrt'(0): a
+                g = {k: v * jnp.minimum(1.0, self.clip / norm) for k, v in g.items()}  # user without shots has g = 0
             return {k: f[k] - (lr[k] if lr is not None else self.scalar_lr) * g[k] for k in f}, None
 
         fast, _ = jax.lax.scan(step, fast, None, length=steps)
