@@ -221,6 +221,7 @@ def _rows(db: Path) -> int:
         return 0
 
 
+@pytest.mark.slow  # a subprocess killed part way (~18 s); run with pytest -m slow
 def test_embed_killed_keeps_finished_chunks_and_rerun_gives_the_same_output(tmp_path, monkeypatch):
     from plural.embed.tables import embed_table
 
