@@ -287,11 +287,30 @@ def bench_palette(communities: int = 200, pairs: int = 500, steps: int = 50, out
     return res
 
 
+_FIRST_CHUNK_PROBE = """
+import os, sys, time
+from plural import train  # first: plural sets the CPU device count before JAX starts
+import jax
+run_chunk = train.Trainer._run_chunk
+def timed_chunk(self, *args, **kwargs):
+    out = jax.block_until_ready(run_chunk(self, *args, **kwargs))
+    if not getattr(timed_chunk, "seen", False):
+        timed_chunk.seen = True
+        print("FIRST_CHUNK", time.time() - float(os.environ["PLURAL_BENCH_T0"]), flush=True)
+    return out
+train.Trainer._run_chunk = timed_chunk
+from plural.cli import main
+sys.exit(main())
+"""
+
+
 def bench_startup(steps: int = 20, out: str | None = None) -> dict:
     """Start-up of the command line: `plural fit` (PAL-A, `steps` steps, validation every 10) and `plural evaluate`
     (10 shots) of a small simulated population, each run twice as a fresh process against one empty cache folder
     (`PLURAL_CACHE`): the first run compiles and stores its programs, the second loads them. Times are end to end
-    (start of the process to its exit), so they bound the time to the first step from above."""
+    (start of the process to its exit), and for `fit` also from the spawn to the end of its first compiled chunk
+    of steps (`fit_*_first_chunk_s`: 10 steps, up to the first validation), an upper bound on the time to the
+    first step."""
     import os
     import subprocess
     import sys
@@ -305,13 +324,17 @@ def bench_startup(steps: int = 20, out: str | None = None) -> dict:
         simulate_ideal_point(IdealPointConfig(n_users=60, n_unseen=20, seed=0)).write(tmp / "pop")
         env = {**os.environ, "PLURAL_CACHE": str(tmp / "cache")}
         env.pop("PLURAL_JIT_CACHE", None)
-        cmd = [sys.executable, "-c", "import sys; from plural.cli import main; sys.exit(main())"]
+        # the child prints when its first compiled chunk of steps has run, counted from before it was spawned
+        cmd = [sys.executable, "-c", _FIRST_CHUNK_PROBE]
 
-        def timed(args):
+        def timed(args, key=None):
             start = time.perf_counter()
-            done = subprocess.run(cmd + args, env=env, capture_output=True, text=True)
+            done = subprocess.run(cmd + args, env={**env, "PLURAL_BENCH_T0": repr(time.time())}, capture_output=True,
+                                  text=True)
             if done.returncode:
                 raise RuntimeError(f"plural {' '.join(args)} failed: {done.stderr.strip()[-500:]}")
+            if key and "FIRST_CHUNK" in done.stdout:
+                res[key] = float(done.stdout.split("FIRST_CHUNK")[1].split()[0])
             return time.perf_counter() - start
 
         start = time.perf_counter()
@@ -320,7 +343,8 @@ def bench_startup(steps: int = 20, out: str | None = None) -> dict:
         for run in ("first", "second"):
             res[f"fit_{run}_s"] = timed(["fit", "--model", "pal-a", "--data", str(tmp / "pop" / "train.parquet"),
                                          "--val", str(tmp / "pop" / "val.parquet"), "--out", str(tmp / f"run_{run}"),
-                                         "--set", f"train.steps={steps}", "--set", "train.eval_every=10"])
+                                         "--set", f"train.steps={steps}", "--set", "train.eval_every=10"],
+                                        key=f"fit_{run}_first_chunk_s")
             res[f"evaluate_{run}_s"] = timed(["evaluate", "--run", str(tmp / f"run_{run}"), "--data",
                                               str(tmp / "pop" / "test.parquet"), "--shots", "10",
                                               "--out", str(tmp / f"m_{run}.json")])

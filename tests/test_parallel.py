@@ -1,6 +1,7 @@
 """Meshes, replicas and hosts: the automatic mesh shape, replica padding, and a grid run by two processes
 (`jax.distributed`, gloo collectives on the CPU) that writes the tables one process writes."""
 
+import json
 import os
 import socket
 import subprocess
@@ -134,3 +135,13 @@ def test_the_command_keeps_compiled_programs_in_the_cache_folder(tiny, tmp_path)
                               env={**env, "PLURAL_CACHE": str(cache), "PLURAL_JIT_CACHE": flag})
         assert done.returncode == 0, done.stderr[-2000:]
         assert any((cache / "jit").glob("*")) is expect
+
+
+@pytest.mark.slow  # benchmark plumbing (four fresh processes, ~20 s): run with -m slow
+def test_bench_startup_times_the_first_chunk_inside_each_fit(tmp_path):
+    from plural.bench import bench_startup
+
+    res = bench_startup(steps=20, out=str(tmp_path / "s.json"))
+    for run in ("first", "second"):
+        assert 0 < res[f"fit_{run}_first_chunk_s"] < res[f"fit_{run}_s"]  # measured inside the process, before exit
+    assert res["cache_mb"] > 0 and json.loads((tmp_path / "s.json").read_text())["benchmark"] == "startup"
