@@ -149,7 +149,7 @@ def user_states(result: TrainResult, train_users, data: PreferenceData, shots: i
     return RowStates(table, index), is_seen, scored
 
 
-ADAPT_CHUNK = 1024  # users adapted per call (bounds the memory of contexts and of the adaptation itself)
+ADAPT_CHUNK = 1024  # users adapted per call (set by hand: bounds the memory of contexts and of the adaptation)
 
 
 def adapt_states(result: TrainResult, ctx: dict, seed_index: int = 0):

@@ -46,20 +46,25 @@ def write_parquet(df: pd.DataFrame, path: str | Path) -> None:
     A pass-through column whose values mix types (a JSON Lines column with ints in some rows and strings
     in others, which Parquet cannot hold) is written as each value's JSON text, said on stderr per column."""
     import pyarrow as pa
+    import pyarrow.parquet as pq
 
     path = Path(path)
-    df = df.copy(deep=False)
-    for c in df.columns:
-        if df[c].dtype == object:
-            try:
-                pa.array(df[c])
-            except (pa.ArrowException, TypeError, ValueError, OverflowError):
-                kinds = sorted({type(v).__name__ for v in df[c] if v is not None})
-                print(f"plural: column '{c}' mixes value types ({', '.join(kinds)}): written to {path} as JSON text",
-                      file=sys.stderr)
-                df[c] = [None if v is None else json.dumps(v, default=str) for v in df[c]]
+    try:
+        table = pa.Table.from_pandas(df, preserve_index=False)  # the one conversion, when every column converts
+    except (pa.ArrowException, TypeError, ValueError, OverflowError):
+        df = df.copy(deep=False)
+        for c in df.columns:
+            if df[c].dtype == object:
+                try:
+                    pa.array(df[c])
+                except (pa.ArrowException, TypeError, ValueError, OverflowError):
+                    kinds = sorted({type(v).__name__ for v in df[c] if v is not None})
+                    print(f"plural: column '{c}' mixes value types ({', '.join(kinds)}): written to {path} as JSON "
+                          "text", file=sys.stderr)
+                    df[c] = [None if v is None else json.dumps(v, default=str) for v in df[c]]
+        table = pa.Table.from_pandas(df, preserve_index=False)
     with atomic_path(path) as tmp:
-        df.to_parquet(tmp, index=False)
+        pq.write_table(table, tmp)
 
 
 # -- atomic files -------------------------------------------------------------------------------------------

@@ -98,7 +98,7 @@ def _read_validated(path: Path, keep_tables: bool = True) -> tuple[list[Path], l
     return files, tables, frames, embeddings
 
 
-STREAM_ROWS = 16_384  # rows per record batch when a Parquet file is streamed
+STREAM_ROWS = 16_384  # rows per record batch when a Parquet file is streamed (set by hand: bounds the batch's memory)
 
 
 def _read_parquet_streamed(f: Path) -> tuple[pd.DataFrame, dict]:

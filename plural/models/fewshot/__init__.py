@@ -62,8 +62,9 @@ class FewShotHparams:
     inner_steps: PositiveInt = 5  # S gradient steps on a user's pairs (training and adaptation)
     inner_lr: NonNegative = 0.1  # alpha
     inner_clip: NonNegative = 10.0  # most global norm of one inner step's gradient (0: none). Set by hand, not
-    # swept: ~3x the largest seen on the ideal-point population (2.98, trained MAML, 10 shots; Reptile 1.06), so
-    # it does not bind on unit-norm embeddings; it keeps the inner loop finite on embeddings of norm ~100 and more
+    # swept: ~3.5x the largest on the validation table of the default ideal-point population (`plural simulate`:
+    # 2.76 for MAML fitted with its defaults, 10 shots of each of the 90 validation users; Reptile 0.92), so it
+    # does not bind on unit-norm embeddings; it keeps the inner loop finite on embeddings of norm ~100 and more
     first_order: bool = False  # maml: stop the outer gradient at the inner gradients (FOMAML)
     learn_inner_lr: bool = False  # maml: one learnable inner rate per adapted weight (Meta-SGD)
     adapt_params: Literal["all", "head"] = "all"  # which weights the inner loop adapts (head: last layer)
