@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import platform
 import time
 from pathlib import Path
@@ -418,6 +419,88 @@ def bench_embed(texts: int = 256, batch_size: int = 64, out: str | None = None, 
     return res
 
 
+def bench_embed_table(texts: int = 1_000_000, kill_at: float = 0.5, block: int | None = None,
+                      out: str | None = None) -> dict:
+    """`plural embed` of a table of `texts` short distinct texts (texts / 2 rows of chosen / rejected, 3-12
+    vocabulary words each), run as a user would: a fresh process, killed with SIGKILL once the cache holds
+    `kill_at` of the texts, then run again to the end. Reports each run's time and peak resident memory, the
+    texts the second run found in the cache and the ones it encoded, against the bytes of all the table's
+    embeddings (which `plural embed` streams to disk block by block and never holds at once)."""
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+    import tempfile
+
+    import pandas as pd
+
+    from plural.embed import get_encoder, minilm
+
+    words = np.array(sorted(t for t in get_encoder("minilm").tokenizer.get_vocab()
+                            if t.isascii() and t.isalpha() and len(t) > 1))
+    rng = np.random.default_rng(0)
+    rows = texts // 2
+    picks = rng.integers(0, len(words), size=(2 * rows, 12))
+    corpus = [" ".join(words[p[:k]]) for p, k in zip(picks, rng.integers(3, 13, size=2 * rows))]
+    res = {"benchmark": "embed_table", "texts": 2 * rows, "rows": rows, "distinct": len(set(corpus)),
+           "embeddings_gb": 2 * rows * minilm.DIM * 4 / 1e9, "runs": []}
+    wrapper = ("import resource, sys; from plural.cli import main; code = main(sys.argv[1:]); "
+               "print('PEAK', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(code)")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        table = tmp / "texts.parquet"
+        pd.DataFrame({"user_id": [f"u{i % 1000}" for i in range(rows)], "chosen": corpus[:rows],
+                      "rejected": corpus[rows:]}).to_parquet(table)
+        del corpus
+        env = dict(os.environ, PLURAL_CACHE=str(tmp / "cache"))
+        if block:
+            env["PLURAL_EMBED_BLOCK"] = str(block)
+        db = tmp / "cache" / "embeddings" / f"{minilm.NAME}.sqlite"
+        cmd = [sys.executable, "-c", wrapper, "embed", str(table), str(tmp / "out.parquet")]
+
+        def cached() -> int:
+            try:
+                con = sqlite3.connect(db, timeout=5)
+                try:
+                    return con.execute("SELECT COUNT(*) FROM emb").fetchone()[0]
+                finally:
+                    con.close()
+            except sqlite3.OperationalError:
+                return 0
+
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        peak = 0.0
+        while proc.poll() is None and cached() < kill_at * texts:
+            try:
+                status = Path(f"/proc/{proc.pid}/status").read_text()
+                peak = max(peak, int(next(ln for ln in status.splitlines() if ln.startswith("VmHWM:")).split()[1]) / 1e6)
+            except (OSError, StopIteration):
+                pass
+            time.sleep(1.0)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        res["runs"].append({"run": "killed", "s": time.perf_counter() - start, "cached_at_kill": cached(),
+                            "peak_rss_gb": peak, "killed": proc.returncode == -signal.SIGKILL})
+        start = time.perf_counter()
+        p = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        if p.returncode:
+            raise RuntimeError(p.stderr[-2000:])
+        line = p.stdout.split("PEAK")[0].strip().splitlines()[-1]
+        res["runs"].append({"run": "resumed", "s": time.perf_counter() - start, "report": line,
+                            "peak_rss_gb": int(p.stdout.split("PEAK")[-1].split()[0]) * 1024 / 1e9})
+        import pyarrow.parquet as pq
+
+        meta = pq.ParquetFile(tmp / "out.parquet").metadata
+        res.update(out_rows=meta.num_rows, out_row_groups=meta.num_row_groups,
+                   out_gb=(tmp / "out.parquet").stat().st_size / 1e9, cache_rows=cached())
+    res["texts_per_s"] = res["texts"] / sum(r["s"] for r in res["runs"])
+    res["peak_over_embeddings"] = max(r["peak_rss_gb"] for r in res["runs"]) / res["embeddings_gb"]
+    res.update(_environment())
+    _report(res, out)
+    return res
+
+
 def eval_table(rows: int, dim: int, unseen: float, user_rows: int, seen_users: int = 64, seed: int = 0) -> PreferenceData:
     """`rows` random comparisons (embeddings as `random_table`'s, drawn in float32): a fraction `unseen` of them
     from unseen users n0, n1, ... with `user_rows` rows each, the rest from the users u0 .. u{seen_users-1} of
@@ -512,9 +595,10 @@ def bench_evaluate(rows=(10_000, 100_000, 1_000_000), unseen: float = 0.1, shots
     return res
 
 
-def memory_table(path: Path, rows: int, dim: int, n_users: int = 1000, seed: int = 0) -> int:
-    """Write `rows` random comparisons (chosen / rejected / prompt embeddings of size `dim`, float32 lists)
-    as Parquet, in row groups of 100k; returns the bytes of the embedding arrays as plural holds them."""
+def memory_table(path: Path, rows: int, dim: int, n_users: int = 1000, seed: int = 0, prompt: bool = True) -> int:
+    """Write `rows` random comparisons (chosen / rejected and, with `prompt`, prompt embeddings of size `dim`,
+    float32 lists) as Parquet, in row groups of 100k; returns the bytes of the embedding arrays as plural
+    holds them."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -523,29 +607,30 @@ def memory_table(path: Path, rows: int, dim: int, n_users: int = 1000, seed: int
     for start in range(0, rows, 100_000):
         n = min(100_000, rows - start)
         cols = {"user_id": pa.array([f"u{i % n_users}" for i in range(start, start + n)])}
-        for k in ("prompt_embedding", "chosen_embedding", "rejected_embedding"):
+        for k in ("prompt_embedding", "chosen_embedding", "rejected_embedding")[0 if prompt else 1:]:
             values = pa.array((rng.standard_normal((n, dim), np.float32) / np.float32(math.sqrt(dim))).ravel())
             cols[k] = pa.ListArray.from_arrays(pa.array(np.arange(n + 1, dtype=np.int32) * dim), values)
         table = pa.table(cols)
         writer = writer or pq.ParquetWriter(path, table.schema)
         writer.write_table(table)
     writer.close()
-    return rows * dim * 3 * 4
+    return rows * dim * (3 if prompt else 2) * 4
 
 
-def bench_memory(sizes=(100_000, 1_000_000), dim: int = 384, steps: int = 20, out: str | None = None) -> dict:
+def bench_memory(sizes=(100_000, 1_000_000), dim: int = 384, steps: int = 20, out: str | None = None,
+                 prompt: bool = True) -> dict:
     """Peak resident memory of `plural fit` (BT, `steps` steps, no validation split) on random tables of
-    each size in `sizes` (pairs, D = `dim`, prompt and response embeddings), each fit a fresh process,
-    against the bytes of the table's embedding arrays (float32)."""
+    each size in `sizes` (pairs, D = `dim`, response embeddings and, with `prompt`, prompt embeddings),
+    each fit a fresh process, against the bytes of the table's embedding arrays (float32)."""
     import subprocess
     import sys
     import tempfile
 
-    res = {"benchmark": "memory", "dim": dim, "steps": steps, "sizes": []}
+    res = {"benchmark": "memory", "dim": dim, "steps": steps, "prompt_embeddings": prompt, "sizes": []}
     with tempfile.TemporaryDirectory() as tmp:
         for rows in sizes:
             table = Path(tmp) / f"t{rows}.parquet"
-            arrays = memory_table(table, rows, dim)
+            arrays = memory_table(table, rows, dim, prompt=prompt)
             cmd = [sys.executable, "-c", "import resource, sys; from plural.cli import main; code = main(sys.argv[1:]); "
                    "print('PEAK', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(code)",
                    "fit", "--model", "bt", "--data", str(table), "--out", str(Path(tmp) / f"run{rows}"),

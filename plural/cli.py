@@ -150,6 +150,11 @@ def _parser() -> argparse.ArgumentParser:
     bp.add_argument("--pairs", type=int, default=500, help="training pairs per community")
     bp.add_argument("--steps", type=int, default=50)
     bp.add_argument("--out", default=None)
+    bt = bsub.add_parser("embed-table", help="plural embed of a table of many short texts, killed part way and run "
+                         "again: time, peak memory, texts kept")
+    bt.add_argument("--texts", type=int, default=1_000_000)
+    bt.add_argument("--kill-at", type=float, default=0.5, help="kill once the cache holds this fraction of the texts")
+    bt.add_argument("--out", default=None)
     be = bsub.add_parser("embed", help="offline embedder: texts/s of the JAX encoder vs the plain numpy forward")
     be.add_argument("--texts", type=int, default=256)
     be.add_argument("--batch-size", type=int, default=64)
@@ -169,6 +174,7 @@ def _parser() -> argparse.ArgumentParser:
     bm.add_argument("--pairs", default="100000,1000000,2000000", help="comma-separated table sizes (pairs)")
     bm.add_argument("--dim", type=int, default=384)
     bm.add_argument("--steps", type=int, default=20)
+    bm.add_argument("--no-prompt", action="store_true", help="tables without prompt embeddings (response embeddings only)")
     bm.add_argument("--out", default=None)
     return p
 
@@ -239,8 +245,8 @@ def _dispatch(args) -> int:
         from plural.embed.tables import embed_table
 
         r = embed_table(args.input, args.out, embedder=args.embedder)
-        print(f"{r['rows']} rows, {r['texts']} texts ({r['distinct']} distinct) embedded to {r['dim']} dims: "
-              f"{', '.join(r['columns'])} -> {r['out']}")
+        print(f"{r['rows']} rows, {r['texts']} texts ({r['distinct']} distinct; {r['cached']} found in the cache, "
+              f"{r['computed']} encoded) embedded to {r['dim']} dims: {', '.join(r['columns'])} -> {r['out']}")
     elif args.command == "evaluate":
         from plural.data import read_table
         from plural.evaluate import metrics, predict
@@ -363,13 +369,16 @@ def _dispatch(args) -> int:
             bench.bench_adapt(tuple(args.models.split(",")), args.shots, args.dim, args.users, args.out)
         elif args.bench == "palette":
             bench.bench_palette(args.communities, args.pairs, args.steps, args.out)
+        elif args.bench == "embed-table":
+            bench.bench_embed_table(args.texts, args.kill_at, out=args.out)
         elif args.bench == "embed":
             bench.bench_embed(args.texts, args.batch_size, args.out, args.repeats)
         elif args.bench == "evaluate":
             bench.bench_evaluate(tuple(int(n) for n in args.rows.split(",")), args.unseen, args.shots, args.model,
                                  args.user_rows, args.dim, args.steps, args.out)
         elif args.bench == "memory":
-            bench.bench_memory(tuple(int(n) for n in args.pairs.split(",")), args.dim, args.steps, args.out)
+            bench.bench_memory(tuple(int(n) for n in args.pairs.split(",")), args.dim, args.steps, args.out,
+                               prompt=not args.no_prompt)
     return 0
 
 

@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import sys
+from glob import escape as glob_escape
 from pathlib import Path
 
 import pandas as pd
@@ -75,8 +76,9 @@ def atomic_path(path: str | Path):
     so readers (and a killed writer) see the old file or the whole new one. On error it is removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_orphans(path)
     while True:  # a fresh name (not mkstemp: its 0600 mode would become the file's)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+        tmp = path.with_name(f".{path.name}.{_HOST}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
         try:
             open(tmp, "x").close()
             break
@@ -90,6 +92,25 @@ def atomic_path(path: str | Path):
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+_HOST = "".join(c if c.isalnum() or c == "-" else "-" for c in os.uname().nodename)[:40] or "host"
+
+
+def _remove_orphans(path: Path) -> None:
+    """Delete the temporary files of `path` left by a killed writer: those named for this host whose process
+    is gone. Another host's (a shared file system) or a live process's are left alone."""
+    for tmp in path.parent.glob(f".{glob_escape(path.name)}.{_HOST}.*.tmp"):
+        pid = tmp.name[len(path.name) + len(_HOST) + 3:].split(".")[0]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        except OSError:  # alive, under another user
+            pass
 
 
 def write_atomic(path: str | Path, data: str | bytes) -> None:

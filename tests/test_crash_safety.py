@@ -1,6 +1,7 @@
 """Crash safety: damaged run files are one-line errors naming the file, `fit --resume` falls back to the
-previous good checkpoint, every run / output file is written atomically, and `plural embed` killed with
-SIGKILL keeps the chunks it finished (a rerun computes only the rest and writes the same bytes)."""
+previous good checkpoint, every run / output file is written atomically, `plural embed` killed with
+SIGKILL keeps the chunks it finished (a rerun computes only the rest and writes the same bytes), and
+`plural convert` killed while writing leaves the earlier table whole (the rerun writes the same bytes)."""
 
 import json
 import os
@@ -288,3 +289,49 @@ def test_embed_chunks_do_not_depend_on_what_the_cache_holds(tmp_path, monkeypatc
     monkeypatch.setenv("PLURAL_EMBED_CHUNK", "0")
     with pytest.raises(PluralError, match="chunk size"):
         embed.embed_texts(["x"], cache_dir=False)
+
+
+# -- plural convert, killed --------------------------------------------------------------------------------
+
+def _shp_dump(folder: Path, posts: int = 4000) -> Path:
+    """SHP's published layout (one folder per subreddit, JSON Lines per split) with `posts` x 5 rows."""
+    rng = np.random.default_rng(0)
+    for sub in ("askculinary", "legaladvice"):
+        (folder / sub).mkdir(parents=True)
+        with open(folder / sub / "train.json", "w") as f:
+            for p in range(posts // 2):
+                for c in range(5):
+                    a, b = (int(x) for x in rng.integers(1, 200, 2))
+                    f.write(json.dumps({"post_id": f"{sub}{p}", "domain": f"{sub}_train", "history": f"question {p} " * 8,
+                                        "human_ref_A": f"answer A {p}.{c} " * 10, "human_ref_B": f"answer B {p}.{c} " * 10,
+                                        "labels": int(a > b), "score_A": a, "score_B": b,
+                                        "score_ratio": max(a, b) / min(a, b)}) + "\n")
+    return folder
+
+
+@pytest.mark.slow  # a 40k-row conversion in a subprocess, killed while it writes (~15 s); run with pytest -m slow
+def test_convert_killed_while_writing_keeps_the_old_output_and_a_rerun_gives_the_uninterrupted_bytes(tmp_path):
+    from plural.data.sources import convert
+
+    dump = _shp_dump(tmp_path / "shp")
+    out = tmp_path / "shp.jsonl"
+    out.write_text("an earlier conversion\n")
+    cmd = [sys.executable, "-c", "import sys; from plural.cli import main; sys.exit(main(sys.argv[1:]))",
+           "convert", "shp", str(dump), str(out), "--set", "min_score_ratio=1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(tmp_path.glob(".shp.jsonl.*.tmp")) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.001)
+        proc.send_signal(signal.SIGKILL)  # while the table is being written
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
+    assert list(tmp_path.glob(".shp.jsonl.*.tmp"))  # it was killed mid-write ...
+    assert out.read_text() == "an earlier conversion\n"  # ... and the earlier table is whole
+
+    again = convert("shp", dump, out, min_score_ratio=1.0)
+    assert len(again.table) > 10_000
+    ref = convert("shp", dump, tmp_path / "uninterrupted.jsonl", min_score_ratio=1.0)
+    assert out.read_bytes() == ref.out.read_bytes()
+    assert not list(tmp_path.glob(".*.tmp"))  # the killed run's temporary file went with the rerun

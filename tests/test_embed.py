@@ -278,3 +278,51 @@ def test_bench_embed_writes_its_json(tmp_path, capsys):
     assert res["texts"] == 6 and res["jax_texts_per_s"] > 0 and res["numpy_texts_per_s"] > 0
     assert res["speedup"] == pytest.approx(res["numpy_s"] / res["jax_s"]) and res["max_abs_diff"] < 1e-4
     assert "texts/s" in capsys.readouterr().out
+
+
+def test_embed_streams_block_by_block_and_encodes_each_distinct_text_once(tmp_path, encoder, monkeypatch):
+    """A table embedded 2 rows at a time is written as one Parquet row group (JSON Lines: lines) per block,
+    holds the same embeddings as one block (to float rounding: texts share other forward passes), and a
+    text repeated across blocks is encoded once."""
+    import pyarrow.parquet as pq
+
+    from plural.embed.tables import embed_table
+
+    src = _write(tmp_path / "prefs.jsonl", _rows())
+    whole = embed_table(src, tmp_path / "whole.parquet", block=1000)
+    for suffix in (".parquet", ".jsonl"):
+        out = tmp_path / f"blocks{suffix}"
+        r = embed_table(src, out, block=2)
+        assert (r["rows"], r["texts"], r["distinct"]) == (9, 27, 7)
+        if suffix == ".parquet":
+            assert pq.ParquetFile(out).metadata.num_row_groups == 5
+            assert r["computed"] == 0 and r["cached"] == 7  # every text already in this test's cache
+        a, b = read_table(out), read_table(tmp_path / "whole.parquet")
+        for name in ("prompt", "chosen", "rejected"):
+            np.testing.assert_allclose(getattr(a, name), getattr(b, name), atol=1e-6)
+        assert list(a.frame["meta"]) == list(b.frame["meta"])
+    assert whole["computed"] == 7
+    calls, real = [], encoder.encode
+    monkeypatch.setattr(encoder, "encode", lambda texts, **kw: calls.extend(texts) or real(texts, **kw))
+    monkeypatch.setenv("PLURAL_CACHE", str(tmp_path / "empty-cache"))
+    r = embed_table(src, tmp_path / "counted.parquet", block=2)
+    assert r["computed"] == 7 and len(calls) == 7 and len(set(calls)) == 7
+
+
+def test_a_killed_writers_temporary_file_is_removed_by_the_next_write(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from plural.files import _HOST, write_atomic
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    out = tmp_path / "out.json"
+    orphan = tmp_path / f".out.json.{_HOST}.{int(dead.stdout)}.abcd1234.tmp"
+    live = tmp_path / f".out.json.{_HOST}.{os.getpid()}.abcd1234.tmp"
+    other_host = tmp_path / f".out.json.elsewhere-{_HOST}.{int(dead.stdout)}.abcd1234.tmp"
+    for f in (orphan, live, other_host):
+        f.write_text("half a file")
+    write_atomic(out, "{}")
+    assert out.read_text() == "{}"
+    assert not orphan.exists() and live.exists() and other_host.exists()

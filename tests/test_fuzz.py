@@ -6,13 +6,14 @@ with one `PluralError` line naming the file; nothing else (no other exception, n
 
 import json
 import math
+import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from plural.cli import main
@@ -246,3 +247,73 @@ def test_converters_accept_or_refuse_in_one_line(tmp_path_factory, capsys, case)
         assert not out.exists()
     else:
         assert len(read_table(out).user) > 0  # what was written is a valid table
+
+
+# -- plural embed ----------------------------------------------------------------------------------------------
+
+WORDS = ["tea", "coffee", "a short answer", "a longer answer with more words in it", "Grüße, ça va ?", "数据", "🙂"]
+BAD_TEXTS = [None, 7, 1.5, True, ["a list"], {"k": "v"}, "", " ", "x" * 100_000, "\x00zero", "é" * 3000]
+
+
+@st.composite
+def corrupted_texts(draw):
+    """(rows of a text-only table, corruptions applied, file kind, split into a directory, file damage)."""
+    n_users, per_user = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    prompt, group = draw(st.booleans()), draw(st.booleans())
+    rows = []
+    for i in range(n_users * per_user):
+        r = {"user_id": f"u{i % n_users}", "chosen": draw(st.sampled_from(WORDS)), "rejected": draw(st.sampled_from(WORDS))}
+        if prompt:
+            r["prompt"] = draw(st.sampled_from(WORDS + [None]))
+        if group:
+            r["group"] = f"g{i % n_users % 2}"
+        rows.append(r)
+    applied = []
+    for _ in range(draw(st.integers(0, 3))):
+        kind = draw(st.sampled_from(["text", "drop_column", "old_embedding", "ragged_embedding", "duplicate", "user_type",
+                                     "prompt_in_one_file"]))
+        r = rows[draw(st.integers(0, len(rows) - 1))]
+        if kind == "text":
+            r[draw(st.sampled_from(["chosen", "rejected", "prompt"]))] = draw(st.sampled_from(BAD_TEXTS))
+        elif kind == "drop_column":
+            col = draw(st.sampled_from(sorted(r)))
+            for row in rows:
+                row.pop(col, None)
+        elif kind == "old_embedding":  # an earlier embedding, to be replaced
+            for row in rows:
+                row["chosen_embedding"], row["rejected_embedding"] = [0.5, 0.5], [0.1, 0.9]
+        elif kind == "ragged_embedding":
+            r["chosen_embedding"] = [0.5]
+        elif kind == "duplicate":
+            rows.append(dict(r))
+        elif kind == "user_type":
+            r["user_id"] = draw(st.sampled_from([7, None, ["u"], ""]))
+        elif kind == "prompt_in_one_file":
+            rows[-1]["prompt"] = "only here"
+        applied.append(kind)
+    return rows, applied, draw(st.sampled_from(["jsonl", "parquet"])), draw(st.booleans()), \
+        draw(st.sampled_from([None, None, "truncate", "utf8"]))
+
+
+@settings(max_examples=int(os.environ.get("PLURAL_FUZZ_EMBED", 60)), deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(corrupted_texts())
+def test_embed_accepts_every_row_or_refuses_in_one_line(tmp_path_factory, capsys, monkeypatch, case):
+    rows, applied, kind, as_dir, damage = case
+    monkeypatch.setenv("PLURAL_CACHE", str(tmp_path_factory.getbasetemp() / "embed-fuzz-cache"))  # shared: fast
+    folder = tmp_path_factory.mktemp("fuzz")
+    path, files = _write(folder, rows, kind, as_dir, damage)
+    out = folder / "out.parquet"
+    code = main(["embed", str(path), str(out)])
+    err = capsys.readouterr().err.strip()
+    event(f"exit {code}: " + (err.split(": ", 3)[-1][:50] if code else ""))
+    assert code in (0, 2), err
+    if code == 2:
+        assert err.startswith("plural: error: ") and len(err.splitlines()) == 1, err
+        assert path.name in err, err
+        assert not out.exists() and not list(folder.glob(".*.tmp"))
+        return
+    data = read_table(out)
+    assert len(data.user) == _stored_rows(files, rows)  # every row, none dropped
+    norms = np.linalg.norm(np.concatenate([data.chosen, data.rejected]), axis=1)
+    np.testing.assert_allclose(norms, 1.0, atol=1e-4)  # every text embedded (no zero row left unfilled)

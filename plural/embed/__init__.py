@@ -63,7 +63,7 @@ def chunk_size(value: int | None = None) -> int:
 
 
 def embed_texts(texts: list[str], embedder: str = "minilm", batch_size: int = 64, cache_dir=None,
-                progress: bool | None = None, chunk: int | None = None, stats: dict | None = None) -> np.ndarray:
+                progress: bool | None = None, chunk: int | None = None, stats: dict | None = None, bar=None) -> np.ndarray:
     """Embed `texts` -> (len(texts), 384) float32 with unit-norm rows.
 
     Each distinct text is embedded once; embeddings already in the on-disk cache are not recomputed.
@@ -71,7 +71,8 @@ def embed_texts(texts: list[str], embedder: str = "minilm", batch_size: int = 64
     `~/.cache/plural/embeddings`); `False` disables the cache. `progress`: a progress bar on stderr
     (None: only when stderr is a terminal). `chunk`: distinct texts per chunk (see the module docstring;
     default `$PLURAL_EMBED_CHUNK` or `CHUNK`). `stats`: a dict to fill with the counts of "texts",
-    "distinct", "cached" (found in the cache) and "computed".
+    "distinct", "cached" (found in the cache) and "computed". `bar`: an open tqdm bar to advance by one per
+    text instead (`progress` is then unused).
     """
     _check_embedder(embedder)
     if isinstance(texts, str):
@@ -109,18 +110,22 @@ def embed_texts(texts: list[str], embedder: str = "minilm", batch_size: int = 64
     if stats is not None:
         stats.update(cached=len(unique) - todo, computed=todo)
     if todo:
+        import contextlib
+
         from plural.embed.minilm import progress_bar
 
         encoder = get_encoder(embedder)
-        with progress_bar(todo, progress) as bar:
+        with progress_bar(todo, progress) if bar is None else contextlib.nullcontext(bar) as b:
             for s in range(0, len(order), chunk):
                 part = [j for j in order[s:s + chunk] if not have[j]]
                 if not part:
                     continue
-                new = encoder.encode([unique[j] for j in part], batch_size=batch_size, bar=bar)
+                new = encoder.encode([unique[j] for j in part], batch_size=batch_size, bar=b)
                 if cache is not None:
                     cache.put([keys[j] for j in part], new)  # one transaction: the chunk is kept whole or not at all
                 out[rows[part]] = new
+    if bar is not None:
+        bar.update(len(texts) - todo)  # texts not encoded here: cached, or repeats of another
     dup = np.flatnonzero(src != np.arange(len(texts)))  # repeated texts: copy their first row
     out[dup] = out[src[dup]]
     return out

@@ -13,13 +13,16 @@ embeddings as `plural fit` on IN directly.
 Crash safety: the texts are embedded in chunks, each kept in the embedding cache as it finishes
 (`plural.embed`), so `plural embed` run again after being killed computes only the texts it had not
 finished, and writes the same OUT, bit for bit, as an uninterrupted run. OUT is written to a temporary
-file next to it and renamed over it at the end: never half a table. Memory: every embedding is held
-once (one array, each column a slice of it), plus one chunk.
+file next to it and renamed over it at the end: never half a table (a killed run's temporary file is
+removed by the next write of OUT). Memory: the rows are embedded and written `BLOCK_ROWS` at a time
+(one Parquet row group each), so memory holds the input table and one block's embeddings, not the
+table's; a text repeated across blocks is encoded once (the cache).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -29,6 +32,7 @@ import pyarrow as pa
 
 from plural.errors import PluralError, where
 
+BLOCK_ROWS = 32_768  # rows embedded and written at a time (set by hand: ~150 MB of embeddings for 3 text columns)
 OUT_SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl"}
 
 
@@ -40,21 +44,33 @@ def _drop(table, names: list[str]):
     return table.drop_columns(names)
 
 
-def embed_table(inp: str | Path, out: str | Path, embedder: str = "minilm", chunk: int | None = None) -> dict:
+def embed_table(inp: str | Path, out: str | Path, embedder: str = "minilm", chunk: int | None = None,
+                block: int | None = None, progress: bool | None = None) -> dict:
     """Embed the text columns of table `inp` and write the table with its embeddings to `out`.
 
     `chunk`: distinct texts per chunk of work kept in the cache (default `$PLURAL_EMBED_CHUNK` or
-    `plural.embed.CHUNK`). Returns {"rows", "texts", "distinct", "cached" (distinct texts found in the
+    `plural.embed.CHUNK`). `block`: rows embedded and written at a time (default `$PLURAL_EMBED_BLOCK` or
+    `BLOCK_ROWS`).
+    `progress`: one bar over the table's texts (None: when stderr is a terminal). Returns {"rows", "texts",
+    "distinct" (over the whole table), "cached" (distinct texts not encoded by this call: found in the
     cache), "computed", "dim", "columns", "out"}.
     """
     from plural.data.table import EMBEDDING_COLUMNS, PendingTexts, _check_groups, _list_files, _read_file, _validate
     from plural.embed import EMBEDDERS, _check_embedder, chunk_size, embed_texts
+    from plural.embed.minilm import progress_bar
 
     inp, out = Path(inp), Path(out)
     if out.suffix.lower() not in OUT_SUFFIXES:
         raise PluralError(f"{out}: unknown output type '{out.suffix}' (expected .parquet or .jsonl)")
     _check_embedder(embedder)
     chunk = chunk_size(chunk)
+    if block is None:
+        env = os.environ.get("PLURAL_EMBED_BLOCK", "").strip()
+        if env and not env.isdigit():
+            raise PluralError(f"PLURAL_EMBED_BLOCK={env!r}: expected a whole number of rows >= 1")
+        block = int(env) if env else BLOCK_ROWS
+    if not isinstance(block, int) or isinstance(block, bool) or block < 1:
+        raise PluralError(f"embedding block must be a whole number of rows >= 1, got {block!r}")
     files = _list_files(inp)
     frames, embeddings, replaced = [], [], set()
     for f in files:
@@ -77,52 +93,105 @@ def embed_table(inp: str | Path, out: str | Path, embedder: str = "minilm", chun
         print(f"plural: note: replacing the existing {', '.join(sorted(replaced))} column(s) of {inp}", file=sys.stderr)
     df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     _check_groups(df, files, [len(fr) for fr in frames])  # before the work: a refused table costs no embedding
+    del frames
     columns = [c for c in EMBEDDING_COLUMNS if c in embeddings[0]]
-    # one text list, column by column (files in order within a column): each column's embeddings are then
-    # a slice of the one array embed_texts returns, never copied
-    texts = [t for c in columns for e in embeddings for t in e[c]]
+    texts = {c: [t for e in embeddings for t in e[c]] for c in columns}  # each column's texts, files in order
     del embeddings
-    stats: dict = {}
-    try:
-        vectors = embed_texts(texts, embedder=embedder, chunk=chunk, stats=stats)
-    except PluralError as err:
-        raise PluralError(f"{inp}: embedding the text-only table: {err}")
-    n = len(df)
-    emb = {c: vectors[i * n:(i + 1) * n] for i, c in enumerate(columns)}
-    _write(df, emb, out)
-    return {"rows": n, "texts": stats["texts"], "distinct": stats["distinct"], "cached": stats["cached"],
-            "computed": stats["computed"], "dim": EMBEDDERS[embedder]["dim"], "columns": columns, "out": str(out)}
+    n, total = len(df), len(columns) * len(df)
+    computed = 0
+    # the table is written block by block as each block's embeddings are ready: memory holds the input and one
+    # block's embeddings, however long the table. A block's texts are encoded in the cache's chunks (see
+    # plural.embed), so a rerun after a kill recomputes only unfinished chunks and writes the same bytes.
+    with _Writer(out, df, columns, EMBEDDERS[embedder]["dim"]) as w, progress_bar(total, progress) as bar:
+        for start in range(0, n, block):
+            stop = min(n, start + block)
+            part = [t for c in columns for t in texts[c][start:stop]]
+            stats: dict = {}
+            try:
+                vectors = embed_texts(part, embedder=embedder, chunk=chunk, stats=stats, bar=bar)
+            except PluralError as err:
+                raise PluralError(f"{inp}: embedding the text-only table: {err}")
+            computed += stats["computed"]
+            m = stop - start
+            w.write(start, stop, {c: vectors[i * m:(i + 1) * m] for i, c in enumerate(columns)})
+    distinct = len({t for c in columns for t in texts[c]})
+    return {"rows": n, "texts": total, "distinct": distinct, "cached": max(0, distinct - computed),
+            "computed": computed, "dim": EMBEDDERS[embedder]["dim"], "columns": columns, "out": str(out)}
 
 
-def _write(df: pd.DataFrame, emb: dict[str, np.ndarray], out: Path) -> None:
-    """Write `df` plus the embedding columns to `out`, atomically (a temporary file renamed over it)."""
-    from plural.files import atomic_path
+class _Writer:
+    """`df`'s rows plus embedding columns, written to `out` block by block (Parquet: one row group per
+    block; JSON Lines: one line per row) into a temporary file renamed over `out` when all went well."""
 
-    try:
-        with atomic_path(out) as tmp:
-            if OUT_SUFFIXES[out.suffix.lower()] == "parquet":
+    def __init__(self, out: Path, df: pd.DataFrame, columns: list[str], dim: int):
+        self.out, self.df, self.columns, self.dim = out, df, columns, dim
+        self.parquet = OUT_SUFFIXES[out.suffix.lower()] == "parquet"
+        if self.parquet:  # checked before any embedding work: a table Parquet cannot hold costs none
+            try:
+                self.base = pa.Table.from_pandas(df, preserve_index=False)
+            except (pa.ArrowException, TypeError, ValueError) as e:
+                raise PluralError(f"{out}: a pass-through column cannot be stored as Parquet "
+                                  f"({str(e).splitlines()[0][:200]}); write .jsonl instead")
+
+    def __enter__(self):
+        from plural.files import atomic_path
+
+        self._atomic = atomic_path(self.out)
+        try:
+            tmp = self._atomic.__enter__()
+            if self.parquet:
                 import pyarrow.parquet as pq
 
-                try:
-                    table = pa.Table.from_pandas(df, preserve_index=False)
-                except (pa.ArrowException, TypeError, ValueError) as e:
-                    raise PluralError(f"{out}: a pass-through column cannot be stored as Parquet ({str(e).splitlines()[0][:200]}); "
-                                      "write .jsonl instead")
+                schema = self.base.schema
+                for c in self.columns:
+                    schema = schema.append(pa.field(c, pa.list_(pa.float32())))
+                self.sink = pq.ParquetWriter(tmp, schema)
+            else:
+                self.sink = open(tmp, "w", encoding="utf-8")
+        except OSError as e:
+            raise PluralError(f"{self.out}: cannot write ({type(e).__name__}: {e})")
+        return self
+
+    def write(self, start: int, stop: int, emb: dict[str, np.ndarray]) -> None:
+        """Rows [start, stop) of the frame with their embeddings `emb` (each (stop - start, dim))."""
+        try:
+            if self.parquet:
+                table = self.base.slice(start, stop - start)
                 for c, E in emb.items():
                     n, d = E.shape
                     offsets = pa.array(np.arange(0, n * d + 1, d, dtype=np.int32))
                     values = pa.array(np.ascontiguousarray(E, np.float32).reshape(-1))  # a view of E, no copy
                     table = table.append_column(c, pa.ListArray.from_arrays(offsets, values))
-                pq.write_table(table, tmp)
+                self.sink.write_table(table)
             else:
                 fmts = {c: "[" + ",".join(["%.9g"] * E.shape[1]) + "]" for c, E in emb.items()}  # 9 digits: float32 exact
-                with open(tmp, "w", encoding="utf-8") as fh:
-                    for i, rec in enumerate(df.to_dict(orient="records")):
-                        line = json.dumps({k: _jsonable(v) for k, v in rec.items()}, ensure_ascii=False, default=str)
-                        vecs = ", ".join(f'"{c}": {fmts[c] % tuple(E[i].tolist())}' for c, E in emb.items())
-                        fh.write(line + "\n" if not vecs else (line[:-1] + ", " if len(line) > 2 else "{") + vecs + "}\n")
-    except OSError as e:
-        raise PluralError(f"{out}: cannot write ({type(e).__name__}: {e})")
+                for i, rec in enumerate(self.df.iloc[start:stop].to_dict(orient="records")):
+                    line = json.dumps({k: _jsonable(v) for k, v in rec.items()}, ensure_ascii=False, default=str)
+                    vecs = ", ".join(f'"{c}": {fmts[c] % tuple(E[i].tolist())}' for c, E in emb.items())
+                    self.sink.write(line + "\n" if not vecs else (line[:-1] + ", " if len(line) > 2 else "{") + vecs + "}\n")
+        except OSError as e:
+            raise PluralError(f"{self.out}: cannot write ({type(e).__name__}: {e})")
+
+    def __exit__(self, kind, err, tb):
+        try:
+            self.sink.close()
+        except OSError as e:
+            if kind is None:
+                kind, err = PluralError, PluralError(f"{self.out}: cannot write ({type(e).__name__}: {e})")
+        if kind is None:
+            self._atomic.__exit__(None, None, None)
+            return False
+        self._atomic.__exit__(kind, err, tb)  # the temporary file is removed; `out` is untouched
+        if isinstance(err, PluralError):
+            raise err
+        return False
+
+
+def _write(df: pd.DataFrame, emb: dict[str, np.ndarray], out: Path) -> None:
+    """Write `df` plus the embedding columns `emb` ((len(df), dim) each) to `out`, atomically."""
+    dim = next(iter(emb.values())).shape[1] if emb else 0
+    with _Writer(out, df, list(emb), dim) as w:
+        w.write(0, len(df), emb)
 
 
 def _jsonable(v):
