@@ -193,3 +193,13 @@ def test_user_and_pair_splits(pop3):
     assert set(unseen.groups) == set(data.groups)  # every group keeps seen and unseen users
     train, test = split_pairs(data, 0.2, seed=0)
     assert train.n_pairs + test.n_pairs == data.n_pairs and set(test.users) <= set(train.users)
+
+
+@pytest.mark.slow  # a fresh fit process (~15 s); run with pytest -m slow
+def test_bench_memory_reports_the_peak_against_the_arrays(tmp_path):
+    out = tmp_path / "memory.json"
+    assert main(["bench", "memory", "--pairs", "3000", "--dim", "8", "--steps", "2", "--no-prompt", "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    (size,) = res["sizes"]
+    assert size["arrays_gb"] == 3000 * 8 * 2 * 4 / 1e9 and not res["prompt_embeddings"]
+    assert size["peak_rss_gb"] > size["arrays_gb"] and size["peak_over_arrays"] == pytest.approx(size["peak_rss_gb"] / size["arrays_gb"])

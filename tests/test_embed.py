@@ -326,3 +326,14 @@ def test_a_killed_writers_temporary_file_is_removed_by_the_next_write(tmp_path):
     write_atomic(out, "{}")
     assert out.read_text() == "{}"
     assert not orphan.exists() and live.exists() and other_host.exists()
+
+
+@pytest.mark.slow  # two fresh processes (~30 s); run with pytest -m slow
+def test_bench_embed_table_kills_and_resumes(tmp_path):
+    out = tmp_path / "embed_table.json"
+    assert main(["bench", "embed-table", "--texts", "3000", "--kill-at", "0.3", "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    killed, resumed = res["runs"]
+    assert killed["killed"] and 0 < killed["cached_at_kill"] < 3000
+    assert f"{killed['cached_at_kill']} found in the cache, {3000 - killed['cached_at_kill']} encoded" in resumed["report"]
+    assert res["out_rows"] == 1500 and res["cache_rows"] == 3000
