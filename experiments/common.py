@@ -56,3 +56,11 @@ def bt_baselines(select: bool = True, probes: bool = True) -> dict:
         out["bt-linear"] = method({"model.hidden": ()}, PROBE_LR, lr=3e-3)
         out["bt-group-linear"] = method({"model.hidden": (), "model.condition": "group"}, PROBE_LR, lr=3e-2)
     return out
+
+# Two simulated community populations (personas.communities, 19 attributes, D = 64): 8 communities x 4000
+# training pairs (seed 0) and 16 x 1000 (seed 1); experiments/palette.py and palette_variants.py.
+COMMUNITIES = {
+    "comm8": {"simulate": {"population": "communities", "n_communities": 8, "train_pairs": 4000, "seed": 0}},
+    "comm16": {"simulate": {"population": "communities", "n_communities": 16, "n_users": 16, "train_pairs": 1000,
+                            "seed": 1}},
+}

@@ -10,11 +10,7 @@ Profile recovery (mean Spearman of `plural profile` with truth.json's importance
 selected runs afterwards; it does not take part in the selection.
 """
 
-COMMUNITIES = {
-    "comm8": {"simulate": {"population": "communities", "n_communities": 8, "train_pairs": 4000, "seed": 0}},
-    "comm16": {"simulate": {"population": "communities", "n_communities": 16, "n_users": 16, "train_pairs": 1000,
-                                "seed": 1}},
-}
+from common import COMMUNITIES
 
 
 def get_config():

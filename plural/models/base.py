@@ -215,7 +215,7 @@ def masked_accuracy(margin: jax.Array, mask: jax.Array | None = None) -> jax.Arr
     return (hit * mask).sum() / jnp.maximum(mask.sum(), 1.0)
 
 
-ACTIVATIONS = {"gelu": jax.nn.gelu, "relu": jax.nn.relu, "tanh": jnp.tanh, "silu": jax.nn.silu}
+ACTIVATIONS = {"gelu": jax.nn.gelu, "relu": jax.nn.relu, "tanh": jnp.tanh, "silu": jax.nn.silu, "linear": lambda x: x}
 
 
 class StackedMLP(nnx.Module):

@@ -39,6 +39,11 @@ Departures from the paper, and why.
   counterfactual rewrites.
 - The dropout ramp is 750 steps (the release: 75% of training), because early stopping usually ends
   training well before the step budget.
+- Options, not defaults: `attention=fixed` replaces the content query by one learned weighting per
+  community, alpha = softmax(l), the same for every response; `activation=linear` makes the content layer
+  linear. On the simulated communities (whose rewards are linear with fixed weights) validation picks the
+  linear content layer with the paper's attention (experiments/palette_variants.py); the defaults stay
+  the paper's form, chosen by experiments/palette.py.
 
 One model per community (the table's `group`; a table without one is one community): every parameter
 has a leading community axis and all communities train at once, each step drawing `batch.pairs_per_group`
@@ -76,7 +81,9 @@ from plural.models.base import ACTIVATIONS, RewardModel, bt_nll, masked_accuracy
 @dataclasses.dataclass(frozen=True)
 class PaletteHparams:
     hidden: Annotated[int, Range(ge=4)] = 16  # d: width of the content and attribute representations (>= 4: the query is a quarter of it)
-    activation: Literal["gelu", "relu", "tanh", "silu"] = "gelu"
+    activation: Literal["gelu", "relu", "tanh", "silu", "linear"] = "gelu"  # of the content layer h_c
+    attention: Literal["content", "fixed"] = "content"  # content: the paper's, queried by the response; fixed: one
+    # learned weighting per community, the same for every response (see Departures)
     attr_dropout_max: Rate = 0.5  # cap of the attribute dropout probability
     dropout_ramp_steps: PositiveInt = 750  # steps over which it rises linearly from 0 to the cap (see Departures)
     scale_init: float = 0.5  # s at initialisation
@@ -112,11 +119,14 @@ class Palette(RewardModel):
         key = rngs.params
         self.w_content = nnx.Param(_init(key(), (C, d_in, d), d_in))
         self.b_content = nnx.Param(jnp.zeros((C, d)))
-        self.u = nnx.Param(_init(key(), (C, A, d), 1.0))
-        self.o = nnx.Param(jnp.zeros((C, A, d)))
-        self.w_q = nnx.Param(_init(key(), (C, d, dq), d))
-        self.w_k = nnx.Param(_init(key(), (C, d, dq), d))
-        self.v = nnx.Param(_init(key(), (C, dq), dq))
+        if hp.attention == "content":
+            self.u = nnx.Param(_init(key(), (C, A, d), 1.0))
+            self.o = nnx.Param(jnp.zeros((C, A, d)))
+            self.w_q = nnx.Param(_init(key(), (C, d, dq), d))
+            self.w_k = nnx.Param(_init(key(), (C, d, dq), d))
+            self.v = nnx.Param(_init(key(), (C, dq), dq))
+        else:  # one attention logit per attribute: uniform attention at the start, as the content query's is
+            self.logits = nnx.Param(jnp.zeros((C, A)))
         self.sign = nnx.Param(jnp.zeros((C, A)))
         self.scale = nnx.Param(jnp.full((C,), hp.scale_init))
         self.w_out = nnx.Param(_init(key(), (C, d), d))
@@ -129,19 +139,22 @@ class Palette(RewardModel):
 
     # -- one community's model ------------------------------------------------------------------------
     def _params(self):
-        return {k: getattr(self, k)[...] for k in ("w_content", "b_content", "u", "o", "w_q", "w_k", "v", "sign", "scale",
-                                                   "w_out", "b_out")}
+        attention = ("u", "o", "w_q", "w_k", "v") if self.hp.attention == "content" else ("logits",)
+        return {k: getattr(self, k)[...] for k in ("w_content", "b_content", *attention, "sign", "scale", "w_out", "b_out")}
 
     def _one(self, p, prompt, response, keep):
         """One community (params p without the community axis): reward (...,) and attention (..., A) of
         responses [e(y), a(y)] (..., D + A) with attribute mask keep (..., A) (1 = present)."""
         e, a = response[..., : self.d_emb], response[..., self.d_emb:] * keep
         h_c = ACTIVATIONS[self.hp.activation](jnp.concatenate([prompt, e], -1) @ p["w_content"] + p["b_content"])
+        value = jnp.tanh(SIGN_RATE * p["sign"]) * a  # (..., A): the signed score, one read-out for every attribute
+        if self.hp.attention == "fixed":
+            alpha = jnp.broadcast_to(jax.nn.softmax(p["logits"]), a.shape)
+            return h_c @ p["w_out"] + p["b_out"] + self.n_attr * p["scale"] * (alpha * value).sum(-1), alpha
         # k_i = W_k h_i with h_i = a_i u_i + o_i, computed as a_i (W_k u_i) + W_k o_i: no (..., A, d) tensor
         # (a dropped attribute, a_i = 0, keeps only its identity o_i)
         k = a[..., None] * (p["u"] @ p["w_k"]) + p["o"] @ p["w_k"]  # (..., A, d / 4)
         alpha = jax.nn.softmax(jnp.tanh((h_c @ p["w_q"])[..., None, :] + k) @ p["v"], -1)  # (..., A)
-        value = jnp.tanh(SIGN_RATE * p["sign"]) * a  # (..., A): the signed score, one read-out for every attribute
         return h_c @ p["w_out"] + p["b_out"] + self.n_attr * p["scale"] * (alpha * value).sum(-1), alpha
 
     def community_rewards(self, prompt, response, keep=None):
