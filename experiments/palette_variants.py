@@ -19,7 +19,9 @@ community's 1000 pairs cannot pay for. Where they are not needed, validation sho
 The script part refits each dataset's selected point alone (seed 0, `plural fit` on the grid's tables,
 early-stopped on val) and compares its `plural profile` (attention averaged over the training responses)
 with truth.json's importances: mean Spearman over communities, beside the logistic regression on the
-true attribute scores (`analysis.profiles.regression_profiles`, the ceiling). Written to profiles.csv.
+true attribute scores (`analysis.profiles.regression_profiles`, the ceiling), and the accuracy of the
+per-community logistic regression on embedding and attribute differences (`logistic_ceiling`). Written to
+profiles.csv.
 """
 
 from common import COMMUNITIES
@@ -37,6 +39,46 @@ def get_config():
         "seeds": [0, 1, 2],
         "shots": [0],
     }
+
+
+def logistic_ceiling(data, l2s=(0.1, 1.0, 10.0, 100.0)) -> dict:
+    """A per-community ridge logistic regression on [e(y_w) - e(y_l), a(y_w) - a(y_l)] (the true reward's form
+    on these populations), its ridge chosen on the val table's accuracy: expected accuracy (under the true
+    preference probabilities) on val and test, and the ridge chosen."""
+    import numpy as np
+    import pandas as pd
+
+    def arrays(split):
+        df = pd.read_parquet(data / f"{split}.parquet")
+        attrs = sorted(c[len("chosen_attr_"):] for c in df.columns if c.startswith("chosen_attr_"))
+        x = np.concatenate([np.stack(df["chosen_embedding"].to_numpy()) - np.stack(df["rejected_embedding"].to_numpy()),
+                            np.stack([df[f"chosen_attr_{a}"] - df[f"rejected_attr_{a}"] for a in attrs], 1)], 1)
+        return x, df["group"].to_numpy(), df["oracle_p"].to_numpy()
+
+    (xt, gt, _), splits = arrays("train"), {s: arrays(s) for s in ("val", "test")}
+    best = None
+    for l2 in l2s:
+        hit = {s: [] for s in splits}
+        for g in np.unique(gt):
+            x = xt[gt == g]
+            w = np.zeros(x.shape[1])
+            for _ in range(50):  # Newton steps on the ridge-penalised log-likelihood (every label is "chosen")
+                p = 1.0 / (1.0 + np.exp(-x @ w))
+                step = np.linalg.solve((x * (p * (1 - p))[:, None]).T @ x + l2 * np.eye(len(w)), x.T @ (1 - p) - l2 * w)
+                w += step
+                if np.abs(step).max() < 1e-8:
+                    break
+            for s, (xs, gs, ps) in splits.items():
+                m = gs == g
+                hit[s].append(np.stack([xs[m] @ w > 0, ps[m]], 1))
+        res = {"l2": l2}
+        for s in splits:
+            pred, p = np.concatenate(hit[s]).T
+            res[f"{s}_accuracy_observed"] = float((pred > 0).mean())  # every label is "chosen" wins
+            res[f"{s}_expected"] = float(np.where(pred > 0, p, 1 - p).mean())
+        if best is None or res["val_accuracy_observed"] > best["val_accuracy_observed"]:
+            best = res
+    return best
 
 
 def profiles(results: str) -> "pd.DataFrame":  # noqa: F821
@@ -66,8 +108,10 @@ def profiles(results: str) -> "pd.DataFrame":  # noqa: F821
             fit("palette", data / "train.parquet", Path(tmp) / "run", val_path=data / "val.parquet", overrides=sets,
                 progress=False)
             profile, _ = profile_of(load_run(Path(tmp) / "run"), read_table(data / "train.parquet"), n_boot=0)
+        lr = logistic_ceiling(data)
         rows.append({"dataset": dataset, **hp, "spearman": compare_profiles(profile, true)["spearman"].mean(),
-                     "regression_ceiling": ceiling})
+                     "regression_ceiling": ceiling, "logistic_l2": lr["l2"], "logistic_val_expected": lr["val_expected"],
+                     "logistic_test_expected": lr["test_expected"]})
         print(rows[-1], flush=True)
     out = pd.DataFrame(rows)
     out.to_csv(Path(results) / "profiles.csv", index=False)

@@ -36,6 +36,40 @@ def test_every_attribute_dropped_leaves_the_content_reward():
     np.testing.assert_allclose(np.asarray(alpha.sum(-1)), 1.0, rtol=1e-5)
 
 
+def test_fixed_attention_is_one_weighting_per_community_and_linear_content_is_affine():
+    model = Palette(SPEC, PaletteHparams(hidden=8, attention="fixed", activation="linear"), nnx.Rngs(3))
+    assert not hasattr(model, "w_q") and model.logits.shape == (3, 3)
+    r = np.random.default_rng(2)
+    model.logits[...] = jnp.asarray(r.normal(size=(3, 3)))
+    model.sign[...] = jnp.asarray(r.normal(size=(3, 3)))
+    x, y = jnp.asarray(r.normal(size=(7, 2))), jnp.asarray(r.normal(size=(7, 9)))
+    _, alpha = model.community_rewards(x, y)
+    np.testing.assert_allclose(np.asarray(alpha), np.broadcast_to(np.asarray(jax.nn.softmax(model.logits[...]))[:, None],
+                                                                   alpha.shape), rtol=1e-6)
+    # linear content layer: with the attributes dropped the reward is affine in [e(x), e(y)]
+    drop = jnp.zeros((7, 3))
+    (r1, _), (r2, _) = model.community_rewards(x, y, drop), model.community_rewards(-x, -y, drop)
+    r0, _ = model.community_rewards(0 * x, 0 * y, drop)
+    np.testing.assert_allclose(np.asarray(r1 + r2), np.asarray(2 * r0), rtol=1e-5, atol=1e-5)
+    gelu = Palette(SPEC, PaletteHparams(hidden=8), nnx.Rngs(3))
+    (g1, _), (g2, _), (g0, _) = (gelu.community_rewards(s * x, s * y, drop) for s in (1, -1, 0))
+    assert float(jnp.abs(g1 + g2 - 2 * g0).max()) > 1e-3  # (the default layer is not)
+
+
+def test_palette_options_are_checked(tmp_path, capsys):
+    simulate_communities(CommunityConfig(n_communities=2, n_attributes=3, dim=8, train_pairs=20)).write(tmp_path)
+    out = tmp_path / "run"
+    assert main(["fit", "--model", "palette", "--data", str(tmp_path / "train.parquet"), "--out", str(out),
+                 "--set", "model.attention=sideways"]) == 2
+    assert "model.attention" in capsys.readouterr().err
+    assert main(["fit", "--model", "bt", "--data", str(tmp_path / "train.parquet"), "--out", str(out),
+                 "--set", "model.activation=linear"]) == 2  # only palette's content layer may be linear
+    assert "model.activation" in capsys.readouterr().err
+    assert main(["fit", "--model", "palette", "--data", str(tmp_path / "train.parquet"), "--out", str(out),
+                 "--set", "model.attention=fixed", "--set", "model.activation=linear", "--set", "train.steps=20",
+                 "--set", "train.eval_every=0", "--set", "data.val_fraction=0"]) == 0
+
+
 def test_group_batches_draw_every_community_from_its_own_rows(tmp_path):
     simulate_communities(CommunityConfig(n_communities=5, n_attributes=3, dim=8, train_pairs=20)).write(tmp_path)
     data = read_table(tmp_path / "train.parquet")
