@@ -61,7 +61,7 @@ NAME = re.compile(r"[A-Za-z0-9_.-]+")  # an attribute name: it becomes part of a
 @dataclasses.dataclass(frozen=True)
 class ScorerHparams:
     hidden: int = 16  # H: width of each attribute's representation h_i
-    activation: Literal["gelu", "relu", "tanh", "silu"] = "gelu"
+    activation: Literal["gelu", "relu", "tanh", "silu", "linear"] = "gelu"
 
 
 class AttributeScorers(RewardModel):

@@ -62,8 +62,8 @@ def test_palette_options_are_checked(tmp_path, capsys):
     assert main(["fit", "--model", "palette", "--data", str(tmp_path / "train.parquet"), "--out", str(out),
                  "--set", "model.attention=sideways"]) == 2
     assert "model.attention" in capsys.readouterr().err
-    assert main(["fit", "--model", "bt", "--data", str(tmp_path / "train.parquet"), "--out", str(out),
-                 "--set", "model.activation=linear"]) == 2  # only palette's content layer may be linear
+    assert main(["fit", "--model", "palette", "--data", str(tmp_path / "train.parquet"), "--out", str(out),
+                 "--set", "model.activation=affine"]) == 2
     assert "model.activation" in capsys.readouterr().err
     assert main(["fit", "--model", "palette", "--data", str(tmp_path / "train.parquet"), "--out", str(out),
                  "--set", "model.attention=fixed", "--set", "model.activation=linear", "--set", "train.steps=20",

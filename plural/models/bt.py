@@ -48,7 +48,7 @@ from plural.models.base import MLP, RewardModel, active, adapt_by_gradient, bt_n
 @dataclasses.dataclass(frozen=True)
 class BTHparams:
     hidden: tuple[PositiveInt, ...] = (64,)  # MLP widths; () = a linear probe. Suite: (64,) over (256, 256)
-    activation: Literal["gelu", "relu", "tanh", "silu"] = "gelu"
+    activation: Literal["gelu", "relu", "tanh", "silu", "linear"] = "gelu"
     condition: Literal["none", "group", "user"] = "none"  # none | group (one head per group label) | user (P-RLHF user embeddings)
     input_dropout: Rate = 0.0  # dropout rate on e(y_w), e(y_l) while training
     user_dim: PositiveInt = 32  # condition=user: size of the user embedding. Suite (results/bt_user): 32 over 8

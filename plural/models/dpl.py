@@ -61,7 +61,7 @@ from plural.models.base import MLP, RewardModel, active, masked_accuracy
 class DPLHparams:
     variant: Literal["mean_var", "categorical"] = "mean_var"
     hidden: tuple[PositiveInt, ...] = (64,)
-    activation: Literal["gelu", "relu", "tanh", "silu"] = "gelu"
+    activation: Literal["gelu", "relu", "tanh", "silu", "linear"] = "gelu"
     n_atoms: Annotated[int, Range(ge=2)] = 10  # categorical: reward atoms on [0, 1]
     entropy_bonus: NonNegative = 0.1  # categorical: weight of the atoms' entropy
     min_sigma: Positive = 1e-3  # mean_var: floor on sigma (keeps the probit finite)

@@ -66,7 +66,7 @@ from plural.models.base import RewardModel, StackedMLP, masked_accuracy
 class MaxMinHparams:
     n_heads: PositiveInt = 6  # K reward models. Suite (results/mixtures): 6 over 2 and 4 (and 4 soft)
     hidden: tuple[PositiveInt, ...] = (64,)
-    activation: Literal["gelu", "relu", "tanh", "silu"] = "gelu"
+    activation: Literal["gelu", "relu", "tanh", "silu", "linear"] = "gelu"
     assignment: Literal["hard", "soft"] = "hard"  # hard: the arg-max head (the paper's); soft: posterior weights
     restarts: PositiveInt = 1  # R EM runs in one program; the one with the lowest running NLL is the model
 

@@ -89,7 +89,7 @@ from plural.models.base import ACTIVATIONS, MLP, RewardModel, bt_nll, masked_acc
 class MiCRoHparams:
     n_heads: PositiveInt = 4  # K reward heads
     hidden: tuple[PositiveInt, ...] = (64,)  # shared feature MLP widths; () = heads straight on [e(x), e(y)]
-    activation: Literal["gelu", "relu", "tanh", "silu"] = "gelu"
+    activation: Literal["gelu", "relu", "tanh", "silu", "linear"] = "gelu"
     router: bool = True  # False: constant mixture logits (the static mixture ablation)
     router_hidden: tuple[PositiveInt, ...] = ()  # () = a linear router (the release); widths of an MLP router otherwise
     router_entropy: float = 0.0  # alpha on sum_k pi_k log pi_k (the paper's 0.5); 0 selected (experiments/micro.py)

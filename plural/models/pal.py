@@ -74,7 +74,7 @@ class PALHparams:
     n_prototypes: PositiveInt = 4  # K (suite: 4 for PAL-A, 8 for PAL-B; 3..8 all within 0.01 of validation accuracy)
     latent_dim: PositiveInt = 16  # d, the size of the ideal-point space
     projector_hidden: tuple[PositiveInt, ...] = (64,)  # item projector f: e(y) -> R^d
-    activation: Literal["gelu", "relu", "tanh", "silu"] = "gelu"
+    activation: Literal["gelu", "relu", "tanh", "silu", "linear"] = "gelu"
     loss: Literal["bt", "hinge"] = "hinge"
     hinge_margin: NonNegative = 1.0
     mixture_entropy: float = 0.1  # suite: 0.1 over 0; penalty on the entropy of the seen users' mixtures

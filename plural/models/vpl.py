@@ -45,7 +45,7 @@ class VPLHparams:
     heads: PositiveInt = 4
     pair_hidden: tuple[PositiveInt, ...] = (64,)  # pair encoder MLP
     decoder_hidden: tuple[PositiveInt, ...] = (64, 64)  # reward decoder MLP
-    activation: Literal["gelu", "relu", "tanh", "silu"] = "gelu"
+    activation: Literal["gelu", "relu", "tanh", "silu", "linear"] = "gelu"
     beta: NonNegative = 1e-2  # KL weight at the top of each annealing cycle
     kl_cycle: Count = 400  # steps per cyclical-annealing cycle (0: constant beta)
     kl_ramp: Fraction = 0.5  # fraction of a cycle spent ramping beta up from 0

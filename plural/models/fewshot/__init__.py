@@ -59,7 +59,7 @@ class FewShotHparams:
     variant: Literal["maml", "reptile", "finetune", "gpo", "lore"] = "maml"
     # maml / reptile / finetune: the reward MLP and its inner loop
     hidden: tuple[PositiveInt, ...] = (64,)
-    activation: Literal["gelu", "relu", "tanh", "silu"] = "gelu"
+    activation: Literal["gelu", "relu", "tanh", "silu", "linear"] = "gelu"
     inner_steps: PositiveInt = 5  # S gradient steps on a user's pairs (training and adaptation)
     inner_lr: NonNegative = 0.1  # alpha
     inner_clip: NonNegative = 10.0  # most global norm of one inner step's gradient (0: none). Set by hand, not
