@@ -97,7 +97,7 @@ def test_python_values_of_the_wrong_type_are_refused_in_one_line(override, messa
     (["train.seed_batching=pmap"], "--set train.seed_batching=pmap: expected one of auto, vmap, map"),
     (["train.val_metric=f1"], "--set train.val_metric=f1: expected one of accuracy, nll"),
     (["model.condition=groups"], "--set model.condition=groups: expected one of none, group, user"),
-    (["model.activation=swish"], "--set model.activation=swish: expected one of gelu, relu, tanh, silu"),
+    (["model.activation=swish"], "--set model.activation=swish: expected one of gelu, relu, tanh, silu, linear"),
     (["train.steps=abc"], "--set train.steps=abc: cannot read 'abc' as int"),
     ({"train.steps": "abc"}, "--set train.steps=abc: cannot read 'abc' as int"),
     ({"train.steps": True}, "--set train.steps=True: expected int"),
@@ -113,7 +113,7 @@ def test_bad_values_are_refused_in_one_line_naming_the_key(override, message):
 
 @pytest.mark.parametrize("family, key, values", [
     ("pal-a", "model.loss", "bt, hinge"), ("pal-a", "model.user_init", "kmeans, random"),
-    ("pal-b", "model.adapt_init", "seen, population"), ("vpl", "model.activation", "gelu, relu, tanh, silu"),
+    ("pal-b", "model.adapt_init", "seen, population"), ("vpl", "model.activation", "gelu, relu, tanh, silu, linear"),
 ])
 def test_every_family_string_option_is_a_checked_literal(family, key, values):
     assert one_line_error(configs_for, family, [f"{key}=nope"]) == f"--set {key}=nope: expected one of {values}"
