@@ -427,7 +427,6 @@ def bench_embed_table(texts: int = 1_000_000, kill_at: float = 0.5, block: int |
     texts the second run found in the cache and the ones it encoded, against the bytes of all the table's
     embeddings (which `plural embed` streams to disk block by block and never holds at once)."""
     import signal
-    import sqlite3
     import subprocess
     import sys
     import tempfile
@@ -435,6 +434,7 @@ def bench_embed_table(texts: int = 1_000_000, kill_at: float = 0.5, block: int |
     import pandas as pd
 
     from plural.embed import get_encoder, minilm
+    from plural.embed.cache import EmbeddingCache
 
     words = np.array(sorted(t for t in get_encoder("minilm").tokenizer.get_vocab()
                             if t.isascii() and t.isalpha() and len(t) > 1))
@@ -455,18 +455,8 @@ def bench_embed_table(texts: int = 1_000_000, kill_at: float = 0.5, block: int |
         env = dict(os.environ, PLURAL_CACHE=str(tmp / "cache"))
         if block:
             env["PLURAL_EMBED_BLOCK"] = str(block)
-        db = tmp / "cache" / "embeddings" / f"{minilm.NAME}.sqlite"
+        cached = EmbeddingCache(tmp / "cache" / "embeddings", minilm.NAME, minilm.DIM).count
         cmd = [sys.executable, "-c", wrapper, "embed", str(table), str(tmp / "out.parquet")]
-
-        def cached() -> int:
-            try:
-                con = sqlite3.connect(db, timeout=5)
-                try:
-                    return con.execute("SELECT COUNT(*) FROM emb").fetchone()[0]
-                finally:
-                    con.close()
-            except sqlite3.OperationalError:
-                return 0
 
         start = time.perf_counter()
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
