@@ -20,6 +20,20 @@ jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 from personas import IdealPointConfig, simulate_ideal_point  # noqa: E402
 
+# Parametrised cases in the slow set (`pytest -m slow`) to keep the default run under 10 minutes on 2 cores;
+# the same test's other cases stay in the default run (file::test[param], as pytest names them).
+SLOW_CASES = {
+    "test_families.py::test_seeds_at_once_equal_a_seed_alone[vpl]",
+    "test_families.py::test_seeds_at_once_equal_a_seed_alone[fewshot]",
+}
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m 'not slow'` deselects
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.nodeid.rsplit("/", 1)[-1] in SLOW_CASES:
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(scope="session")
 def pop3(tmp_path_factory):

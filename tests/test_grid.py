@@ -183,6 +183,7 @@ def get_config():
 '''
 
 
+@pytest.mark.slow  # ~25 s; run with pytest -m slow
 def test_shards_merge_to_the_single_run_and_failed_cells_are_recorded(tmp_path, capsys):
     """Programs: per dataset, the two learning rates of `bt` train as one program and `wide` (another width)
     as another. lr = 1e38 blows its replicas up: that cell is recorded with its error and step, left out of

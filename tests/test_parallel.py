@@ -46,6 +46,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow  # two processes, ~30 s; run with pytest -m slow
 def test_two_processes_run_one_grid_and_write_the_single_process_tables(tmp_path):
     """The smoke grid (2 learning rates x 2 seeds: 4 replicas of one program) run by two processes of one CPU
     device each, the replicas split over the two: process 0 writes results.parquet, equal to a single-process
@@ -74,6 +75,7 @@ def test_two_processes_run_one_grid_and_write_the_single_process_tables(tmp_path
             assert a[col].equals(b[col]), col
 
 
+@pytest.mark.slow  # ~22 s; run with pytest -m slow
 def test_bench_grid_times_replicas_against_one_by_one(tmp_path, capsys):
     """`plural bench grid` at toy sizes: every timing and ratio is there, compile times apart, and the
     automatic mesh split the replicas over the devices."""

@@ -152,6 +152,7 @@ def _margins(result, i, data, train_users):
     return predict(result, list(train_users), data, seed_index=i)["margin"].to_numpy()
 
 
+@pytest.mark.slow  # ~45 s; run with pytest -m slow
 def test_points_in_one_program_equal_each_point_alone(tiny):
     """Replicas differing in traced settings (learning rate, weight decay, and a model field: VPL's KL weight)
     train as one program and each equals its point trained alone; a traced setting the family does not
