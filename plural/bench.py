@@ -459,9 +459,9 @@ def bench_embed_table(texts: int = 1_000_000, kill_at: float = 0.5, block: int |
         cmd = [sys.executable, "-c", wrapper, "embed", str(table), str(tmp / "out.parquet")]
 
         start = time.perf_counter()
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         peak = 0.0
-        while proc.poll() is None and cached() < kill_at * texts:
+        while proc.poll() is None and cached() < kill_at * res["texts"]:
             try:
                 status = Path(f"/proc/{proc.pid}/status").read_text()
                 peak = max(peak, int(next(ln for ln in status.splitlines() if ln.startswith("VmHWM:")).split()[1]) / 1e6)

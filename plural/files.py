@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import sys
 from glob import escape as glob_escape
 from pathlib import Path
@@ -94,22 +95,35 @@ def atomic_path(path: str | Path):
             tmp.unlink()
 
 
-_HOST = "".join(c if c.isalnum() or c == "-" else "-" for c in os.uname().nodename)[:40] or "host"
+def _host() -> str:
+    """This machine in a temporary file's name: its node name made file-safe, shortened, and a hash of the
+    full name (two hosts whose names clean up alike still differ)."""
+    import hashlib
+
+    node = os.uname().nodename
+    safe = "".join(c if c.isalnum() or c == "-" else "-" for c in node)[:24] or "host"
+    return f"{safe}-{hashlib.sha1(node.encode()).hexdigest()[:8]}"
+
+
+_HOST = _host()
 
 
 def _remove_orphans(path: Path) -> None:
-    """Delete the temporary files of `path` left by a killed writer: those named for this host whose process
-    is gone. Another host's (a shared file system) or a live process's are left alone."""
+    """Delete the temporary files of `path` left by a killed writer: those named exactly as `atomic_path` names
+    them for this host whose process is gone. Another host's (a shared file system), a live process's, or
+    any other file are left alone. (Containers that share a volume, a host name and not their process ids
+    could take a live writer's file for an orphan; that writer then fails, its target stays whole.)"""
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.{re.escape(_HOST)}\.(\d{{1,10}})\.[0-9a-f]{{8}}\.tmp")
     for tmp in path.parent.glob(f".{glob_escape(path.name)}.{_HOST}.*.tmp"):
-        pid = tmp.name[len(path.name) + len(_HOST) + 3:].split(".")[0]
-        if not pid.isdigit():
+        m = pattern.fullmatch(tmp.name)
+        if m is None:
             continue
         try:
-            os.kill(int(pid), 0)
+            os.kill(int(m.group(1)), 0)
         except ProcessLookupError:
             with contextlib.suppress(OSError):
                 tmp.unlink()
-        except OSError:  # alive, under another user
+        except (OSError, OverflowError):  # alive under another user; or no such process id
             pass
 
 

@@ -289,10 +289,13 @@ def test_embed_streams_block_by_block_and_encodes_each_distinct_text_once(tmp_pa
     from plural.embed.tables import embed_table
 
     src = _write(tmp_path / "prefs.jsonl", _rows())
+    folder = tmp_path / "two-files"  # the same rows as a directory of two files, embedded 2 rows at a time
+    folder.mkdir()
+    _write(folder / "a.jsonl", _rows()[:5]), _write(folder / "b.jsonl", _rows()[5:])
     whole = embed_table(src, tmp_path / "whole.parquet", block=1000)
     for suffix in (".parquet", ".jsonl"):
         out = tmp_path / f"blocks{suffix}"
-        r = embed_table(src, out, block=2)
+        r = embed_table(folder, out, block=2)
         assert (r["rows"], r["texts"], r["distinct"]) == (9, 27, 7)
         if suffix == ".parquet":
             assert pq.ParquetFile(out).metadata.num_row_groups == 5
@@ -309,6 +312,37 @@ def test_embed_streams_block_by_block_and_encodes_each_distinct_text_once(tmp_pa
     assert r["computed"] == 7 and len(calls) == 7 and len(set(calls)) == 7
 
 
+def test_a_failure_while_embedding_or_writing_leaves_out_untouched(tmp_path, encoder, monkeypatch):
+    from plural.embed.tables import embed_table
+
+    src = _write(tmp_path / "prefs.jsonl", [dict(r, chosen=f"answer {i}") for i, r in enumerate(_rows())])  # every block new
+    out = tmp_path / "out.parquet"
+    out.write_text("an earlier table")
+    calls, real = [], encoder.encode
+
+    def fail_on_the_second_block(texts, **kw):
+        calls.append(texts)
+        if len(calls) == 2:
+            raise PluralError("the encoder broke")
+        return real(texts, **kw)
+
+    monkeypatch.setattr(encoder, "encode", fail_on_the_second_block)
+    monkeypatch.setenv("PLURAL_CACHE", str(tmp_path / "empty-cache"))
+    with pytest.raises(PluralError, match="the encoder broke"):
+        embed_table(src, out, block=3, chunk=100)
+    assert len(calls) == 2 and out.read_text() == "an earlier table"
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+    monkeypatch.setattr(encoder, "encode", real)
+    (tmp_path / "a-folder.parquet").mkdir()  # the final rename fails: one line, no temporary left
+    with pytest.raises(PluralError, match="a-folder.parquet: cannot write"):
+        embed_table(src, tmp_path / "a-folder.parquet")
+    with_dict = _write(tmp_path / "d.jsonl", [dict(r, meta={}) for r in _rows()])  # Parquet cannot hold an empty struct
+    with pytest.raises(PluralError, match="cannot be stored as Parquet"):
+        embed_table(with_dict, out)
+    assert out.read_text() == "an earlier table"
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
 def test_a_killed_writers_temporary_file_is_removed_by_the_next_write(tmp_path):
     import os
     import subprocess
@@ -321,11 +355,14 @@ def test_a_killed_writers_temporary_file_is_removed_by_the_next_write(tmp_path):
     orphan = tmp_path / f".out.json.{_HOST}.{int(dead.stdout)}.abcd1234.tmp"
     live = tmp_path / f".out.json.{_HOST}.{os.getpid()}.abcd1234.tmp"
     other_host = tmp_path / f".out.json.elsewhere-{_HOST}.{int(dead.stdout)}.abcd1234.tmp"
-    for f in (orphan, live, other_host):
+    # a live writer of another file, "out.json.HOST.<dead pid>", whose name starts like an orphan of out.json
+    other_file = tmp_path / f".out.json.{_HOST}.{int(dead.stdout)}.{_HOST}.{os.getpid()}.abcd1234.tmp"
+    huge_pid = tmp_path / f".out.json.{_HOST}.9999999999.abcd1234.tmp"  # no such process id
+    for f in (orphan, live, other_host, other_file, huge_pid):
         f.write_text("half a file")
     write_atomic(out, "{}")
     assert out.read_text() == "{}"
-    assert not orphan.exists() and live.exists() and other_host.exists()
+    assert not orphan.exists() and live.exists() and other_host.exists() and other_file.exists() and huge_pid.exists()
 
 
 @pytest.mark.slow  # two fresh processes (~30 s); run with pytest -m slow

@@ -301,6 +301,7 @@ def corrupted_texts(draw):
 def test_embed_accepts_every_row_or_refuses_in_one_line(tmp_path_factory, capsys, monkeypatch, case):
     rows, applied, kind, as_dir, damage = case
     monkeypatch.setenv("PLURAL_CACHE", str(tmp_path_factory.getbasetemp() / "embed-fuzz-cache"))  # shared: fast
+    monkeypatch.setenv("PLURAL_EMBED_BLOCK", "2")  # written block by block, as a long table is
     folder = tmp_path_factory.mktemp("fuzz")
     path, files = _write(folder, rows, kind, as_dir, damage)
     out = folder / "out.parquet"

@@ -68,7 +68,7 @@ def embed_texts(texts: list[str], embedder: str = "minilm", batch_size: int = 64
 
     Each distinct text is embedded once; embeddings already in the on-disk cache are not recomputed.
     `cache_dir`: where the cache lives (default `$PLURAL_CACHE/embeddings`, else
-    `~/.cache/plural/embeddings`); `False` disables the cache. `progress`: a progress bar on stderr
+    `~/.cache/plural/embeddings`), or an open `EmbeddingCache`; `False` disables the cache. `progress`: a progress bar on stderr
     (None: only when stderr is a terminal). `chunk`: distinct texts per chunk (see the module docstring;
     default `$PLURAL_EMBED_CHUNK` or `CHUNK`). `stats`: a dict to fill with the counts of "texts",
     "distinct", "cached" (found in the cache) and "computed". `bar`: an open tqdm bar to advance by one per
@@ -97,7 +97,10 @@ def embed_texts(texts: list[str], embedder: str = "minilm", batch_size: int = 64
         return out
     unique = list(first)
     keys = [text_key(t) for t in unique]
-    cache = None if cache_dir is False else EmbeddingCache(cache_dir or default_cache_dir(), info["name"], info["dim"])
+    if isinstance(cache_dir, EmbeddingCache):  # an open cache, shared by calls (`plural embed`'s blocks)
+        cache = cache_dir
+    else:
+        cache = None if cache_dir is False else EmbeddingCache(cache_dir or default_cache_dir(), info["name"], info["dim"])
     have = np.zeros(len(unique), bool)
     if cache is not None:
         for j, v in cache.lookup(keys):

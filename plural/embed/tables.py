@@ -53,10 +53,12 @@ def embed_table(inp: str | Path, out: str | Path, embedder: str = "minilm", chun
     `BLOCK_ROWS`).
     `progress`: one bar over the table's texts (None: when stderr is a terminal). Returns {"rows", "texts",
     "distinct" (over the whole table), "cached" (distinct texts not encoded by this call: found in the
-    cache), "computed", "dim", "columns", "out"}.
+    cache), "computed" (texts encoded; with an unusable cache a text repeated across blocks is encoded in
+    each), "dim", "columns", "out"}.
     """
     from plural.data.table import EMBEDDING_COLUMNS, PendingTexts, _check_groups, _list_files, _read_file, _validate
-    from plural.embed import EMBEDDERS, _check_embedder, chunk_size, embed_texts
+    from plural.embed import EMBEDDERS, _check_embedder, chunk_size, default_cache_dir, embed_texts
+    from plural.embed.cache import EmbeddingCache
     from plural.embed.minilm import progress_bar
 
     inp, out = Path(inp), Path(out)
@@ -99,6 +101,8 @@ def embed_table(inp: str | Path, out: str | Path, embedder: str = "minilm", chun
     del embeddings
     n, total = len(df), len(columns) * len(df)
     computed = 0
+    # one cache for every block: a cache found unusable warns once (its blocks then re-encode repeated texts)
+    cache = EmbeddingCache(default_cache_dir(), EMBEDDERS[embedder]["name"], EMBEDDERS[embedder]["dim"])
     # the table is written block by block as each block's embeddings are ready: memory holds the input and one
     # block's embeddings, however long the table. A block's texts are encoded in the cache's chunks (see
     # plural.embed), so a rerun after a kill recomputes only unfinished chunks and writes the same bytes.
@@ -108,7 +112,7 @@ def embed_table(inp: str | Path, out: str | Path, embedder: str = "minilm", chun
             part = [t for c in columns for t in texts[c][start:stop]]
             stats: dict = {}
             try:
-                vectors = embed_texts(part, embedder=embedder, chunk=chunk, stats=stats, bar=bar)
+                vectors = embed_texts(part, embedder=embedder, cache_dir=cache, chunk=chunk, stats=stats, bar=bar)
             except PluralError as err:
                 raise PluralError(f"{inp}: embedding the text-only table: {err}")
             computed += stats["computed"]
@@ -139,6 +143,9 @@ class _Writer:
         self._atomic = atomic_path(self.out)
         try:
             tmp = self._atomic.__enter__()
+        except OSError as e:
+            raise PluralError(f"{self.out}: cannot write ({type(e).__name__}: {e})") from None
+        try:
             if self.parquet:
                 import pyarrow.parquet as pq
 
@@ -148,8 +155,10 @@ class _Writer:
                 self.sink = pq.ParquetWriter(tmp, schema)
             else:
                 self.sink = open(tmp, "w", encoding="utf-8")
-        except OSError as e:
-            raise PluralError(f"{self.out}: cannot write ({type(e).__name__}: {e})")
+        except (OSError, pa.ArrowException) as e:
+            self._atomic.__exit__(type(e), e, e.__traceback__)  # removes the temporary file
+            what = "cannot write" if isinstance(e, OSError) else "a pass-through column cannot be stored as Parquet"
+            raise PluralError(f"{self.out}: {what} ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
         return self
 
     def write(self, start: int, stop: int, emb: dict[str, np.ndarray]) -> None:
@@ -173,17 +182,23 @@ class _Writer:
             raise PluralError(f"{self.out}: cannot write ({type(e).__name__}: {e})")
 
     def __exit__(self, kind, err, tb):
+        """Close the sink; on success rename the temporary file over OUT, else remove it (OUT untouched). An
+        error of the body propagates as it was; an error of closing or renaming becomes one line."""
+        failed = None
         try:
             self.sink.close()
+        except Exception as e:  # noqa: BLE001 - reported below unless the body already failed
+            failed = e
+        if kind is None and failed is not None:
+            kind, err, tb = type(failed), failed, failed.__traceback__
+        try:
+            self._atomic.__exit__(kind, err, tb)  # success: sync and rename; an error: remove the temporary file
         except OSError as e:
-            if kind is None:
-                kind, err = PluralError, PluralError(f"{self.out}: cannot write ({type(e).__name__}: {e})")
-        if kind is None:
-            self._atomic.__exit__(None, None, None)
-            return False
-        self._atomic.__exit__(kind, err, tb)  # the temporary file is removed; `out` is untouched
-        if isinstance(err, PluralError):
-            raise err
+            raise PluralError(f"{self.out}: cannot write ({type(e).__name__}: {e})") from None
+        if failed is not None and err is failed:
+            if isinstance(failed, OSError):
+                raise PluralError(f"{self.out}: cannot write ({type(failed).__name__}: {failed})") from None
+            raise failed
         return False
 
 
