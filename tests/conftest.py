@@ -25,6 +25,8 @@ from personas import IdealPointConfig, simulate_ideal_point  # noqa: E402
 SLOW_CASES = {
     "test_families.py::test_seeds_at_once_equal_a_seed_alone[vpl]",
     "test_families.py::test_seeds_at_once_equal_a_seed_alone[fewshot]",
+    "test_families.py::test_seeds_at_once_equal_a_seed_alone[palette]",
+    "test_families.py::test_seeds_at_once_equal_a_seed_alone[maxmin]",
 }
 
 

@@ -125,6 +125,7 @@ def test_auto_batching_is_measured_once_per_shape_and_remembered(tiny, tmp_path,
     assert one.batching() == "vmap"  # one replica per device: nothing to choose
 
 
+@pytest.mark.slow  # two fresh processes, ~14 s; run with pytest -m slow
 def test_the_command_keeps_compiled_programs_in_the_cache_folder(tiny, tmp_path):
     """`plural fit` stores its compiled programs under $PLURAL_CACHE/jit; PLURAL_JIT_CACHE=0 stores none."""
     _, d = tiny
