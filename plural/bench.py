@@ -419,8 +419,7 @@ def bench_embed(texts: int = 256, batch_size: int = 64, out: str | None = None, 
     return res
 
 
-def bench_embed_table(texts: int = 1_000_000, kill_at: float = 0.5, block: int | None = None,
-                      out: str | None = None) -> dict:
+def bench_embed_table(texts: int = 1_000_000, kill_at: float = 0.5, out: str | None = None) -> dict:
     """`plural embed` of a table of `texts` short distinct texts (texts / 2 rows of chosen / rejected, 3-12
     vocabulary words each), run as a user would: a fresh process, killed with SIGKILL once the cache holds
     `kill_at` of the texts, then run again to the end. Reports each run's time and peak resident memory, the
@@ -453,8 +452,6 @@ def bench_embed_table(texts: int = 1_000_000, kill_at: float = 0.5, block: int |
                       "rejected": corpus[rows:]}).to_parquet(table)
         del corpus
         env = dict(os.environ, PLURAL_CACHE=str(tmp / "cache"))
-        if block:
-            env["PLURAL_EMBED_BLOCK"] = str(block)
         cached = EmbeddingCache(tmp / "cache" / "embeddings", minilm.NAME, minilm.DIM).count
         cmd = [sys.executable, "-c", wrapper, "embed", str(table), str(tmp / "out.parquet")]
 

@@ -20,6 +20,7 @@ come out of the cache: memory is the output plus one chunk.
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import numpy as np
@@ -49,17 +50,23 @@ def _check_embedder(embedder: str) -> None:
         raise PluralError(f"unknown embedder {embedder!r} (available: {', '.join(EMBEDDERS)})")
 
 
+def count_setting(value: int | None, env: str, default: int, what: str, unit: str) -> int:
+    """A whole number >= 1: `value`, else the environment variable `env`, else `default` (one-line error
+    naming the setting otherwise)."""
+    if value is None:
+        text = os.environ.get(env, "").strip()
+        try:
+            value = int(text) if text else default
+        except ValueError:
+            raise PluralError(f"{env}={text!r}: expected a whole number of {unit} >= 1")
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+        raise PluralError(f"{what} must be a whole number of {unit} >= 1, got {value!r}")
+    return int(value)
+
+
 def chunk_size(value: int | None = None) -> int:
     """The chunk size: `value`, else `$PLURAL_EMBED_CHUNK`, else `CHUNK` (one-line error unless >= 1)."""
-    if value is None:
-        env = os.environ.get("PLURAL_EMBED_CHUNK", "").strip()
-        try:
-            value = int(env) if env else CHUNK
-        except ValueError:
-            raise PluralError(f"PLURAL_EMBED_CHUNK={env!r}: expected a whole number of texts >= 1")
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-        raise PluralError(f"embedding chunk size must be a whole number >= 1, got {value!r}")
-    return int(value)
+    return count_setting(value, "PLURAL_EMBED_CHUNK", CHUNK, "embedding chunk size", "texts")
 
 
 def embed_texts(texts: list[str], embedder: str = "minilm", batch_size: int = 64, cache_dir=None,
@@ -68,8 +75,8 @@ def embed_texts(texts: list[str], embedder: str = "minilm", batch_size: int = 64
 
     Each distinct text is embedded once; embeddings already in the on-disk cache are not recomputed.
     `cache_dir`: where the cache lives (default `$PLURAL_CACHE/embeddings`, else
-    `~/.cache/plural/embeddings`), or an open `EmbeddingCache`; `False` disables the cache. `progress`: a progress bar on stderr
-    (None: only when stderr is a terminal). `chunk`: distinct texts per chunk (see the module docstring;
+    `~/.cache/plural/embeddings`), or an open `EmbeddingCache`; `False` disables the cache. `progress`: a
+    progress bar on stderr (None: only when stderr is a terminal). `chunk`: distinct texts per chunk (see the module docstring;
     default `$PLURAL_EMBED_CHUNK` or `CHUNK`). `stats`: a dict to fill with the counts of "texts",
     "distinct", "cached" (found in the cache) and "computed". `bar`: an open tqdm bar to advance by one per
     text instead (`progress` is then unused).
@@ -113,8 +120,6 @@ def embed_texts(texts: list[str], embedder: str = "minilm", batch_size: int = 64
     if stats is not None:
         stats.update(cached=len(unique) - todo, computed=todo)
     if todo:
-        import contextlib
-
         from plural.embed.minilm import progress_bar
 
         encoder = get_encoder(embedder)

@@ -22,7 +22,6 @@ table's; a text repeated across blocks is encoded once (the cache).
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -57,7 +56,7 @@ def embed_table(inp: str | Path, out: str | Path, embedder: str = "minilm", chun
     each), "dim", "columns", "out"}.
     """
     from plural.data.table import EMBEDDING_COLUMNS, PendingTexts, _check_groups, _list_files, _read_file, _validate
-    from plural.embed import EMBEDDERS, _check_embedder, chunk_size, default_cache_dir, embed_texts
+    from plural.embed import EMBEDDERS, _check_embedder, chunk_size, count_setting, default_cache_dir, embed_texts
     from plural.embed.cache import EmbeddingCache
     from plural.embed.minilm import progress_bar
 
@@ -66,13 +65,7 @@ def embed_table(inp: str | Path, out: str | Path, embedder: str = "minilm", chun
         raise PluralError(f"{out}: unknown output type '{out.suffix}' (expected .parquet or .jsonl)")
     _check_embedder(embedder)
     chunk = chunk_size(chunk)
-    if block is None:
-        env = os.environ.get("PLURAL_EMBED_BLOCK", "").strip()
-        if env and not env.isdigit():
-            raise PluralError(f"PLURAL_EMBED_BLOCK={env!r}: expected a whole number of rows >= 1")
-        block = int(env) if env else BLOCK_ROWS
-    if not isinstance(block, int) or isinstance(block, bool) or block < 1:
-        raise PluralError(f"embedding block must be a whole number of rows >= 1, got {block!r}")
+    block = count_setting(block, "PLURAL_EMBED_BLOCK", BLOCK_ROWS, "embedding block", "rows")
     files = _list_files(inp)
     frames, embeddings, replaced = [], [], set()
     for f in files:
@@ -106,7 +99,7 @@ def embed_table(inp: str | Path, out: str | Path, embedder: str = "minilm", chun
     # the table is written block by block as each block's embeddings are ready: memory holds the input and one
     # block's embeddings, however long the table. A block's texts are encoded in the cache's chunks (see
     # plural.embed), so a rerun after a kill recomputes only unfinished chunks and writes the same bytes.
-    with _Writer(out, df, columns, EMBEDDERS[embedder]["dim"]) as w, progress_bar(total, progress) as bar:
+    with _Writer(out, df, columns) as w, progress_bar(total, progress) as bar:
         for start in range(0, n, block):
             stop = min(n, start + block)
             part = [t for c in columns for t in texts[c][start:stop]]
@@ -127,8 +120,8 @@ class _Writer:
     """`df`'s rows plus embedding columns, written to `out` block by block (Parquet: one row group per
     block; JSON Lines: one line per row) into a temporary file renamed over `out` when all went well."""
 
-    def __init__(self, out: Path, df: pd.DataFrame, columns: list[str], dim: int):
-        self.out, self.df, self.columns, self.dim = out, df, columns, dim
+    def __init__(self, out: Path, df: pd.DataFrame, columns: list[str]):
+        self.out, self.df, self.columns = out, df, columns
         self.parquet = OUT_SUFFIXES[out.suffix.lower()] == "parquet"
         if self.parquet:  # checked before any embedding work: a table Parquet cannot hold costs none
             try:
@@ -204,8 +197,7 @@ class _Writer:
 
 def _write(df: pd.DataFrame, emb: dict[str, np.ndarray], out: Path) -> None:
     """Write `df` plus the embedding columns `emb` ((len(df), dim) each) to `out`, atomically."""
-    dim = next(iter(emb.values())).shape[1] if emb else 0
-    with _Writer(out, df, list(emb), dim) as w:
+    with _Writer(out, df, list(emb)) as w:
         w.write(0, len(df), emb)
 
 

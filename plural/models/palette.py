@@ -150,11 +150,11 @@ class Palette(RewardModel):
         value = jnp.tanh(SIGN_RATE * p["sign"]) * a  # (..., A): the signed score, one read-out for every attribute
         if self.hp.attention == "fixed":
             alpha = jnp.broadcast_to(jax.nn.softmax(p["logits"]), a.shape)
-            return h_c @ p["w_out"] + p["b_out"] + self.n_attr * p["scale"] * (alpha * value).sum(-1), alpha
-        # k_i = W_k h_i with h_i = a_i u_i + o_i, computed as a_i (W_k u_i) + W_k o_i: no (..., A, d) tensor
-        # (a dropped attribute, a_i = 0, keeps only its identity o_i)
-        k = a[..., None] * (p["u"] @ p["w_k"]) + p["o"] @ p["w_k"]  # (..., A, d / 4)
-        alpha = jax.nn.softmax(jnp.tanh((h_c @ p["w_q"])[..., None, :] + k) @ p["v"], -1)  # (..., A)
+        else:
+            # k_i = W_k h_i with h_i = a_i u_i + o_i, computed as a_i (W_k u_i) + W_k o_i: no (..., A, d) tensor
+            # (a dropped attribute, a_i = 0, keeps only its identity o_i)
+            k = a[..., None] * (p["u"] @ p["w_k"]) + p["o"] @ p["w_k"]  # (..., A, d / 4)
+            alpha = jax.nn.softmax(jnp.tanh((h_c @ p["w_q"])[..., None, :] + k) @ p["v"], -1)  # (..., A)
         return h_c @ p["w_out"] + p["b_out"] + self.n_attr * p["scale"] * (alpha * value).sum(-1), alpha
 
     def community_rewards(self, prompt, response, keep=None):

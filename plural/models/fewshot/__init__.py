@@ -24,8 +24,8 @@ rows at every K). 3-group ideal-point population, K = 10 / 16: LoRe 0.88 / 0.88,
 inner rate 1.0) 0.65 / 0.74, Meta-SGD 0.65 / 0.73, GPO (2 x 64) 0.55 / 0.62, Reptile 0.45 / 0.57,
 fine-tuned BT 0.04 / 0.13; PAL-A (K = 3) 0.87 / 0.88, VPL 0.81 / 0.91. Only LoRe closes 0.7 of the gap at
 10 shots; MAML and Meta-SGD do at 16 (more inner steps do not help: 10 or 20 instead of 5 lowered MAML's
-validation gap closed at 10 shots, experiments/maml_steps.py). 30 groups of 4 seen users, K = 16: LoRe (rank 32) 0.47, MAML 0.35,
-Meta-SGD 0.36, Reptile 0.32, against PAL-A with 3 / 4 / 6 / 8 prototypes 0.10 / 0.10 / 0.17 / 0.17 and
+validation gap closed at 10 shots, experiments/maml_steps.py). 30 groups of 4 seen users, K = 16: LoRe
+(rank 32) 0.47, MAML 0.35, Meta-SGD 0.36, Reptile 0.32, against PAL-A with 3 / 4 / 6 / 8 prototypes 0.10 / 0.10 / 0.17 / 0.17 and
 PAL-B 0.09 / 0.08 / 0.15 / 0.24. Why the others fall short: Reptile's update is the pooled BT gradient
 plus a small meta term (the pooled part cancels only when tasks are symmetric, as with shuffled class
 labels, not for three groups of unequal size); GPO's validation accuracy peaks within a few hundred steps
