@@ -78,6 +78,9 @@ class TrainConfig:
     eval_every: Count = 100  # steps between validation evaluations when validation data is given (0: none)
     early_stopping: Count = 10  # patience: stop after this many evaluations without improvement (0: never stop)
     val_metric: Literal["accuracy", "nll"] = "accuracy"  # what validation maximises (nll: minimised)
+    val_shots: Count = 0  # K > 0: validation also adapts each unseen user of the validation table from its first
+    # K pairs (file order) and scores its later pairs; the score is then the mean of the seen users' and these
+    # users' (the grid's selection score), so that a few-shot learner stops where it adapts best (0: seen only)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -21,7 +21,7 @@ import pandas as pd
 from flax import nnx
 
 from plural.data import PreferenceData
-from plural.data.batching import eval_rows
+from plural.data.batching import eval_rows, user_positions
 from plural.errors import PluralError
 from plural.models.base import view_of
 from plural.train import ADAPT_STREAM, TrainResult, seed_key
@@ -55,18 +55,6 @@ def _adapt(graphdef, params, ctx, base, first):
     fold_in(base, j)."""
     keys = jax.vmap(lambda j: jax.random.fold_in(base, j))(first + jnp.arange(ctx["mask"].shape[0], dtype=jnp.uint32))
     return jax.vmap(lambda c, key: nnx.merge(graphdef, params).adapt(c, key))(ctx, keys)
-
-
-def _positions(user: np.ndarray, n_users: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Rows grouped by user without a Python loop over users: `order` (N,) the row indices sorted by user
-    (file order within a user), `counts` (U,) rows per user, `starts` (U,) each user's first slot in `order`,
-    `pos` (N,) each row's position among its user's rows (0 = the user's first row in file order)."""
-    order = np.argsort(user, kind="stable")
-    counts = np.bincount(user, minlength=n_users)
-    starts = np.cumsum(counts) - counts
-    pos = np.empty(len(user), np.int64)
-    pos[order] = np.arange(len(user)) - np.repeat(starts, counts)
-    return order, counts, starts, pos
 
 
 class RowStates(NamedTuple):
@@ -132,7 +120,7 @@ def user_states(result: TrainResult, train_users, data: PreferenceData, shots: i
     index = np.where(is_seen, rows["user"], n_seen + np.searchsorted(groups, rows["group"])).astype(np.int64)
     parts = [seen_states, group_states]
     # every step below is vectorised over rows (no loop over users, no per-user pass over the N rows)
-    order, counts, starts, pos = _positions(data.user, data.n_users)
+    order, counts, starts, pos = user_positions(data.user, data.n_users)
     scored = is_seen | (pos >= score_from)
     if shots > 0:
         unseen_user = np.ones(data.n_users, bool)
@@ -218,7 +206,7 @@ def rewards(result: TrainResult, train_users, data: PreferenceData, shots: int =
     states, is_seen, scored = user_states(result, train_users, data, shots, seed_index)
     model = result.model(seed_index)
     if shots > 0:  # the context rows themselves get the state their user was adapted to (their row `shots`'s)
-        order, counts, starts, pos = _positions(data.user, data.n_users)
+        order, counts, starts, pos = user_positions(data.user, data.n_users)
         ctx = ~is_seen & (pos < shots) & (counts[data.user] > shots)
         states.index[ctx] = states.index[order[starts[data.user[ctx]] + shots]]
     df = _row_frame(data, is_seen)

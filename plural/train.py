@@ -46,7 +46,7 @@ from jax.sharding import PartitionSpec as P
 from plural import checkpoint
 from plural.config import TrainConfig, check_config
 from plural.data import PreferenceData, device_data
-from plural.data.batching import eval_rows
+from plural.data.batching import eval_rows, user_positions
 from plural.hooks import Callback, Checkpointer, Hook, LoopState, Progress, Validation
 from plural.errors import PluralError
 from plural.models import RewardModel
@@ -199,6 +199,25 @@ class TrainResult:
         return out
 
 
+def _shot_rows(val: PreferenceData, rows: dict, shots: int) -> dict:
+    """`train.val_shots`: the unseen users of a validation table with more than `shots` rows, as contexts
+    (their first `shots` rows in file order, (n, K) per `eval_rows` field, plus `mask`) and targets (their
+    later rows, with `slot`: which context's user each is). A one-line error when there are none."""
+    order, counts, starts, pos = user_positions(val.user, val.n_users)
+    unseen = np.zeros(val.n_users, bool)
+    unseen[val.user[rows["user"] < 0]] = True
+    users = np.flatnonzero(unseen & (counts > shots))
+    if not len(users):
+        raise PluralError(f"--set train.val_shots={shots}: the validation table {val.source} has no user unseen in "
+                          f"training with more than {shots} pairs")
+    slot = np.full(val.n_users, -1, np.int64)
+    slot[users] = np.arange(len(users))
+    target = np.flatnonzero((slot[val.user] >= 0) & (pos >= shots))
+    context = {k: v[order[starts[users][:, None] + np.arange(shots)]] for k, v in rows.items()}
+    return {"context": {**context, "mask": np.ones((len(users), shots), np.float32)},
+            "target": {**{k: v[target] for k, v in rows.items()}, "slot": slot[val.user[target]].astype(np.int32)}}
+
+
 class Trainer:
     """Compiled training of one family on one table for R replicas at once. Use `train()` for the common path.
 
@@ -222,12 +241,15 @@ class Trainer:
             raise PluralError(f"--set train.mesh={cfg.mesh}: {e}")
         self.h = self.place_replicas({k: jnp.asarray(v) for k, v in self.traced.items()})  # (R,) per traced setting
         self.dd = device_data(data, replicated(self.mesh))
-        self.vd = None
+        self.vd = self.vu = None  # validation rows: seen users' (or, without any, every row); unseen users' shots
         if val is not None and cfg.eval_every > 0:
             rows = eval_rows(val, data.users, data.groups)
-            if (rows["user"] >= 0).any():  # seen users' held-out pairs, each scored with its own state
-                rows = {k: v[rows["user"] >= 0] for k, v in rows.items()}
-            self.vd = self.place(jax.tree.map(jnp.asarray, rows))
+            seen = rows["user"] >= 0
+            if cfg.val_shots:
+                self.vu = self.place(jax.tree.map(jnp.asarray, _shot_rows(val, rows, cfg.val_shots)))
+            if seen.any() or self.vu is None:  # seen users' held-out pairs, each scored with its own state
+                self.vd = self.place(jax.tree.map(jnp.asarray, {k: v[seen] for k, v in rows.items()} if seen.any() else rows))
+        self.adapt_keys = self.place_replicas(jnp.stack([seed_key(s, ADAPT_STREAM) for s in self.seeds]))
         self.tx = optimizer_for(family, hp, cfg)
         self.graphdef = nnx.split(nnx.eval_shape(lambda: family(self.spec, hp, nnx.Rngs(0))))[0]
         self._chunks: dict[int, Callable] = {}  # compiled programs live (and die) with the Trainer
@@ -362,18 +384,32 @@ class Trainer:
             self.compile_s += time.perf_counter() - t
         return self._compiled[n](*args)
 
-    def _validate_all(self, params, rest, h, dd, vd):
-        """(val_loss (S,), val_accuracy (S,)) of every seed on the validation rows (jitted per Trainer)."""
-        def one(p, r, hh):
+    def _validate_all(self, params, rest, h, keys, dd, vd, vu):
+        """(val_loss (S,), val_accuracy (S,)) of every seed on the validation rows (jitted per Trainer): the
+        seen users' rows `vd`, and with `train.val_shots` the unseen users' later rows under the state adapted
+        from their shots `vu` (user j with key fold_in(keys[seed], j), as `plural evaluate`), the two averaged."""
+        def one(p, r, hh, key):
             model = self._merge(p, r, hh)
-            states = row_states(model, model.seen_states(dd), vd["user"], vd["group"])
-            m = model.margin(vd["prompt"], vd["chosen"], vd["rejected"], states)
-            return bt_nll(m), masked_accuracy(m)
-        return jax.vmap(one)(params, rest, h)
+            parts = []
+            if vd is not None:
+                states = row_states(model, model.seen_states(dd), vd["user"], vd["group"])
+                parts.append(model.margin(vd["prompt"], vd["chosen"], vd["rejected"], states))
+            if vu is not None:
+                ctx, tgt = vu["context"], vu["target"]
+                users = jax.vmap(model.adapt)(ctx, jax.vmap(lambda j: jax.random.fold_in(key, j))(
+                    jnp.arange(ctx["mask"].shape[0], dtype=jnp.uint32)))
+                states = jax.tree.map(lambda s: s[tgt["slot"]], users)
+                parts.append(model.margin(tgt["prompt"], tgt["chosen"], tgt["rejected"], states))
+            return (sum(bt_nll(m) for m in parts) / len(parts), sum(masked_accuracy(m) for m in parts) / len(parts))
+        return jax.vmap(one)(params, rest, h, keys)
 
     def validate(self, params, rest):
         """(val_loss (S,), val_accuracy (S,)) on the validation rows given to the Trainer."""
-        return self._validate(params, rest, self.h, self.dd, self.vd)
+        return self._validate(params, rest, self.h, self.adapt_keys, self.dd, self.vd, self.vu)
+
+    @property
+    def validating(self) -> bool:
+        return self.vd is not None or self.vu is not None
 
     def init(self):
         """(params, rest, opt_state, train_keys), each with a leading replica axis."""
@@ -415,7 +451,7 @@ class Trainer:
         added hook's cadence, and the last step."""
         c = self.cfg
         ends = {c.steps}
-        cadences = [c.log_every, c.ckpt_every, c.eval_every if self.vd is not None else 0]
+        cadences = [c.log_every, c.ckpt_every, c.eval_every if self.validating else 0]
         for every in cadences + [h.every or 0 for h in self.hooks]:
             if every > 0:
                 ends.update(range(every, c.steps, every))
@@ -424,7 +460,7 @@ class Trainer:
     def default_hooks(self, workdir, resume: bool, progress: bool) -> list[Hook]:
         """Validation (with val data), checkpointing (with a workdir), progress: in that order."""
         hooks: list[Hook] = []
-        if self.vd is not None:
+        if self.validating:
             hooks.append(Validation(self.cfg.eval_every, self.cfg.early_stopping, self.cfg.val_metric))
         if workdir is not None:
             hooks.append(Checkpointer(workdir, self.cfg.ckpt_every, resume))

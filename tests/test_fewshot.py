@@ -32,8 +32,10 @@ def _pairs(n, seed=0, lead=()):
     return out
 
 
-def test_one_inner_step_of_the_head_is_the_hand_computed_gradient_step():
-    model = FewShot(SPEC, FewShotHparams(hidden=(4,), adapt_params="head", inner_steps=1, inner_lr=0.5), nnx.Rngs(0))
+@pytest.mark.parametrize("inner_loss", ["mean", "sum"])
+def test_one_inner_step_of_the_head_is_the_hand_computed_gradient_step(inner_loss):
+    model = FewShot(SPEC, FewShotHparams(hidden=(4,), adapt_params="head", inner_steps=1, inner_lr=0.5,
+                                         inner_loss=inner_loss), nnx.Rngs(0))
     net, ctx = model.net, _pairs(6)
     w = {k: np.asarray(v, np.float64) for k, v in net.weights().items()}
 
@@ -43,7 +45,8 @@ def test_one_inner_step_of_the_head_is_the_hand_computed_gradient_step():
     hw, hl = features(ctx["prompt"], ctx["chosen"]), features(ctx["prompt"], ctx["rejected"])
     m = (hw - hl) @ w["w1"][:, 0]
     mask = np.asarray(ctx["mask"])
-    coef = -mask / (1 + np.exp(m)) / mask.sum()  # d/dm of mean -log sigma(m) over the 5 valid pairs
+    coef = -mask / (1 + np.exp(m))  # d/dm of -log sigma(m) on the 5 valid pairs: their sum, or their mean
+    coef = coef / mask.sum() if inner_loss == "mean" else coef
     expected_w1 = w["w1"] - 0.5 * ((hw - hl) * coef[:, None]).sum(0)[:, None]
     got = model.adapt(ctx, None)
     np.testing.assert_allclose(np.asarray(got["w1"]), expected_w1, rtol=1e-4, atol=1e-6)

@@ -57,6 +57,38 @@ def test_a_stopped_seed_does_not_depend_on_the_seeds_beside_it(tiny):
     np.testing.assert_allclose(a, b, atol=1e-5)
 
 
+def test_val_shots_adds_unseen_users_adapted_from_their_shots(tiny):
+    """`train.val_shots=K`: each evaluation's score is the mean of the seen users' val accuracy and the
+    val-unseen users' accuracy on their rows after the first K, adapted from those K; checked at the best
+    step against `predict` (the `plural evaluate` path) with PAL-A, a family whose adapted state depends on
+    the shots."""
+    _, d = tiny
+    data, val = read_table(d / "train.parquet"), read_table(d / "val.parquet")
+    sets = ["train.steps=120", "train.eval_every=40", "train.early_stopping=0", "train.log_every=40"]
+    c = configs_for("pal-a", sets + ["train.val_shots=5"])
+    result = train(get_family("pal-a"), c["model"], c["train"], data, progress=False, val=val)
+    m = result.seed_metrics(0)
+    seen = predict(result, list(data.users), val)
+    unseen = predict(result, list(data.users), val, shots=5)
+    unseen = unseen[~unseen.seen]
+    assert len(unseen) > 0 and unseen.user_id.nunique() >= 2
+    want = (seen.loc[seen.seen, "correct"].mean() + unseen["correct"].mean()) / 2
+    assert np.isclose(m["best_val_accuracy"], want, atol=1e-6)
+    plain = train(get_family("pal-a"), configs_for("pal-a", sets)["model"], configs_for("pal-a", sets)["train"], data,
+                  progress=False, val=val).seed_metrics(0)
+    assert [h["val_accuracy"] for h in plain["history"]] != [h["val_accuracy"] for h in m["history"]]
+
+
+def test_val_shots_without_unseen_validation_users_is_refused(tiny, tmp_path, capsys):
+    _, d = tiny
+    rc = main(["fit", "--data", str(d / "train.parquet"), "--model", "bt", "--out", str(tmp_path / "run"),
+               *_sets(["train.val_shots=5", "train.steps=20"])])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1
+    assert "train.val_shots=5" in err and "no user unseen in training" in err
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+
 def test_fit_holds_out_validation_pairs_by_default_and_resumes_to_the_same_bytes(tiny, tmp_path):
     _, d = tiny
     fit("bt", d / "train.parquet", tmp_path / "a", overrides=FAST, progress=False)

@@ -158,6 +158,18 @@ class UserBatches:
         return sample_users(key, dd, self.users_per_batch, self.context_min, self.context_max, self.targets_per_user)
 
 
+def user_positions(user: np.ndarray, n_users: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Rows grouped by user without a Python loop over users: `order` (N,) the row indices sorted by user
+    (file order within a user), `counts` (U,) rows per user, `starts` (U,) each user's first slot in `order`,
+    `pos` (N,) each row's position among its user's rows (0 = the user's first row in file order)."""
+    order = np.argsort(user, kind="stable")
+    counts = np.bincount(user, minlength=n_users)
+    starts = np.cumsum(counts) - counts
+    pos = np.empty(len(user), np.int64)
+    pos[order] = np.arange(len(user)) - np.repeat(starts, counts)
+    return order, counts, starts, pos
+
+
 def eval_rows(data: PreferenceData, train_users, train_groups) -> dict:
     """The rows of `data` as host arrays for scoring a model fitted on other data.
 

@@ -10,6 +10,10 @@ where A (`adapt_params`) is every parameter ("all") or the last layer ("head", a
 ICLR 2020, which keeps MAML's accuracy at a fraction of the state), L_C = mean_j -log sigma(r(x_j, y_w,j)
 - r(x_j, y_l,j)) over C, and alpha = `inner_lr` (a scalar), or with `learn_inner_lr` one learnable rate
 per adapted parameter entry (Meta-SGD, Li et al., 2017). A user's state is phi_S (a flat dict of arrays).
+With `inner_loss=sum` L_C is the sum over C instead of the mean, so a step moves a user's weights in
+proportion to how many pairs they gave: one step is then a MAP step under a Gaussian prior of variance
+alpha around theta (Grant et al., Recasting gradient-based meta-learning as hierarchical Bayes, ICLR
+2018), where the mean takes as long a step from 1 pair as from 32.
 Departure: each inner gradient is clipped to global norm `inner_clip` (10; it does not bind on unit-norm
 embeddings, and keeps the inner loop finite on embeddings of large norm, where plain SGD steps diverge).
 
@@ -41,7 +45,7 @@ class MetaMLP(nnx.Module):
     that a user's adapted weights can replace some of them functionally."""
 
     def __init__(self, d_in: int, hidden: tuple[int, ...], rngs: nnx.Rngs, activation: str, adapt_params: str,
-                 inner_lr: float, learn_inner_lr: bool, inner_clip: float = 0.0):
+                 inner_lr: float, learn_inner_lr: bool, inner_clip: float = 0.0, inner_loss: str = "mean"):
         dims = (d_in, *hidden, 1)
         init = nnx.initializers.lecun_normal()
         self.w = nnx.List([nnx.Param(init(rngs.params(), (a, b))) for a, b in zip(dims[:-1], dims[1:])])
@@ -49,7 +53,7 @@ class MetaMLP(nnx.Module):
         self.activation = activation
         last = len(dims) - 2
         self.scope = tuple(f"{k}{i}" for i in range(last + 1) for k in "wb") if adapt_params == "all" else (f"w{last}", f"b{last}")
-        self.scalar_lr, self.clip = inner_lr, inner_clip
+        self.scalar_lr, self.clip, self.inner_sum = inner_lr, inner_clip, inner_loss == "sum"
         # Meta-SGD: one learnable rate per adapted entry, starting at inner_lr
         self.lr = nnx.List([nnx.Param(jnp.full(self.weights()[k].shape, inner_lr)) for k in self.scope]) if learn_inner_lr else None
 
@@ -81,7 +85,8 @@ class MetaMLP(nnx.Module):
         lr = dict(zip(self.scope, (v[...] for v in self.lr))) if self.lr is not None else None
 
         def loss(f):
-            return bt_nll(self.apply(f, xw) - self.apply(f, xl), pairs["mask"])
+            nll = -jax.nn.log_sigmoid(self.apply(f, xw) - self.apply(f, xl)) * pairs["mask"]
+            return nll.sum() if self.inner_sum else nll.sum() / jnp.maximum(pairs["mask"].sum(), 1.0)
 
         def step(f, _):
             g = jax.grad(loss)(f)
