@@ -246,11 +246,17 @@ def bench_adapt(models=("pal-a", "pal-b"), shots: int = 10, dim: int = 384, user
 
 
 def bench_palette(communities: int = 200, pairs: int = 500, steps: int = 50, out: str | None = None,
-                  repeats: int = 2) -> dict:
+                  repeats: int = 2, fit_steps: int = 0) -> dict:
     """`communities` simulated communities (personas.communities: 19 attributes, D = 64, `pairs` training
     pairs each) fitted by `palette` at its defaults for `steps` steps: all at once vs one by one. The one-by-one
     time runs one compiled single-community program on every community's rows in turn (compiled once:
-    the comparison is of execution, not of compilation, which would only favour fitting at once)."""
+    the comparison is of execution, not of compilation, which would only favour fitting at once).
+
+    `fit_steps` > 0 also times whole fits end to end, as a user makes them (`plural.train.train`, `fit_steps`
+    steps, validation on the community's val rows every 100 steps): one fit of every community at once vs
+    one fit per community, with JAX's persistent compilation cache on and warm for both (a temporary folder,
+    filled by one untimed fit of each kind), so that what is timed is a second run's set-up, tracing,
+    cache loads, training and validation (`fit_at_once_s`, `fit_one_by_one_s`)."""
     import tempfile
 
     from personas.communities import CommunityConfig, simulate_communities
@@ -258,11 +264,13 @@ def bench_palette(communities: int = 200, pairs: int = 500, steps: int = 50, out
     from plural.models.base import view_of
     from plural.run import configs_for
 
-    cfg = CommunityConfig(n_communities=communities, n_users=communities, train_pairs=pairs, val_pairs=1, test_pairs=1)
+    cfg = CommunityConfig(n_communities=communities, n_users=communities, train_pairs=pairs, val_pairs=1 + 19 * bool(fit_steps),
+                          test_pairs=1)
     with tempfile.TemporaryDirectory() as tmp:
         simulate_communities(cfg).write(tmp)
         family = get_family("palette")
-        data = view_of(family, read_table(Path(tmp) / "train.parquet"))
+        table, val = read_table(Path(tmp) / "train.parquet"), read_table(Path(tmp) / "val.parquet")
+        data = view_of(family, table)
     c = configs_for("palette", [f"train.steps={steps}", f"train.log_every={steps}", "train.ckpt_every=0",
                                 "train.mesh=(1, 1)"])
 
@@ -283,9 +291,47 @@ def bench_palette(communities: int = 200, pairs: int = 500, steps: int = 50, out
            "hidden": c["model"].hidden, "pairs_per_group": c["batch"].pairs_per_group,
            "at_once_s": _best_of(together, repeats), "one_by_one_s": _best_of(one_by_one, repeats)}
     res["at_once_over_one_by_one"] = res["at_once_s"] / res["one_by_one_s"]
+    if fit_steps:
+        res.update(_palette_fits(family, table, val, fit_steps))
     res.update(_environment())
     _report(res, out)
     return res
+
+
+def _palette_fits(family, table, val, steps: int) -> dict:
+    """`bench_palette`'s end-to-end fits: every community at once vs one fit per community (see there)."""
+    import tempfile
+
+    from plural.cache import MIN_COMPILE_S
+    from plural.run import configs_for
+    from plural.train import train
+
+    c = configs_for("palette", [f"train.steps={steps}", "train.eval_every=100", "train.ckpt_every=0", "train.mesh=(1, 1)"])
+
+    def fit(d, v):
+        return train(family, c["model"], c["train"], d, val=v, progress=False, batches=c["batch"])
+
+    val_group = np.asarray(val.groups, dtype=object)[val.group]
+    groups = [(np.flatnonzero(table.group == g), np.flatnonzero(val_group == name)) for g, name in enumerate(table.groups)]
+    old = (jax.config.jax_compilation_cache_dir, jax.config.jax_persistent_cache_min_compile_time_secs)
+    with tempfile.TemporaryDirectory() as cache:
+        jax.config.update("jax_compilation_cache_dir", cache)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_S)
+        try:
+            fit(table, val)  # warm the cache for both kinds of fit
+            fit(table.take(groups[0][0]), val.take(groups[0][1]))
+            t = time.perf_counter()
+            fit(table, val)
+            at_once = time.perf_counter() - t
+            t = time.perf_counter()
+            for rows, vrows in groups:
+                fit(table.take(rows), val.take(vrows))
+            one_by_one = time.perf_counter() - t
+        finally:
+            jax.config.update("jax_compilation_cache_dir", old[0])
+            jax.config.update("jax_persistent_cache_min_compile_time_secs", old[1])
+    return {"fit_steps": steps, "fit_at_once_s": at_once, "fit_one_by_one_s": one_by_one,
+            "fit_at_once_over_one_by_one": at_once / one_by_one}
 
 
 _FIRST_CHUNK_PROBE = """

@@ -149,6 +149,8 @@ def _parser() -> argparse.ArgumentParser:
     bp.add_argument("--communities", type=int, default=200)
     bp.add_argument("--pairs", type=int, default=500, help="training pairs per community")
     bp.add_argument("--steps", type=int, default=50)
+    bp.add_argument("--fit-steps", type=int, default=0, help="> 0: also time whole fits end to end (that many steps, "
+                    "validation every 100, compilation cache warm): all at once vs one fit per community")
     bp.add_argument("--out", default=None)
     bt = bsub.add_parser("embed-table", help="plural embed of a table of many short texts, killed part way and run "
                          "again: time, peak memory, texts kept")
@@ -368,7 +370,7 @@ def _dispatch(args) -> int:
         elif args.bench == "adapt":
             bench.bench_adapt(tuple(args.models.split(",")), args.shots, args.dim, args.users, args.out)
         elif args.bench == "palette":
-            bench.bench_palette(args.communities, args.pairs, args.steps, args.out)
+            bench.bench_palette(args.communities, args.pairs, args.steps, args.out, fit_steps=args.fit_steps)
         elif args.bench == "embed-table":
             bench.bench_embed_table(args.texts, args.kill_at, out=args.out)
         elif args.bench == "embed":

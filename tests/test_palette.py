@@ -109,10 +109,17 @@ def test_a_table_without_attribute_columns_is_refused(tiny, tmp_path, capsys):
 @pytest.mark.slow  # benchmark plumbing (two compiled trainers, ~25 s): run with -m slow
 def test_bench_palette_times_the_communities_at_once_and_one_by_one(tmp_path, capsys):
     out = tmp_path / "palette.json"
-    assert main(["bench", "palette", "--communities", "3", "--pairs", "20", "--steps", "2", "--out", str(out)]) == 0
     import json
 
+    import jax
+
+    cache = jax.config.jax_compilation_cache_dir
+    assert main(["bench", "palette", "--communities", "3", "--pairs", "20", "--steps", "2", "--fit-steps", "20",
+                 "--out", str(out)]) == 0
     res = json.loads(out.read_text())
     assert res["communities"] == 3 and res["at_once_s"] > 0 and res["one_by_one_s"] > 0
     assert abs(res["at_once_over_one_by_one"] - res["at_once_s"] / res["one_by_one_s"]) < 1e-9
+    assert res["fit_steps"] == 20 and res["fit_at_once_s"] > 0 and res["fit_one_by_one_s"] > 0
+    assert abs(res["fit_at_once_over_one_by_one"] - res["fit_at_once_s"] / res["fit_one_by_one_s"]) < 1e-9
+    assert jax.config.jax_compilation_cache_dir == cache  # the temporary cache folder is not left behind
     assert "at_once_over_one_by_one" in capsys.readouterr().out
