@@ -8,6 +8,9 @@ hundred steps and then falls: it learns the training users' answers rather than 
 (meta-overfitting); more users is the cure this measures, for every meta-learner.
 
     plural grid experiments/fewshot_users.py --out results/fewshot_users     # about 20 min on 2 CPU cores
+
+Test gap closed of unseen users at 10 shots, 60 / 240 / 960 seen users (2 seeds): MAML 0.69 / 0.78 / 0.75,
+Meta-SGD 0.69 / 0.79 / 0.75, GPO 0.48 / 0.75 / 0.88, Reptile 0.60 / 0.72 / 0.71, LoRe 0.86 / 0.94 / 0.91.
 """
 
 from common import IDEAL3

@@ -56,6 +56,30 @@ def test_one_inner_step_of_the_head_is_the_hand_computed_gradient_step(inner_los
     np.testing.assert_allclose(np.asarray(empty["w1"]), w["w1"], atol=1e-7)
 
 
+def test_reptile_inner_minibatches_take_the_valid_pairs_in_turn():
+    """inner_batches=2, 2 steps of the head: step 1 on the 1st, 3rd, 5th valid pair, step 2 on the 2nd and
+    4th (a masked pair is skipped when dealing), each the hand-computed mean-loss gradient step."""
+    hp = FewShotHparams(variant="reptile", hidden=(4,), inner_steps=2, inner_lr=0.5, inner_batches=2)
+    net = FewShot(SPEC, hp, nnx.Rngs(0)).net
+    ctx = _pairs(7, 3)
+    ctx["mask"] = jnp.asarray([1, 1, 0, 1, 1, 1, 0], jnp.float32)  # valid pairs: 0, 1, 3, 4, 5
+    w = {k: np.asarray(v, np.float64) for k, v in net.weights().items()}
+
+    def features(p, y):
+        return np.asarray(jax.nn.gelu(jnp.asarray(np.concatenate([p, y], -1) @ w["w0"] + w["b0"])), np.float64)
+
+    diff = features(ctx["prompt"], ctx["chosen"]) - features(ctx["prompt"], ctx["rejected"])
+    head = w["w1"][:, 0].copy()
+    for rows in ([0, 3, 5], [1, 4]):
+        m = diff[rows] @ head
+        head = head - 0.5 * (diff[rows] * (-1 / (1 + np.exp(m)))[:, None]).mean(0)
+    theta = {k: jnp.asarray(v) for k, v in net.weights().items()}
+    got = net.inner({"w1": theta["w1"], "b1": theta["b1"]}, ctx, 2, True, batches=2)
+    np.testing.assert_allclose(np.asarray(got["w1"])[:, 0], head, rtol=1e-4, atol=1e-6)
+    whole = net.inner({"w1": theta["w1"], "b1": theta["b1"]}, ctx, 2, True)
+    assert not np.allclose(np.asarray(whole["w1"]), np.asarray(got["w1"]), atol=1e-4)
+
+
 def test_second_and_first_order_maml_run_under_jit_and_differ():
     batch = {"context": _pairs(4, 1, (3,)), "target": _pairs(5, 2, (3,)), "user": jnp.arange(3)}
     grads = {}

@@ -21,8 +21,10 @@ Meta-training draws users with a context set C_u and disjoint targets T_u (`User
 
 - `maml` (Finn, Abbeel & Levine, ICML 2017): minimise mean_u L_{T_u}(phi_S(C_u)), the gradient flowing
   through the inner loop (second order); `first_order=true` stops it at the inner gradients (FOMAML).
-- `reptile` (Nichol, Achiam & Schulman, 2018): adapt on C_u + T_u, then move theta towards the adapted
-  weights: the update direction mean_u (phi_S - theta[A]) is the gradient of
+- `reptile` (Nichol, Achiam & Schulman, 2018): adapt on C_u + T_u, its pairs dealt into `inner_batches`
+  disjoint minibatches that the inner steps take in turn (as the paper's inner loop: successive steps on
+  different pairs give the update its term for weights whose gradient on some pairs helps on the others),
+  then move theta towards the adapted weights: the update direction mean_u (phi_S - theta[A]) is the gradient of
   1/2 mean_u ||theta[A] - stop_gradient(phi_S)||^2, handed to the optimiser (Adam) like any loss gradient.
   It adapts every weight: weights outside A would get no update at all (`adapt_params` is refused).
 - `finetune`: plain BT on the pooled pairs (the same sampler), adapted at test time by the same S steps:
@@ -77,19 +79,23 @@ class MetaMLP(nnx.Module):
             x = act(x) if i < n - 1 else x
         return x[..., 0]
 
-    def inner(self, fast: dict, pairs: dict, steps: int, first_order: bool) -> dict:
+    def inner(self, fast: dict, pairs: dict, steps: int, first_order: bool, batches: int = 1) -> dict:
         """S gradient steps of the pairs' masked BT loss from `fast` (jit-friendly; differentiable unless
-        first_order). pairs: prompt (n, Dp), chosen / rejected (n, D), mask (n,)."""
+        first_order). pairs: prompt (n, Dp), chosen / rejected (n, D), mask (n,). `batches` > 1: the valid
+        pairs are dealt round-robin into that many disjoint minibatches and step s uses minibatch s mod
+        `batches` (Reptile's inner loop on minibatches)."""
         xw = jnp.concatenate([pairs["prompt"], pairs["chosen"]], -1)
         xl = jnp.concatenate([pairs["prompt"], pairs["rejected"]], -1)
         lr = dict(zip(self.scope, (v[...] for v in self.lr))) if self.lr is not None else None
+        rank = jnp.cumsum(pairs["mask"]) - 1  # each valid pair's place among the valid ones
 
-        def loss(f):
-            nll = -jax.nn.log_sigmoid(self.apply(f, xw) - self.apply(f, xl)) * pairs["mask"]
-            return nll.sum() if self.inner_sum else nll.sum() / jnp.maximum(pairs["mask"].sum(), 1.0)
+        def loss(f, mask):
+            nll = -jax.nn.log_sigmoid(self.apply(f, xw) - self.apply(f, xl)) * mask
+            return nll.sum() if self.inner_sum else nll.sum() / jnp.maximum(mask.sum(), 1.0)
 
-        def step(f, _):
-            g = jax.grad(loss)(f)
+        def step(f, s):
+            mask = pairs["mask"] if batches == 1 else pairs["mask"] * (jnp.mod(rank, batches) == jnp.mod(s, batches))
+            g = jax.grad(loss)(f, mask)
             if first_order:
                 g = jax.lax.stop_gradient(g)
             if self.clip:  # global-norm clip: a factor of exactly 1 below the threshold (results unchanged there)
@@ -97,7 +103,7 @@ class MetaMLP(nnx.Module):
                 g = {k: v * jnp.minimum(1.0, self.clip / norm) for k, v in g.items()}  # user without shots has g = 0
             return {k: f[k] - (lr[k] if lr is not None else self.scalar_lr) * g[k] for k in f}, None
 
-        fast, _ = jax.lax.scan(step, fast, None, length=steps)
+        fast, _ = jax.lax.scan(step, fast, jnp.arange(steps))
         return fast
 
     def margin(self, fast: dict, pairs: dict) -> jax.Array:
@@ -105,7 +111,7 @@ class MetaMLP(nnx.Module):
                 - self.apply(fast, jnp.concatenate([pairs["prompt"], pairs["rejected"]], -1)))
 
 
-def meta_loss(net: MetaMLP, variant: str, batch: dict, steps: int, first_order: bool):
+def meta_loss(net: MetaMLP, variant: str, batch: dict, steps: int, first_order: bool, inner_batches: int = 1):
     """The meta-training objective of `variant` on a `UserBatches` batch: (loss, metrics)."""
     ctx, tgt = batch["context"], batch["target"]
     theta = net.theta()
@@ -122,7 +128,7 @@ def meta_loss(net: MetaMLP, variant: str, batch: dict, steps: int, first_order: 
         return nll, {"accuracy": masked_accuracy(m, tgt["mask"]), "nll": nll}
     # reptile: adapt on all of the user's sampled pairs, pull theta towards the adapted weights
     both = {k: jnp.concatenate([ctx[k], tgt[k]], 1) for k in ("prompt", "chosen", "rejected", "mask")}
-    adapted = jax.lax.stop_gradient(jax.vmap(lambda c: net.inner(theta, c, steps, True))(both))
+    adapted = jax.lax.stop_gradient(jax.vmap(lambda c: net.inner(theta, c, steps, True, inner_batches))(both))
     pull = sum(0.5 * jnp.sum((theta[k][None] - adapted[k]) ** 2) / adapted[k].shape[0] for k in theta)
     # monitoring only: targets under weights adapted on the context alone
     fast = jax.lax.stop_gradient(jax.vmap(lambda c: net.inner(theta, c, steps, True))(
