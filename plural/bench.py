@@ -298,9 +298,13 @@ def bench_palette(communities: int = 200, pairs: int = 500, steps: int = 50, out
     return res
 
 
-def _palette_fits(family, table, val, steps: int) -> dict:
-    """`bench_palette`'s end-to-end fits: every community at once vs one fit per community (see there)."""
+def _palette_fits(family, table, val, steps: int, cache: str | None = None) -> dict:
+    """`bench_palette`'s end-to-end fits: every community at once vs one fit per community (see there), with
+    JAX's persistent compilation cache in `cache` (default: a temporary folder); the process's own cache
+    setting is put back afterwards."""
     import tempfile
+
+    from jax.experimental.compilation_cache import compilation_cache as cc
 
     from plural.cache import MIN_COMPILE_S
     from plural.run import configs_for
@@ -314,9 +318,10 @@ def _palette_fits(family, table, val, steps: int) -> dict:
     val_group = np.asarray(val.groups, dtype=object)[val.group]
     groups = [(np.flatnonzero(table.group == g), np.flatnonzero(val_group == name)) for g, name in enumerate(table.groups)]
     old = (jax.config.jax_compilation_cache_dir, jax.config.jax_persistent_cache_min_compile_time_secs)
-    with tempfile.TemporaryDirectory() as cache:
-        jax.config.update("jax_compilation_cache_dir", cache)
+    with tempfile.TemporaryDirectory() as tmp:
+        jax.config.update("jax_compilation_cache_dir", str(cache or tmp))
         jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_S)
+        cc.reset_cache()  # JAX opens its cache folder once: make it open this one
         try:
             fit(table, val)  # warm the cache for both kinds of fit
             fit(table.take(groups[0][0]), val.take(groups[0][1]))
@@ -330,6 +335,7 @@ def _palette_fits(family, table, val, steps: int) -> dict:
         finally:
             jax.config.update("jax_compilation_cache_dir", old[0])
             jax.config.update("jax_persistent_cache_min_compile_time_secs", old[1])
+            cc.reset_cache()
     return {"fit_steps": steps, "fit_at_once_s": at_once, "fit_one_by_one_s": one_by_one,
             "fit_at_once_over_one_by_one": at_once / one_by_one}
 

@@ -80,7 +80,8 @@ class TrainConfig:
     val_metric: Literal["accuracy", "nll"] = "accuracy"  # what validation maximises (nll: minimised)
     val_shots: Count = 0  # K > 0: validation also adapts each unseen user of the validation table from its first
     # K pairs (file order) and scores its later pairs; the score is then the mean of the seen users' and these
-    # users' (the grid's selection score), so that a few-shot learner stops where it adapts best (0: seen only)
+    # users' (as the grid's selection score, for a spec whose shots are [K]), so that a few-shot learner stops
+    # where it adapts best (0: seen only)
 
 
 @dataclasses.dataclass(frozen=True)

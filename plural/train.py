@@ -242,6 +242,9 @@ class Trainer:
         self.h = self.place_replicas({k: jnp.asarray(v) for k, v in self.traced.items()})  # (R,) per traced setting
         self.dd = device_data(data, replicated(self.mesh))
         self.vd = self.vu = None  # validation rows: seen users' (or, without any, every row); unseen users' shots
+        if cfg.val_shots and (val is None or cfg.eval_every == 0):
+            raise PluralError(f"--set train.val_shots={cfg.val_shots}: needs validation (--val, or data.val_fraction > 0) "
+                              f"and train.eval_every > 0")
         if val is not None and cfg.eval_every > 0:
             rows = eval_rows(val, data.users, data.groups)
             seen = rows["user"] >= 0
@@ -387,7 +390,9 @@ class Trainer:
     def _validate_all(self, params, rest, h, keys, dd, vd, vu):
         """(val_loss (S,), val_accuracy (S,)) of every seed on the validation rows (jitted per Trainer): the
         seen users' rows `vd`, and with `train.val_shots` the unseen users' later rows under the state adapted
-        from their shots `vu` (user j with key fold_in(keys[seed], j), as `plural evaluate`), the two averaged."""
+        from their shots `vu` (user j with key fold_in(keys[seed], j), as `plural evaluate`), the two averaged.
+        Memory: every unseen user is adapted at once and each target row gathers its user's state, per replica
+        (unlike `evaluate`, which works in chunks): fine for validation tables of thousands of rows."""
         def one(p, r, hh, key):
             model = self._merge(p, r, hh)
             parts = []

@@ -15,6 +15,7 @@ from flax import nnx
 from analysis import group_report
 from plural.cli import main
 from plural.data import read_table
+from plural.errors import PluralError
 from plural.evaluate import predict
 from plural.models.fewshot import FewShot, FewShotHparams
 from plural.models.fewshot.maml import meta_loss
@@ -78,6 +79,8 @@ def test_reptile_inner_minibatches_take_the_valid_pairs_in_turn():
     np.testing.assert_allclose(np.asarray(got["w1"])[:, 0], head, rtol=1e-4, atol=1e-6)
     whole = net.inner({"w1": theta["w1"], "b1": theta["b1"]}, ctx, 2, True)
     assert not np.allclose(np.asarray(whole["w1"]), np.asarray(got["w1"]), atol=1e-4)
+    with pytest.raises(PluralError, match="inner_batches=3"):  # a minibatch no step would take
+        FewShot.check_settings(dataclasses.replace(hp, inner_batches=3), FewShot.batches)
 
 
 def test_second_and_first_order_maml_run_under_jit_and_differ():

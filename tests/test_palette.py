@@ -121,5 +121,17 @@ def test_bench_palette_times_the_communities_at_once_and_one_by_one(tmp_path, ca
     assert abs(res["at_once_over_one_by_one"] - res["at_once_s"] / res["one_by_one_s"]) < 1e-9
     assert res["fit_steps"] == 20 and res["fit_at_once_s"] > 0 and res["fit_one_by_one_s"] > 0
     assert abs(res["fit_at_once_over_one_by_one"] - res["fit_at_once_s"] / res["fit_one_by_one_s"]) < 1e-9
-    assert jax.config.jax_compilation_cache_dir == cache  # the temporary cache folder is not left behind
+    assert jax.config.jax_compilation_cache_dir == cache  # the process's own setting is put back
     assert "at_once_over_one_by_one" in capsys.readouterr().out
+    # the fits compile into the cache folder they are given (a warm cache for both kinds of fit)
+    from personas.communities import CommunityConfig, simulate_communities
+    from plural.bench import _palette_fits
+    from plural.data import read_table
+    from plural.models import get_family
+
+    simulate_communities(CommunityConfig(n_communities=2, n_users=2, train_pairs=20, val_pairs=5, test_pairs=1)).write(tmp_path / "pop")
+    folder = tmp_path / "jit"
+    res = _palette_fits(get_family("palette"), read_table(tmp_path / "pop" / "train.parquet"),
+                        read_table(tmp_path / "pop" / "val.parquet"), 20, cache=str(folder))
+    assert res["fit_one_by_one_s"] > 0 and folder.is_dir() and any(folder.iterdir())
+    assert jax.config.jax_compilation_cache_dir == cache

@@ -89,6 +89,10 @@ def test_val_shots_without_unseen_validation_users_is_refused(tiny, tmp_path, ca
     assert rc == 2 and len(err.splitlines()) == 1
     assert "train.val_shots=5" in err and "no user unseen in training" in err
     assert not (tmp_path / "run" / "metrics.json").exists()
+    rc = main(["fit", "--data", str(d / "train.parquet"), "--model", "bt", "--out", str(tmp_path / "run2"),
+               *_sets(["train.val_shots=5", "data.val_fraction=0", "train.steps=20"])])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "needs validation" in err
 
 
 def test_fit_holds_out_validation_pairs_by_default_and_resumes_to_the_same_bytes(tiny, tmp_path):

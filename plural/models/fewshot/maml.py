@@ -11,8 +11,8 @@ ICLR 2020, which keeps MAML's accuracy at a fraction of the state), L_C = mean_j
 - r(x_j, y_l,j)) over C, and alpha = `inner_lr` (a scalar), or with `learn_inner_lr` one learnable rate
 per adapted parameter entry (Meta-SGD, Li et al., 2017). A user's state is phi_S (a flat dict of arrays).
 With `inner_loss=sum` L_C is the sum over C instead of the mean, so a step moves a user's weights in
-proportion to how many pairs they gave: one step is then a MAP step under a Gaussian prior of variance
-alpha around theta (Grant et al., Recasting gradient-based meta-learning as hierarchical Bayes, ICLR
+proportion to how many pairs they gave: one step is then, to first order, a MAP step under a Gaussian prior
+of variance alpha around theta (Grant et al., Recasting gradient-based meta-learning as hierarchical Bayes, ICLR
 2018), where the mean takes as long a step from 1 pair as from 32.
 Departure: each inner gradient is clipped to global norm `inner_clip` (10; it does not bind on unit-norm
 embeddings, and keeps the inner loop finite on embeddings of large norm, where plain SGD steps diverge).
