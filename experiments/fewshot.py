@@ -8,7 +8,9 @@ fine-tuned BT both sweep the inner rate and which weights adapt (all / last laye
 GPO runs at 2 layers x 64 wide here (its published 6 x 128 is the family default, too slow for a CPU
 sweep of this size).
 
-    plural grid experiments/fewshot.py --out results/fewshot     # about 2 h on 2 CPU cores
+    plural grid experiments/fewshot.py --out results/fewshot     # about 3 h on 2 CPU cores
+    # stored in two parts: --datasets ideal3,many_small -> results/fewshot (45 min),
+    # --datasets statements -> results/fewshot_statements (1 h 50 min)
     plural figs --results results/fewshot --out figs/fewshot     # accuracy_vs_shots per dataset
 """
 
