@@ -21,7 +21,7 @@ import pandas as pd
 from flax import nnx
 
 from plural.data import PreferenceData
-from plural.data.batching import eval_rows, user_positions
+from plural.data.batching import eval_rows, shot_contexts, user_positions
 from plural.errors import PluralError
 from plural.models.base import view_of
 from plural.train import ADAPT_STREAM, TrainResult, seed_key
@@ -120,17 +120,11 @@ def user_states(result: TrainResult, train_users, data: PreferenceData, shots: i
     index = np.where(is_seen, rows["user"], n_seen + np.searchsorted(groups, rows["group"])).astype(np.int64)
     parts = [seen_states, group_states]
     # every step below is vectorised over rows (no loop over users, no per-user pass over the N rows)
-    order, counts, starts, pos = user_positions(data.user, data.n_users)
+    adapt_users, ctx_rows, slot, pos = shot_contexts(data.user, data.n_users, is_seen, shots)
     scored = is_seen | (pos >= score_from)
     if shots > 0:
-        unseen_user = np.ones(data.n_users, bool)
-        unseen_user[data.user[is_seen]] = False
-        adapt_users = np.flatnonzero(unseen_user & (counts > shots))  # (n,) in user order
-        if len(adapt_users):
-            ctx_rows = order[starts[adapt_users][:, None] + np.arange(shots)]  # (n, K): each user's first K rows
+        if len(adapt_users):  # ctx_rows (n, K): each adapted user's first K rows
             parts.append(_adapt_rows(result, rows, ctx_rows, seed_index))
-            slot = np.full(data.n_users, -1, np.int64)
-            slot[adapt_users] = np.arange(len(adapt_users))
             own = ~is_seen & (pos >= shots) & (slot[data.user] >= 0)
             index[own] = n_seen + len(groups) + slot[data.user[own]]
     table = jax.tree.map(lambda *t: np.concatenate([np.asarray(x) for x in t]), *parts)

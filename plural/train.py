@@ -46,7 +46,7 @@ from jax.sharding import PartitionSpec as P
 from plural import checkpoint
 from plural.config import TrainConfig, check_config
 from plural.data import PreferenceData, device_data
-from plural.data.batching import eval_rows, user_positions
+from plural.data.batching import eval_rows, shot_contexts
 from plural.hooks import Callback, Checkpointer, Hook, LoopState, Progress, Validation
 from plural.errors import PluralError
 from plural.models import RewardModel
@@ -203,17 +203,12 @@ def _shot_rows(val: PreferenceData, rows: dict, shots: int) -> dict:
     """`train.val_shots`: the unseen users of a validation table with more than `shots` rows, as contexts
     (their first `shots` rows in file order, (n, K) per `eval_rows` field, plus `mask`) and targets (their
     later rows, with `slot`: which context's user each is). A one-line error when there are none."""
-    order, counts, starts, pos = user_positions(val.user, val.n_users)
-    unseen = np.zeros(val.n_users, bool)
-    unseen[val.user[rows["user"] < 0]] = True
-    users = np.flatnonzero(unseen & (counts > shots))
+    users, ctx_rows, slot, pos = shot_contexts(val.user, val.n_users, rows["user"] >= 0, shots)
     if not len(users):
         raise PluralError(f"--set train.val_shots={shots}: the validation table {val.source} has no user unseen in "
                           f"training with more than {shots} pairs")
-    slot = np.full(val.n_users, -1, np.int64)
-    slot[users] = np.arange(len(users))
     target = np.flatnonzero((slot[val.user] >= 0) & (pos >= shots))
-    context = {k: v[order[starts[users][:, None] + np.arange(shots)]] for k, v in rows.items()}
+    context = {k: v[ctx_rows] for k, v in rows.items()}
     return {"context": {**context, "mask": np.ones((len(users), shots), np.float32)},
             "target": {**{k: v[target] for k, v in rows.items()}, "slot": slot[val.user[target]].astype(np.int32)}}
 

@@ -170,6 +170,20 @@ def user_positions(user: np.ndarray, n_users: int) -> tuple[np.ndarray, np.ndarr
     return order, counts, starts, pos
 
 
+def shot_contexts(user: np.ndarray, n_users: int, is_seen: np.ndarray, shots: int):
+    """The `--shots` rule shared by evaluation and validation: the users with no seen row and more than
+    `shots` rows adapt from their first `shots` rows in file order. Returns `users` (n,) in user order,
+    `ctx_rows` (n, shots) their context rows, `slot` (U,) each user's index in `users` (-1: not adapted)
+    and `pos` (N,) each row's position among its user's rows."""
+    order, counts, starts, pos = user_positions(user, n_users)
+    unseen = np.ones(n_users, bool)
+    unseen[user[is_seen]] = False
+    users = np.flatnonzero(unseen & (counts > shots))
+    slot = np.full(n_users, -1, np.int64)
+    slot[users] = np.arange(len(users))
+    return users, order[starts[users][:, None] + np.arange(shots)], slot, pos
+
+
 def eval_rows(data: PreferenceData, train_users, train_groups) -> dict:
     """The rows of `data` as host arrays for scoring a model fitted on other data.
 

@@ -90,8 +90,8 @@ class MetaMLP(nnx.Module):
         rank = jnp.cumsum(pairs["mask"]) - 1  # each valid pair's place among the valid ones
 
         def loss(f, mask):
-            nll = -jax.nn.log_sigmoid(self.apply(f, xw) - self.apply(f, xl)) * mask
-            return nll.sum() if self.inner_sum else nll.sum() / jnp.maximum(mask.sum(), 1.0)
+            nll = bt_nll(self.apply(f, xw) - self.apply(f, xl), mask)  # the mean over the pairs
+            return nll * jnp.maximum(mask.sum(), 1.0) if self.inner_sum else nll
 
         def step(f, s):
             mask = pairs["mask"] if batches == 1 else pairs["mask"] * (jnp.mod(rank, batches) == jnp.mod(s, batches))
