@@ -245,10 +245,15 @@ def bench_adapt(models=("pal-a", "pal-b"), shots: int = 10, dim: int = 384, user
     return res
 
 
+# palette's benchmarks fit separate community models (the paper's form, no shared content layer), so that
+# fitting the communities one by one fits the same model as fitting them at once
+SEPARATE = "model.share_content=false"
+
+
 def bench_palette(communities: int = 200, pairs: int = 500, steps: int = 50, out: str | None = None,
                   repeats: int = 2, fit_steps: int = 0) -> dict:
     """`communities` simulated communities (personas.communities: 19 attributes, D = 64, `pairs` training
-    pairs each) fitted by `palette` at its defaults for `steps` steps: all at once vs one by one. The one-by-one
+    pairs each) fitted by `palette` at its defaults, as separate models (`SEPARATE`), for `steps` steps: all at once vs one by one. The one-by-one
     time runs one compiled single-community program on every community's rows in turn (compiled once:
     the comparison is of execution, not of compilation, which would only favour fitting at once).
 
@@ -272,7 +277,7 @@ def bench_palette(communities: int = 200, pairs: int = 500, steps: int = 50, out
         table, val = read_table(Path(tmp) / "train.parquet"), read_table(Path(tmp) / "val.parquet")
         data = view_of(family, table)
     c = configs_for("palette", [f"train.steps={steps}", f"train.log_every={steps}", "train.ckpt_every=0",
-                                "train.mesh=(1, 1)"])
+                                "train.mesh=(1, 1)", SEPARATE])
 
     def trainer(d):
         return Trainer(family, c["model"], c["train"], d, seeds=(0,), batches=c["batch"])
@@ -310,7 +315,8 @@ def _palette_fits(family, table, val, steps: int, cache: str | None = None) -> d
     from plural.run import configs_for
     from plural.train import train
 
-    c = configs_for("palette", [f"train.steps={steps}", "train.eval_every=100", "train.ckpt_every=0", "train.mesh=(1, 1)"])
+    c = configs_for("palette", [f"train.steps={steps}", "train.eval_every=100", "train.ckpt_every=0", "train.mesh=(1, 1)",
+                                SEPARATE])
 
     def fit(d, v):
         return train(family, c["model"], c["train"], d, val=v, progress=False, batches=c["batch"])

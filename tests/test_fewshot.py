@@ -17,7 +17,7 @@ from plural.cli import main
 from plural.data import read_table
 from plural.errors import PluralError
 from plural.evaluate import predict
-from plural.models.fewshot import FewShot, FewShotHparams
+from plural.models.fewshot import FewShot, FewShotHparams, flip_user_pairs
 from plural.models.fewshot.maml import meta_loss
 from plural.run import fit
 
@@ -139,12 +139,34 @@ def test_gpo_scores_targets_independently_ignores_context_order_and_refuses_too_
         model.adapt(_pairs(9, 5), None)
 
 
+def test_flip_augmentation_reverses_whole_users_in_context_and_targets_alike():
+    ctx, tgt = _pairs(6, seed=1, lead=(64,)), _pairs(4, seed=2, lead=(64,))
+    batch = {"context": ctx, "target": tgt}
+    for p in (0.0, 1.0):
+        out = flip_user_pairs(batch, jax.random.key(0), p)
+        for part, orig in (("context", ctx), ("target", tgt)):
+            want = ("rejected", "chosen") if p else ("chosen", "rejected")
+            np.testing.assert_array_equal(out[part]["chosen"], orig[want[0]])
+            np.testing.assert_array_equal(out[part]["rejected"], orig[want[1]])
+            np.testing.assert_array_equal(out[part]["mask"], orig["mask"])
+    out = flip_user_pairs(batch, jax.random.key(3), 0.25)
+    flipped = []
+    for part, orig in (("context", ctx), ("target", tgt)):
+        same = np.all(np.asarray(out[part]["chosen"]) == np.asarray(orig["chosen"]), axis=(1, 2))
+        swapped = np.all(np.asarray(out[part]["chosen"]) == np.asarray(orig["rejected"]), axis=(1, 2))
+        assert np.all(same ^ swapped)  # every user whole: all of its pairs or none
+        flipped.append(swapped)
+    np.testing.assert_array_equal(flipped[0], flipped[1])  # the same users in context and targets
+    assert 4 <= flipped[0].sum() <= 30  # about a quarter of 64 users (binomial: 16 +- 3.5)
+
+
 def test_settings_of_another_variant_are_refused(tmp_path, capsys):
     from personas import IdealPointConfig, simulate_ideal_point
 
     simulate_ideal_point(IdealPointConfig(n_users=6, n_unseen=2, train_pairs=10, test_pairs=5, dim=8)).write(tmp_path)
     for sets in (["model.rank=4"], ["model.variant=lore", "model.inner_lr=0.5"], ["model.variant=gpo", "model.first_order=true"],
-                 ["model.variant=gpo", "model.max_context=8"], ["model.variant=reptile", "model.adapt_params=head"]):
+                 ["model.variant=gpo", "model.max_context=8"], ["model.variant=reptile", "model.adapt_params=head"],
+                 ["model.variant=lore", "model.flip_users=0.2"], ["model.variant=finetune", "model.flip_users=0.2"]):
         args = ["fit", "--model", "fewshot", "--data", str(tmp_path / "train.parquet"), "--out", str(tmp_path / "r")]
         assert main(args + [a for s in sets for a in ("--set", s)]) == 2
         err = capsys.readouterr().err.strip()

@@ -56,6 +56,27 @@ def test_fixed_attention_is_one_weighting_per_community_and_linear_content_is_af
     assert float(jnp.abs(g1 + g2 - 2 * g0).max()) > 1e-3  # (the default layer is not)
 
 
+def test_shared_content_is_one_reward_that_every_communitys_pairs_train():
+    r = np.random.default_rng(5)
+    x, y = jnp.asarray(r.normal(size=(4, 2))), jnp.asarray(r.normal(size=(4, 9)))
+    only_a = {"prompt": jnp.asarray(r.normal(size=(8, 3, 2))), "chosen": jnp.asarray(r.normal(size=(8, 3, 9))),
+              "rejected": jnp.asarray(r.normal(size=(8, 3, 9))), "mask": jnp.zeros((8, 3)).at[:, 0].set(1.0)}
+    moved = {}
+    for share in (False, True):
+        model = Palette(SPEC, PaletteHparams(hidden=8, share_content=share), nnx.Rngs(2))
+        assert model.w_content.shape == ((6 + 2, 8) if share else (3, 6 + 2, 8))
+        dropped = jnp.zeros((4, 3))  # every attribute dropped: the content reward alone
+        before, _ = model.community_rewards(x, y, dropped)
+        if share:  # one content reward for all three communities
+            np.testing.assert_allclose(np.asarray(before[0]), np.asarray(before[2]), rtol=1e-6)
+        grads = nnx.grad(lambda m: m.loss(only_a, jax.random.key(0), 0)[0])(model)  # pairs of community a alone
+        nnx.update(model, jax.tree.map(lambda p, g: p - 0.1 * g, nnx.state(model, nnx.Param), grads))
+        after, _ = model.community_rewards(x, y, dropped)
+        moved[share] = float(jnp.abs(after[1] - before[1]).max())  # community b's content reward
+    assert moved[False] < 1e-7  # separate models: a's pairs leave b alone
+    assert moved[True] > 1e-4  # shared: a's pairs train b's content reward too
+
+
 def test_palette_options_are_checked(tmp_path, capsys):
     simulate_communities(CommunityConfig(n_communities=2, n_attributes=3, dim=8, train_pairs=20)).write(tmp_path)
     out = tmp_path / "run"
@@ -83,6 +104,7 @@ def test_group_batches_draw_every_community_from_its_own_rows(tmp_path):
 def test_a_new_user_is_placed_in_the_community_whose_model_explains_their_pairs():
     model = Palette(SPEC, PaletteHparams(hidden=8), nnx.Rngs(2))
     r = np.random.default_rng(1)
+    model.sign[...] = jnp.asarray(r.normal(size=model.sign.shape))  # communities that differ (content is shared)
     x, a, b = (jnp.asarray(r.normal(size=(40, d))) for d in (2, 9, 9))
     ra, _ = model.community_rewards(x, a)
     rb, _ = model.community_rewards(x, b)
