@@ -41,6 +41,17 @@ LR = [1e-3, 1e-2]  # the learning rates every BT variant is selected from
 PROBE_LR = [3e-3, 3e-2]  # ... and the linear probes
 
 
+def meta_learners(grid: dict) -> dict:
+    """The four meta-training `fewshot` variants as grid methods, each sweeping `grid`: MAML and Meta-SGD
+    adapting the last layer at inner rate 1.0 (the point experiments/fewshot.py selects on the 3-group
+    population), Reptile at inner rate 1.0, and GPO at 2 layers x 64 (as in experiments/fewshot.py)."""
+    head = {"model.adapt_params": "head", "model.inner_lr": 1.0}
+    sets = {"maml": head, "meta-sgd": {**head, "model.learn_inner_lr": True},
+            "reptile": {"model.variant": "reptile", "model.inner_lr": 1.0},
+            "gpo": {"model.variant": "gpo", "model.n_layers": 2, "model.d_model": 64}}
+    return {name: {"model": "fewshot", "set": s, "grid": grid} for name, s in sets.items()}
+
+
 def bt_baselines(select: bool = True, probes: bool = True) -> dict:
     """The fair BT baselines as grid methods: plain, told the group, user embeddings (P-RLHF), and with
     `probes` the user-blind and group-told linear probes. `select=True` sweeps their learning rates (model

@@ -14,22 +14,15 @@ Meta-SGD 0.72 / 0.71 / 0.68 / 0.64, Reptile 0.62 / 0.64 / 0.63 / 0.62, GPO 0.54 
 best step still 300-800). Seen users gain from it (MAML 0.84 -> 0.86), unseen users do not: not adopted.
 """
 
-from common import IDEAL3
+from common import IDEAL3, meta_learners
 
-HEAD = {"model.adapt_params": "head", "model.inner_lr": 1.0}
 FLIP = {"model.flip_users": [0.0, 0.1, 0.25, 0.5]}
 
 
 def get_config():
     return {
         "datasets": {"users60": {"simulate": {**IDEAL3, "n_users": 60, "n_unseen": 120, "test_pairs": 60}}},
-        "methods": {
-            "maml": {"model": "fewshot", "set": HEAD, "grid": FLIP},
-            "meta-sgd": {"model": "fewshot", "set": {**HEAD, "model.learn_inner_lr": True}, "grid": FLIP},
-            "reptile": {"model": "fewshot", "set": {"model.variant": "reptile", "model.inner_lr": 1.0}, "grid": FLIP},
-            "gpo": {"model": "fewshot", "set": {"model.variant": "gpo", "model.n_layers": 2, "model.d_model": 64},
-                    "grid": FLIP},
-        },
+        "methods": meta_learners(FLIP),
         "baseline": "bt",
         "seeds": [0, 1],
         "shots": [4, 10, 32],

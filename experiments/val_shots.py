@@ -12,22 +12,15 @@ best step either way), GPO 0.391 / 0.387 vs 0.499 / 0.435. The gradient learners
 validation-unseen users are few). `train.val_shots` stays off by default.
 """
 
-from common import IDEAL3
+from common import IDEAL3, meta_learners
 
-HEAD = {"model.adapt_params": "head", "model.inner_lr": 1.0}
 VAL = {"train.val_shots": [0, 10]}
 
 
 def get_config():
     return {
         "datasets": {"ideal3": {"simulate": {**IDEAL3, "test_pairs": 60}}},
-        "methods": {
-            "maml": {"model": "fewshot", "set": HEAD, "grid": VAL},
-            "meta-sgd": {"model": "fewshot", "set": {**HEAD, "model.learn_inner_lr": True}, "grid": VAL},
-            "reptile": {"model": "fewshot", "set": {"model.variant": "reptile", "model.inner_lr": 1.0}, "grid": VAL},
-            "gpo": {"model": "fewshot", "set": {"model.variant": "gpo", "model.n_layers": 2, "model.d_model": 64},
-                    "grid": VAL},
-        },
+        "methods": meta_learners(VAL),
         "baseline": "bt",
         "seeds": [0, 1],
         "shots": [10],
