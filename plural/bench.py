@@ -34,7 +34,7 @@ from plural.config import TrainConfig
 from plural.data import PreferenceData
 from plural.data.batching import PairBatches
 from plural.models import get_family
-from plural.models.bt import BTHparams
+from plural.models.bt import BT, BTHparams
 from plural.train import Trainer
 
 
@@ -113,7 +113,7 @@ def bench_fit(dim: int = 384, pairs: int = 1024, steps: int = 50, out: str | Non
 
     mm_s = _best_of(matmuls, repeats) * flops / (2.0 * n**3)
     res = {
-        "benchmark": "fit", "model": "bt", "hidden": list(BTHparams().hidden), "dim": dim, "pairs": pairs,
+        "benchmark": "fit", "model": "bt", "hidden": list(BT.resolve(BTHparams()).hidden), "dim": dim, "pairs": pairs,
         "steps": steps, "step_flops": flops, "train_s": train_s, "pairs_per_s": steps * pairs / train_s,
         "train_gflops_per_s": steps * flops / train_s / 1e9, "matmul_n": n, "matmul_s_equal_flops": mm_s,
         "matmul_gflops_per_s": steps * flops / mm_s / 1e9, "ratio_to_matmul": mm_s / train_s, **_environment(),

@@ -41,7 +41,9 @@ Each (dataset, method, hyper-parameter point) is one cell. It trains on the trai
 stopping on the val table (its seen users' held-out pairs), then is scored on the val and the test
 tables: seen users, and unseen users at every shot count, always on the same rows (positions >= the
 largest shot count: `--score-from`). Its summary is written to DIR/cells/<cell>.parquet as soon as it
-finishes (atomically), so `--resume` skips finished cells; its scored rows go to <cell>.rows.parquet.
+finishes (atomically), so `--resume` skips finished cells; its scored rows go to <cell>.rows.parquet. A
+finished cell whose settings now resolve differently (a changed default, other seeds or shots: its stored
+`config_hash`) is trained again by `--resume`.
 
 Outputs:
 - results.parquet: one row per (cell, table, seed, shots, split, group) with accuracy and its user-bootstrap
@@ -56,7 +58,8 @@ Outputs:
 - paired.parquet: each selected method minus the baseline on the same test rows, per seed, with a
   user-bootstrap CI.
 Every line also carries one `hp.<key>` column per swept key and its program's `program`, `program_cells`,
-`program_replicas`, `compile_s`, `train_s`, and the cell's `pairs_per_s`; failed cells `error` and `failed_step`.
+`program_replicas`, `compile_s`, `train_s`, and the cell's `pairs_per_s` and `config_hash` (`fingerprint`); failed
+cells `error` and `failed_step`.
 """
 
 from __future__ import annotations
@@ -161,9 +164,32 @@ def _convert_set(entry: dict) -> list[str]:
     return [f"{k}={_text(v)}" for k, v in given.items()] if isinstance(given, dict) else list(given)
 
 
+def data_key(name: str, entry: dict) -> str:
+    """A dataset entry as resolved (a population's full config, defaults included; a real table's entry with its
+    split config): what the tables under DIR/data/<name> were made from."""
+    if "simulate" in entry:
+        cfg, _ = _population(name, entry)
+        return f"{entry['simulate'].get('population', 'ideal-point')} {cfg!r}"
+    if "table" in entry:  # the table by name and size, so that a moved checkout resumes its grids
+        table = Path(entry["table"])
+        size = table.stat().st_size if table.exists() else None
+        return json.dumps({**entry, "table": [table.name, size], "split": repr(_split_config(entry))}, sort_keys=True,
+                          default=str)
+    return json.dumps({k: str(Path(v).resolve()) if k in SPLITS else v for k, v in entry.items()}, sort_keys=True,
+                      default=str)
+
+
 def _dataset(name: str, entry: dict, out: Path) -> dict[str, PreferenceData]:
-    """{"train", "val", "test"} tables of a spec's dataset entry (simulated or converted/split once under out/data)."""
+    """{"train", "val", "test"} tables of a spec's dataset entry (simulated or converted/split once under out/data;
+    made again when the entry resolves differently from what they were made from, `data_key` in source.txt)."""
     d = out / "data" / name
+    if "simulate" in entry or "table" in entry:
+        key, source = data_key(name, entry), d / "source.txt"
+        if (d / "test.parquet").exists() and source.exists() and source.read_text() != key:
+            shutil.rmtree(d)
+        if not (d / "test.parquet").exists():
+            d.mkdir(parents=True, exist_ok=True)
+            source.write_text(key)
     if "simulate" in entry:
         cfg, simulate = _population(name, entry)
         if not (d / "test.parquet").exists():
@@ -330,6 +356,27 @@ class Cell:
     overrides: dict
     point: dict
     configs: dict  # configs_for(model, overrides): {"model", "train", "batch", "data"}
+    fingerprint: str = ""  # `fingerprint(...)`: what the cell's stored results were computed from
+
+
+def fingerprint(c: Cell, spec: dict) -> str:
+    """A hash of what a cell's results depend on besides the code: its resolved configs (defaults included), its
+    dataset's resolved entry (`data_key`), the spec's seeds and shot counts. Stored with the cell
+    (`config_hash`), so that `--resume` trains again a cell whose settings resolve differently now (a changed
+    default) instead of keeping its old results."""
+    text = repr([[repr(c.configs[k]) for k in sorted(c.configs)], data_key(c.dataset, spec["datasets"][c.dataset]),
+                 list(spec.get("seeds", [0])), sorted(spec.get("shots", [0]))])
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+def _finished(out: Path, c: Cell) -> bool:
+    """Whether cell `c` has a stored summary computed from its current settings. A summary without a
+    `config_hash` column (written before the column existed) counts as finished."""
+    path = out / "cells" / f"{c.cid}.parquet"
+    if not path.exists():
+        return False
+    stored = pd.read_parquet(path)
+    return "config_hash" not in stored or bool((stored["config_hash"] == c.fingerprint).all())
 
 
 def programs(todo: list[tuple]) -> list[list[Cell]]:
@@ -388,26 +435,37 @@ def run_grid(spec_path: str | Path, out: str | Path, resume: bool = False, progr
     out = Path(out)
     todo = check_spec(spec)  # every cell's hyper-parameters and every dataset's settings, before training anything
     if merge:
-        missing = [cid for cid, *_ in todo if not (out / "cells" / f"{cid}.parquet").exists()]
+        every = [c for p in programs(todo) for c in p]
+        for c in every:
+            c.fingerprint = fingerprint(c, spec)
+        missing = [c.cid for c in every if not _finished(out, c)]
         if missing:
-            raise PluralError(f"{out}: {len(missing)} of {len(todo)} cells are not finished (first: {missing[0]}); "
-                              "run the shards that hold them (--shard I/N), then --merge")
+            raise PluralError(f"{out}: {len(missing)} of {len(todo)} cells are not finished or ran with other "
+                              f"resolved settings (first: {missing[0]}); run the shards that hold them "
+                              "(--shard I/N), then --merge")
         return _write_tables(out, todo, spec)
     progs = programs(todo)
     mine = [(j, p) for j, p in enumerate(progs) if part is None or j % part[1] == part[0]]
-    done = [c for _, p in mine for c in p if (out / "cells" / f"{c.cid}.parquet").exists()]
-    if done and not resume:
-        raise PluralError(f"{out}: already holds grid results; pass --resume to continue, or use a new --out")
-    (out / "cells").mkdir(parents=True, exist_ok=True)
     seeds = tuple(spec.get("seeds", [0]))
     shots_list = sorted(spec.get("shots", [0]))
+    for _, p in mine:
+        for c in p:
+            c.fingerprint = fingerprint(c, spec)
+    there = [c for _, p in mine for c in p if (out / "cells" / f"{c.cid}.parquet").exists()]
+    if there and not resume:
+        raise PluralError(f"{out}: already holds grid results; pass --resume to continue, or use a new --out")
+    stale = [c for c in there if not _finished(out, c)]
+    if stale and progress and jax.process_index() == 0:
+        print(f"{out}: {len(stale)} finished cell(s) ran with other resolved settings (a default, the seeds or the "
+              f"shots changed since; first: {stale[0].cid}); training them again")
+    (out / "cells").mkdir(parents=True, exist_ok=True)
     tables: dict[str, dict | PluralError] = {}
     lead = jax.process_index() == 0  # with jax.distributed, every process trains; process 0 scores and writes
     bar = tqdm(total=sum(len(p) for _, p in mine), desc="grid", unit="cell", disable=not (progress and lead) or None,
                dynamic_ncols=True)
     try:
         for n_prog, (j, prog) in enumerate(mine):
-            pending = [c for c in prog if not (out / "cells" / f"{c.cid}.parquet").exists()]
+            pending = [c for c in prog if not _finished(out, c)]
             bar.update(len(prog) - len(pending))
             if not pending:
                 continue
@@ -514,7 +572,8 @@ def _meta(c: Cell) -> dict:
     """The identifying columns of a cell's lines: cell, dataset, method, model, hparams, and one `hp.<key>` column
     per swept key (tuples as their `--set` text)."""
     swept = {f"hp.{k}": _text(v) if isinstance(v, (tuple, list)) else v for k, v in c.point.items()}
-    return {"cell": c.cid, "dataset": c.dataset, "method": c.label, "model": c.model, "hparams": _hparams(c.point), **swept}
+    return {"cell": c.cid, "dataset": c.dataset, "method": c.label, "model": c.model, "hparams": _hparams(c.point),
+            **swept, "config_hash": c.fingerprint}
 
 
 def _write_failed(out: Path, c: Cell, seeds: tuple, error: str, step) -> None:

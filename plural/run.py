@@ -41,11 +41,13 @@ def family_of(model) -> type:
 def configs_for(model, overrides: list[str] = ()) -> dict:
     """{'model': Hparams, 'train': TrainConfig, 'batch': the family's sampler, 'data': DataConfig},
     each from the family's defaults with `--set` overrides applied. The training defaults may depend on the
-    model's settings (`train_defaults_for`, e.g. a variant's learning rate); `--set train.*` still wins."""
+    model's settings (`train_defaults_for`, e.g. a variant's learning rate); `--set train.*` still wins. Model
+    defaults that depend on other model settings are filled in by the family's `resolve`."""
     family = family_of(model)
     base = {"model": family.Hparams(), "train": TrainConfig(**family.train_defaults), "batch": family.batches,
             "data": DataConfig()}
     cfgs = apply_overrides(base, overrides)
+    cfgs["model"] = family.resolve(cfgs["model"])
     own = family.train_defaults_for(cfgs["model"])
     if own != family.train_defaults:
         cfgs = apply_overrides({**base, "train": TrainConfig(**own)}, overrides)

@@ -244,3 +244,22 @@ def test_a_spec_imports_its_own_folders_common_module(tmp_path):
     (tmp_path / "a" / "common.py").write_text("LR = [0.5\n")
     message = one_line_error(load_spec, tmp_path / "a" / "spec.py")  # a broken common.py: one line, naming the spec
     assert message.startswith(f"{tmp_path / 'a' / 'spec.py'}: cannot load spec (SyntaxError: ") and "common.py" in message
+
+
+def test_bt_width_defaults_to_its_conditions_and_a_given_width_wins(tmp_path):
+    """`bt`'s width depends on its condition (none (64,), group and user (256, 256): results/bt_width); the
+    value used is resolved before training, so config.json records it; `--set model.hidden=...` wins."""
+    import json
+
+    from plural.cli import main
+
+    widths = {c: configs_for("bt", [f"model.condition={c}"])["model"].hidden for c in ("none", "group", "user")}
+    assert widths == {"none": (64,), "group": (256, 256), "user": (256, 256)}
+    assert configs_for("bt", ["model.condition=group", "model.hidden=(32,)"])["model"].hidden == (32,)
+    assert configs_for("bt", ["model.condition=user", "model.hidden=()"])["model"].hidden == ()
+    assert main(["simulate", "--out", str(tmp_path / "d"), "--set", "dim=8", "--set", "n_users=8", "--set", "n_unseen=4",
+                 "--set", "train_pairs=10", "--set", "test_pairs=4"]) == 0
+    run = tmp_path / "run"
+    assert main(["fit", "--model", "bt", "--data", str(tmp_path / "d" / "train.parquet"), "--out", str(run),
+                 "--set", "model.condition=group", "--set", "train.steps=5"]) == 0
+    assert json.loads((run / "config.json").read_text())["model_hparams"]["hidden"] == [256, 256]

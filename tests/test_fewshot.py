@@ -57,6 +57,23 @@ def test_one_inner_step_of_the_head_is_the_hand_computed_gradient_step(inner_los
     np.testing.assert_allclose(np.asarray(empty["w1"]), w["w1"], atol=1e-7)
 
 
+@pytest.mark.parametrize("variant", ["maml", "reptile", "finetune"])
+def test_adapt_inner_steps_adapts_by_that_many_steps(variant):
+    """`adapt_inner_steps` (steps outside meta-training) = 10 adapts like 5 steps and 5 more from where they
+    ended (plain gradient steps on one batch have no state); 0 keeps `inner_steps`."""
+    hp = FewShotHparams(variant=variant, hidden=(4,), inner_steps=5, inner_lr=0.3)
+    five, ten = (FewShot(SPEC, dataclasses.replace(hp, adapt_inner_steps=k), nnx.Rngs(0)) for k in (0, 10))
+    ctx = _pairs(6)
+    twice = five.net.inner(five.adapt(ctx, None), ctx, 5, True)
+    got, once = ten.adapt(ctx, None), five.adapt(ctx, None)
+    for k in got:
+        np.testing.assert_allclose(np.asarray(got[k]), np.asarray(twice[k]), rtol=1e-5, atol=1e-6)
+    assert any(not np.allclose(np.asarray(got[k]), np.asarray(once[k]), atol=1e-4) for k in got)
+    same = FewShot(SPEC, dataclasses.replace(hp, adapt_inner_steps=5), nnx.Rngs(0)).adapt(ctx, None)
+    for k in once:
+        np.testing.assert_allclose(np.asarray(same[k]), np.asarray(once[k]), rtol=1e-6, atol=1e-7)
+
+
 def test_reptile_inner_minibatches_take_the_valid_pairs_in_turn():
     """inner_batches=2, 2 steps of the head: step 1 on the 1st, 3rd, 5th valid pair, step 2 on the 2nd and
     4th (a masked pair is skipped when dealing), each the hand-computed mean-loss gradient step."""
@@ -166,7 +183,8 @@ def test_settings_of_another_variant_are_refused(tmp_path, capsys):
     simulate_ideal_point(IdealPointConfig(n_users=6, n_unseen=2, train_pairs=10, test_pairs=5, dim=8)).write(tmp_path)
     for sets in (["model.rank=4"], ["model.variant=lore", "model.inner_lr=0.5"], ["model.variant=gpo", "model.first_order=true"],
                  ["model.variant=gpo", "model.max_context=8"], ["model.variant=reptile", "model.adapt_params=head"],
-                 ["model.variant=lore", "model.flip_users=0.2"], ["model.variant=finetune", "model.flip_users=0.2"]):
+                 ["model.variant=lore", "model.flip_users=0.2"], ["model.variant=finetune", "model.flip_users=0.2"],
+                 ["model.variant=gpo", "model.adapt_inner_steps=10"]):
         args = ["fit", "--model", "fewshot", "--data", str(tmp_path / "train.parquet"), "--out", str(tmp_path / "r")]
         assert main(args + [a for s in sets for a in ("--set", s)]) == 2
         err = capsys.readouterr().err.strip()

@@ -255,3 +255,45 @@ def test_grid_killed_mid_run_resumes_to_the_uninterrupted_tables(tmp_path):
     keys = ["cell", "table", "seed", "shots", "split", "group"]
     pd.testing.assert_frame_equal(a.sort_values(keys).reset_index(drop=True), b.sort_values(keys).reset_index(drop=True),
                                   rtol=1e-5)
+
+
+def test_resume_trains_again_cells_whose_settings_resolve_differently(tmp_path, monkeypatch, capsys):
+    """A cell's id hashes the spec's text only; what its results came from (resolved configs, defaults included,
+    and its dataset's resolved entry) is stored as `config_hash`. `--resume` after a default changed, or after
+    a dataset entry changed under the same name, trains those cells again (and makes the dataset again)
+    instead of keeping results of other settings; cells still up to date are not retrained."""
+    import dataclasses
+
+    import plural.grid as grid
+
+    out = tmp_path / "g"
+    assert main(["grid", str(SMOKE), "--out", str(out)]) == 0
+    before = pd.read_parquet(out / "results.parquet")
+    cells = sorted((out / "cells").glob("*__*.parquet"))
+    stamps = {p.name: p.stat().st_mtime_ns for p in cells}
+
+    real = grid.configs_for
+
+    def warmup_default_changed(model, overrides=()):  # as if TrainConfig's warmup_steps default became 10
+        c = real(model, overrides)
+        return {**c, "train": dataclasses.replace(c["train"], warmup_steps=10)}
+
+    monkeypatch.setattr(grid, "configs_for", warmup_default_changed)
+    assert main(["grid", str(SMOKE), "--out", str(out), "--resume"]) == 0
+    assert "2 finished cell(s) ran with other resolved settings" in capsys.readouterr().out
+    assert all(p.stat().st_mtime_ns != stamps[p.name] for p in cells)  # every cell trained again
+    after = pd.read_parquet(out / "results.parquet")
+    assert set(after["config_hash"]).isdisjoint(before["config_hash"])
+    assert not np.allclose(after["accuracy"].to_numpy(), before["accuracy"].to_numpy())  # other training, other numbers
+    stamps = {p.name: p.stat().st_mtime_ns for p in cells}
+    assert main(["grid", str(SMOKE), "--out", str(out), "--resume"]) == 0  # now up to date: nothing retrained
+    assert {p.name: p.stat().st_mtime_ns for p in cells} == stamps
+    monkeypatch.setattr(grid, "configs_for", real)
+
+    # the dataset's entry changes under the same name: its tables are made again and its cells trained again
+    spec = tmp_path / "more_pairs.py"
+    spec.write_text(SMOKE.read_text().replace('"train_pairs": 20', '"train_pairs": 30'))
+    n_train = len(pd.read_parquet(out / "data" / "ideal3" / "train.parquet"))
+    assert main(["grid", str(spec), "--out", str(out), "--resume"]) == 0
+    assert len(pd.read_parquet(out / "data" / "ideal3" / "train.parquet")) == n_train * 30 // 20
+    assert all(p.stat().st_mtime_ns != stamps[p.name] for p in cells)

@@ -12,7 +12,8 @@ A family is one `RewardModel` subclass in one file, registered by name in `plura
   `UserBatches(...)`: per-user context + target sets; see `plural.data.batching`), whose fields are the
   `batch.*` settings. The trainer only calls `sample(key, dd)`.
 - `train_defaults`: the family's own defaults for `train.*` (before `--set`); `train_defaults_for(hp)` may
-  make them depend on the model's settings (a variant's learning rate); `check_settings(hp, batches)`
+  make them depend on the model's settings (a variant's learning rate), and `resolve(hp)` fills model
+  defaults that depend on other model settings (`bt`'s width on its condition); `check_settings(hp, batches)`
   refuses model and batch settings that cannot work together, before anything runs.
 - `loss(batch, key, step) -> (scalar, {name: scalar})`: the training objective on one batch.
 - `reward(prompt, response, state) -> (...)`: the scalar reward of responses for users described by
@@ -89,6 +90,13 @@ class RewardModel(nnx.Module):
     def check_settings(cls, hp, batches) -> None:
         """Refuse (PluralError, one line) model and batch settings that cannot work together; runs before
         anything is written or trained. Default: nothing to check."""
+
+    @classmethod
+    def resolve(cls, hp):
+        """`hp` with the defaults that depend on other settings filled in (e.g. `bt`'s width, which depends on
+        its `condition`); `configs_for` applies it after `--set`, so config.json holds the values used.
+        Default: `hp` unchanged."""
+        return hp
 
     @classmethod
     def train_defaults_for(cls, hp) -> dict:

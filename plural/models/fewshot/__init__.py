@@ -52,7 +52,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from plural.data.batching import UserBatches
-from plural.config import Fraction, NonNegative, Positive, PositiveInt
+from plural.config import Count, Fraction, NonNegative, Positive, PositiveInt
 from plural.errors import PluralError
 from plural.models.base import RewardModel, active
 from plural.models.fewshot.gpo import GPONet
@@ -69,6 +69,9 @@ class FewShotHparams:
     hidden: tuple[PositiveInt, ...] = (64,)
     activation: Literal["gelu", "relu", "tanh", "silu", "linear"] = "gelu"
     inner_steps: PositiveInt = 5  # S gradient steps on a user's pairs (training and adaptation)
+    adapt_inner_steps: Count = 0  # maml / reptile / finetune: the steps a user's state is adapted by outside
+    # meta-training (a new user on its shots, a seen user on its pairs); 0: inner_steps. Reptile's paper adapts
+    # by more steps at test time than it meta-trains with (Nichol et al. 2018: 8 and 50 on Mini-ImageNet).
     inner_lr: NonNegative = 0.1  # alpha
     inner_clip: NonNegative = 10.0  # most global norm of one inner step's gradient (0: none). Set by hand, not
     # swept: ~3.5x the largest on the validation table of the default ideal-point population (`plural simulate`:
@@ -99,11 +102,12 @@ class FewShotHparams:
 
 
 OWN = {  # the settings each variant reads, besides `variant`
-    "maml": ("hidden", "activation", "inner_steps", "inner_lr", "inner_clip", "inner_loss", "first_order", "learn_inner_lr",
-             "adapt_params", "flip_users"),
-    "reptile": ("hidden", "activation", "inner_steps", "inner_lr", "inner_clip", "inner_loss", "inner_batches",
-                "flip_users"),  # all weights: Reptile's pull trains only what adapts
-    "finetune": ("hidden", "activation", "inner_steps", "inner_lr", "inner_clip", "inner_loss", "adapt_params"),
+    "maml": ("hidden", "activation", "inner_steps", "adapt_inner_steps", "inner_lr", "inner_clip", "inner_loss",
+             "first_order", "learn_inner_lr", "adapt_params", "flip_users"),
+    "reptile": ("hidden", "activation", "inner_steps", "adapt_inner_steps", "inner_lr", "inner_clip", "inner_loss",
+                "inner_batches", "flip_users"),  # all weights: Reptile's pull trains only what adapts
+    "finetune": ("hidden", "activation", "inner_steps", "adapt_inner_steps", "inner_lr", "inner_clip", "inner_loss",
+                 "adapt_params"),
     "gpo": ("d_model", "n_layers", "n_heads", "max_context", "flip_users"),
     "lore": ("rank", "prune_threshold", "adapt_steps", "adapt_lr", "adapt_l2", "adapt_init"),
 }
@@ -196,7 +200,8 @@ class FewShot(RewardModel):
 
     def adapt(self, context, key):
         if self.hp.variant in GRADIENT:
-            return self.net.inner(self.net.theta(), self._pairs(context), self.hp.inner_steps, True)
+            steps = self.hp.adapt_inner_steps or self.hp.inner_steps
+            return self.net.inner(self.net.theta(), self._pairs(context), steps, True)
         if self.hp.variant == "gpo":
             return self.net.encode(self._pairs(context))
         return self.net.adapt(self._pairs(context))
