@@ -29,7 +29,6 @@ def get_config():
             "gpo": {"model": "fewshot", "set": {"model.variant": "gpo", "model.n_layers": 2, "model.d_model": 64}},
             "lore": {"model": "fewshot", "set": {"model.variant": "lore"}},
         },
-        "baseline": "bt",
         "seeds": [0, 1],
         "shots": [4, 10, 32],
     }

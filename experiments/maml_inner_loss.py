@@ -28,7 +28,6 @@ def get_config():
             "meta-sgd-sum": {"model": "fewshot", "set": {**HEAD, "model.inner_loss": "sum", "model.learn_inner_lr": True},
                              "grid": {"model.inner_lr": [0.03, 0.1]}},
         },
-        "baseline": "bt",
         "seeds": [0],
         "shots": [10],
     }

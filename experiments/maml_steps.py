@@ -17,7 +17,6 @@ def get_config():
             "maml": {"model": "fewshot", "set": {"model.adapt_params": "head"},
                      "grid": {"model.inner_steps": [5, 10, 20], "model.inner_lr": [1.0, 3.0]}},
         },
-        "baseline": "bt",
         "seeds": [0],
         "shots": [10],
     }

@@ -23,7 +23,6 @@ def get_config():
     return {
         "datasets": {"users60": {"simulate": {**IDEAL3, "n_users": 60, "n_unseen": 120, "test_pairs": 60}}},
         "methods": meta_learners(FLIP),
-        "baseline": "bt",
         "seeds": [0, 1],
         "shots": [4, 10, 32],
     }

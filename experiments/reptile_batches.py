@@ -24,7 +24,6 @@ def get_config():
             "reptile": {"model": "fewshot", "set": {"model.variant": "reptile"},
                         "grid": {"model.inner_batches": [1, 3, 5], "model.inner_lr": [0.3, 1.0, 2.0]}},
         },
-        "baseline": "bt",
         "seeds": [0, 1],
         "shots": [10],
     }

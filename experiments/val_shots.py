@@ -21,7 +21,6 @@ def get_config():
     return {
         "datasets": {"ideal3": {"simulate": {**IDEAL3, "test_pairs": 60}}},
         "methods": meta_learners(VAL),
-        "baseline": "bt",
         "seeds": [0, 1],
         "shots": [10],
     }

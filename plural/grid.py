@@ -35,7 +35,8 @@ reads the spec folder's current files and leaves `sys.modules` as it found it.
               active vs random query selection on the unseen users, for families with a posterior
               (`state_from_context`, e.g. VPL); rows go to DIR/active.parquet
 
-    baseline: "bt"                   method label the others are compared with (paired differences; optional)
+    baseline: "bt"                   method label(s) the others are compared with (paired differences; optional;
+                                     a list compares with each: ["bt", "bt-linear"])
 
 Each (dataset, method, hyper-parameter point) is one cell. It trains on the train table with early
 stopping on the val table (its seen users' held-out pairs), then is scored on the val and the test
@@ -55,7 +56,7 @@ Outputs:
   averaged over the spec's shot counts; minus the mean log-loss with `select_metric: "log_loss"`), with its
   test rows.
 - summary.parquet: the selected cells' test numbers, mean and 95% CI across training seeds.
-- paired.parquet: each selected method minus the baseline on the same test rows, per seed, with a
+- paired.parquet: each selected method minus each baseline (`baseline` column) on the same test rows, per seed, with a
   user-bootstrap CI.
 Every line also carries one `hp.<key>` column per swept key and its program's `program`, `program_cells`,
 `program_replicas`, `compile_s`, `train_s`, and the cell's `pairs_per_s` and `config_hash` (`fingerprint`); failed
@@ -326,6 +327,7 @@ def check_spec(spec: dict) -> list[tuple]:
         if spec.get(key, options[0]) not in options:
             raise PluralError(f"spec {key}={spec[key]!r}: expected {' or '.join(options)}")
     _check_shape(spec)
+    baselines(spec)
     todo = list(cells(spec))
     for _, ds, label, model, overrides, _ in todo:
         try:
@@ -602,9 +604,10 @@ def _write_tables(out: Path, todo: list[tuple], spec: dict) -> pd.DataFrame:
     summarise(chosen).to_parquet(out / "summary.parquet", index=False)
     rows = pd.concat([pd.read_parquet(out / "cells" / f"{c}.rows.parquet") for c in chosen["cell"].unique()], ignore_index=True)
     reliability(rows, chosen).to_parquet(out / "reliability.parquet", index=False)
-    baseline = spec.get("baseline", "bt" if "bt" in spec["methods"] else None)
-    if baseline:
-        paired(rows, chosen, baseline).to_parquet(out / "paired.parquet", index=False)
+    bases = baselines(spec)
+    if bases:
+        pd.concat([paired(rows, chosen, b) for b in bases], ignore_index=True).to_parquet(out / "paired.parquet",
+                                                                                          index=False)
     active = [out / "cells" / f"{cid}.active.parquet" for cid, *_ in todo]
     if any(p.exists() for p in active):
         pd.concat([pd.read_parquet(p) for p in active if p.exists()], ignore_index=True).to_parquet(out / "active.parquet", index=False)
@@ -714,6 +717,19 @@ def reliability(rows: pd.DataFrame, chosen: pd.DataFrame) -> pd.DataFrame:
         out.append(reliability_curve(g).assign(dataset=meta.at[cid, "dataset"], method=meta.at[cid, "method"],
                                                seed=seed, split=split))
     return pd.concat(out, ignore_index=True) if out else pd.DataFrame()
+
+
+def baselines(spec: dict) -> list[str]:
+    """The spec's `baseline` as a list of method labels (a label or a list of them; default "bt" when a method
+    has that label). A label that is not one of the spec's methods is refused: its comparisons would be empty."""
+    given = spec.get("baseline", "bt" if "bt" in spec["methods"] else [])
+    labels = [given] if isinstance(given, str) else given
+    if not isinstance(labels, (list, tuple)) or not all(isinstance(b, str) for b in labels):
+        raise PluralError(f"spec baseline={given!r}: expected a method label or a list of them")
+    for b in labels:
+        if b not in spec["methods"]:
+            raise PluralError(f"spec baseline={b!r}: not a method of the spec (it has {', '.join(spec['methods'])})")
+    return list(labels)
 
 
 def paired(rows: pd.DataFrame, chosen: pd.DataFrame, baseline: str) -> pd.DataFrame:

@@ -224,6 +224,17 @@ def test_a_bad_spec_is_refused_before_anything_trains(method, datasets, message)
     assert one_line_error(check_spec, spec).startswith(message)
 
 
+@pytest.mark.parametrize("baseline, message", [
+    ("bt-linear", "spec baseline='bt-linear': not a method of the spec (it has bt)"),
+    (["bt", "nope"], "spec baseline='nope': not a method of the spec"),
+    (3, "spec baseline=3: expected a method label or a list of them"),
+])
+def test_a_baseline_that_is_not_a_method_is_refused(baseline, message):
+    """A baseline naming no method would give empty comparisons: refused, not ignored."""
+    spec = {"datasets": {"d": {}}, "methods": {"bt": {"model": "bt"}}, "baseline": baseline}
+    assert one_line_error(check_spec, spec).startswith(message)
+
+
 def test_a_spec_imports_its_own_folders_common_module(tmp_path):
     spec_text = ("from common import LR\n\ndef get_config():\n"
                  "    return {'datasets': {'d': {}}, 'methods': {'bt': {'model': 'bt', 'grid': {'train.lr': LR}}}}\n")

@@ -297,3 +297,25 @@ def test_resume_trains_again_cells_whose_settings_resolve_differently(tmp_path, 
     assert main(["grid", str(spec), "--out", str(out), "--resume"]) == 0
     assert len(pd.read_parquet(out / "data" / "ideal3" / "train.parquet")) == n_train * 30 // 20
     assert all(p.stat().st_mtime_ns != stamps[p.name] for p in cells)
+
+
+def test_paired_differences_with_each_of_several_baselines(tmp_path):
+    """`baseline: [A, B]` compares every method with each: the A-vs-B and B-vs-A lines are the same rows'
+    differences with opposite signs, and each method's accuracy matches its own test line in results."""
+    spec = tmp_path / "two_baselines.py"
+    spec.write_text(SMOKE.read_text()
+                    .replace('"methods": {', '"methods": {"probe": {"model": "bt", "set": {"model.hidden": (), '
+                             '"train.steps": 100, "batch.batch_size": 64}}, ', 1)
+                    .replace('"shots": [0, 5],', '"shots": [0, 5],\n        "baseline": ["bt", "probe"],'))
+    assert main(["grid", str(spec), "--out", str(tmp_path / "g")]) == 0
+    p = pd.read_parquet(tmp_path / "g" / "paired.parquet")
+    assert set(zip(p["method"], p["baseline"])) == {("probe", "bt"), ("bt", "probe")}
+    keys = ["dataset", "seed", "shots", "split", "group"]
+    ab = p[p["method"] == "probe"].set_index(keys).sort_index()
+    ba = p[p["method"] == "bt"].set_index(keys).sort_index()
+    np.testing.assert_allclose(ab["accuracy_diff"], -ba["accuracy_diff"], atol=1e-12)
+    np.testing.assert_allclose(ab["accuracy_a"], ba["accuracy_b"], atol=1e-12)
+    sel = pd.read_parquet(tmp_path / "g" / "selected.parquet")
+    line = sel[(sel.method == "probe") & (sel.group == "all") & (sel.split == "seen") & (sel.seed == 0) & (sel.shots == 0)]
+    got = ab.loc[("ideal3", 0, 0, "seen", "all"), "accuracy_a"]
+    assert np.isclose(got, line["accuracy"].iloc[0])

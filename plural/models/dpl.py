@@ -20,8 +20,9 @@ response)` is the disagreement DPL predicts: sigma, or the categorical distribut
 DPL knows no users: every user gets the same reward (states are empty, adaptation is the identity).
 
 Defaults: `variant` mean_var over categorical on validation data of the defaults suite
-(experiments/mixtures.py, results/mixtures: 0.671 vs 0.668); the paper's entropy bonus (0.1) and atom
-count (10) and `hidden` (64,) as BT's were not swept.
+(experiments/mixtures.py, results/mixtures: 0.671 vs 0.668); `hidden` (64,) over (256, 256) on the same
+suite (experiments/widths.py, results/widths: 0.671 vs 0.666); the paper's entropy bonus (0.1) and atom
+count (10) were not swept.
 
 Predicted disagreement. `pair_spread` = sqrt(s_w^2 + s_l^2), the standard deviation of the margin between
 independent draws for the two responses (`plural evaluate` writes it as the `spread` column). Its truth is

@@ -44,8 +44,10 @@ fine-tunes an LLM policy with PPO against the min).
 
 Defaults: `n_heads` 6 was selected on validation data of the defaults suite (experiments/mixtures.py,
 results/mixtures: suite validation score 0.746 for 6 heads, 0.744 for 4 soft, 0.735 for 4, 0.712 for 2;
-extra heads stay empty or split a group, which costs less than merging two); `hidden` (64,) as BT's and
-hard assignment (the paper's) were not swept separately. `restarts` 1: see experiments/maxmin.py.
+extra heads stay empty or split a group, which costs less than merging two); `hidden` (256, 256) over (64,)
+on the same suite (experiments/widths.py, results/widths: 0.752 vs 0.741; the wider trunk learns the reward
+term every user shares on items of varying norm, `gauss3` 0.815 vs 0.757). Hard assignment (the paper's)
+was not swept separately. `restarts` 1: see experiments/maxmin.py.
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ from plural.models.base import RewardModel, StackedMLP, masked_accuracy
 @dataclasses.dataclass(frozen=True)
 class MaxMinHparams:
     n_heads: PositiveInt = 6  # K reward models. Suite (results/mixtures): 6 over 2 and 4 (and 4 soft)
-    hidden: tuple[PositiveInt, ...] = (64,)
+    hidden: tuple[PositiveInt, ...] = (256, 256)  # shared trunk. Suite (results/widths): over (64,)
     activation: Literal["gelu", "relu", "tanh", "silu", "linear"] = "gelu"
     assignment: Literal["hard", "soft"] = "hard"  # hard: the arg-max head (the paper's); soft: posterior weights
     restarts: PositiveInt = 1  # R EM runs in one program; the one with the lowest running NLL is the model

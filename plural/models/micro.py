@@ -63,7 +63,8 @@ Defaults, selected on validation data of the defaults suite plus two populations
 asker's group (experiments/micro.py, results/micro: mean validation score over the 9 datasets):
 `heads_see_prompt` false and `router_entropy` 0 score 0.731, alpha 0.1 0.725, alpha 0.5 0.721; heads
 that see the prompt 0.718 to 0.722. 4 heads (over 8, experiments/mixtures.py); the linear router is the
-paper's; `hidden` (64,) and `tau` 1 are set by hand.
+paper's; `hidden` (64,) over (256, 256) on the defaults suite (experiments/widths.py, results/widths: 0.695
+vs 0.689); `tau` 1 is set by hand.
 
 Departures from the paper: frozen sentence embeddings stand in for the LLM backbone's last hidden state
 (the heads stay bias-free linear maps of a shared representation), and by default the heads read the

@@ -105,7 +105,7 @@ class PALAHparams(PALHparams):
 @dataclasses.dataclass(frozen=True)
 class PALBHparams(PALHparams):
     loss: Literal["bt", "hinge"] = "bt"
-    projector_hidden: tuple[PositiveInt, ...] = ()  # a linear f: the cosine geometry needs no more on embeddings
+    projector_hidden: tuple[PositiveInt, ...] = ()  # a linear f. Suite (results/widths): () over (256,), 0.749 vs 0.743
     n_prototypes: PositiveInt = 8  # suite
     latent_dim: PositiveInt = 32
     input_dropout: Rate = 0.25  # suite: 0.25 over 0.5 (the cosine is blind to an L2 penalty on f)
