@@ -217,7 +217,7 @@ def test_pal_on_persona_statements_with_real_embeddings(tmp_path):
     split). With early stopping on the val table, both variants at their defaults close much of the
     majority-to-oracle gap for seen users and, from 10 shots, for unseen users; BT, one reward, cannot (it
     stays below the majority). Thresholds: below every seed of results/paper (PAL-A 0.76 / 0.70, PAL-B
-    0.65 / 0.53 mean over 3 seeds)."""
+    0.65 / 0.52 mean over 3 seeds)."""
     from personas.statements import StatementsConfig, simulate_statements
 
     pop = simulate_statements(StatementsConfig(n_groups=4, n_dims=6, n_users=60, train_pairs=60, test_pairs=30,
