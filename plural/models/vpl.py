@@ -19,7 +19,7 @@ User states are {"z": posterior mean (L,), "var": posterior variance (L,)}.
 
 Defaults: train.lr 1e-3 was chosen over 3e-3 on validation data of the defaults suite
 (experiments/defaults.py, results/defaults), with early stopping on the validation pairs; the reward
-decoder's width (256, 256) over the paper-scale (64, 64) on the same suite (experiments/widths.py,
+decoder's width (256, 256) over the earlier (64, 64) on the same suite (experiments/widths.py,
 results/widths: suite validation score 0.742 vs 0.732; the wider decoder learns the reward term every user
 shares on items of varying norm, `gauss3` 0.811 vs 0.780). The other hyper-parameters keep the paper's
 architecture at this library's scale and were not swept.
