@@ -57,6 +57,7 @@ def test_a_stopped_seed_does_not_depend_on_the_seeds_beside_it(tiny):
     np.testing.assert_allclose(a, b, atol=1e-5)
 
 
+@pytest.mark.slow  # about 27 s: run with -m slow
 def test_val_shots_adds_unseen_users_adapted_from_their_shots(tiny):
     """`train.val_shots=K`: each evaluation's score is the mean of the seen users' val accuracy and the
     val-unseen users' accuracy on their rows after the first K, adapted from those K; checked at the best
