@@ -381,11 +381,11 @@ def _finished(out: Path, c: Cell) -> bool:
     return "config_hash" not in stored or bool((stored["config_hash"] == c.fingerprint).all())
 
 
-def programs(todo: list[tuple]) -> list[list[Cell]]:
+def programs(todo: list[tuple], spec: dict) -> list[list[Cell]]:
     """The spec's cells grouped into compiled programs: cells of one dataset and family whose settings differ
     only in traced ones (`plural.train.traced_keys`: learning rate, weight decay, the family's loss weights
     and rates) train as replicas of one program; any other difference (a width, K, a sampler setting) is
-    another program. Programs are listed in the spec order of their first cell."""
+    another program. Programs are listed in the spec order of their first cell; each cell carries its `fingerprint`."""
     groups: dict[tuple, list[Cell]] = {}
     for cid, ds, label, model, overrides, point in todo:
         c = configs_for(model, overrides)
@@ -393,7 +393,9 @@ def programs(todo: list[tuple]) -> list[list[Cell]]:
         blank = {sec: dataclasses.replace(c[sec], **{k.split(".", 1)[1]: None for k in keys if k.startswith(sec + ".")})
                  for sec in ("model", "train")}
         key = (ds, model, repr(blank["model"]), repr(blank["train"]), repr(c["batch"]), repr(c["data"]))
-        groups.setdefault(key, []).append(Cell(cid, ds, label, model, overrides, point, c))
+        cell = Cell(cid, ds, label, model, overrides, point, c)
+        cell.fingerprint = fingerprint(cell, spec)
+        groups.setdefault(key, []).append(cell)
     return list(groups.values())
 
 
@@ -437,22 +439,17 @@ def run_grid(spec_path: str | Path, out: str | Path, resume: bool = False, progr
     out = Path(out)
     todo = check_spec(spec)  # every cell's hyper-parameters and every dataset's settings, before training anything
     if merge:
-        every = [c for p in programs(todo) for c in p]
-        for c in every:
-            c.fingerprint = fingerprint(c, spec)
+        every = [c for p in programs(todo, spec) for c in p]
         missing = [c.cid for c in every if not _finished(out, c)]
         if missing:
             raise PluralError(f"{out}: {len(missing)} of {len(todo)} cells are not finished or ran with other "
                               f"resolved settings (first: {missing[0]}); run the shards that hold them "
                               "(--shard I/N), then --merge")
         return _write_tables(out, todo, spec)
-    progs = programs(todo)
+    progs = programs(todo, spec)
     mine = [(j, p) for j, p in enumerate(progs) if part is None or j % part[1] == part[0]]
     seeds = tuple(spec.get("seeds", [0]))
     shots_list = sorted(spec.get("shots", [0]))
-    for _, p in mine:
-        for c in p:
-            c.fingerprint = fingerprint(c, spec)
     there = [c for _, p in mine for c in p if (out / "cells" / f"{c.cid}.parquet").exists()]
     if there and not resume:
         raise PluralError(f"{out}: already holds grid results; pass --resume to continue, or use a new --out")

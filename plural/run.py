@@ -47,10 +47,10 @@ def configs_for(model, overrides: list[str] = ()) -> dict:
     base = {"model": family.Hparams(), "train": TrainConfig(**family.train_defaults), "batch": family.batches,
             "data": DataConfig()}
     cfgs = apply_overrides(base, overrides)
-    cfgs["model"] = family.resolve(cfgs["model"])
     own = family.train_defaults_for(cfgs["model"])
     if own != family.train_defaults:
         cfgs = apply_overrides({**base, "train": TrainConfig(**own)}, overrides)
+    cfgs["model"] = family.resolve(cfgs["model"])
     family.check_settings(cfgs["model"], cfgs["batch"])
     return cfgs
 
