@@ -145,6 +145,46 @@ def test_spo_reward_matches_a_numpy_forward_of_the_decoder():
     assert np.ptp(expected) > 0.1
 
 
+def test_bilinear_decoder_matches_a_numpy_forward():
+    """`decoder=bilinear`: r(x, y, z) = phi(x, y)^T (W z + b), phi the activated last hidden layer of an MLP on
+    [e(x), e(y)], recomputed in numpy from the model's weights (random biases); with no hidden layer phi is
+    [e(x), e(y)] itself. Two latents give opposite rankings of the same responses (z sets the direction)."""
+    from flax import nnx
+
+    from plural.models.vpl import VPL, VPLHparams
+
+    rng = np.random.default_rng(1)
+    n, dx, dy, latent = 7, 3, 5, 4
+    x, y, z = rng.normal(size=(n, dx)), rng.normal(size=(n, dy)), rng.normal(size=(n, latent))
+    f32 = lambda a: jnp.asarray(a, jnp.float32)  # noqa: E731
+    for hidden in ((6, 5), ()):
+        model = VPL({"dim": dy, "prompt_dim": dx, "n_users": 2, "attr_names": []},
+                    VPLHparams(latent_dim=latent, width=8, heads=2, pair_hidden=(8,), decoder_hidden=hidden,
+                               decoder="bilinear"), nnx.Rngs(0))
+        model.head.bias[...] = jnp.asarray(rng.normal(size=model.head.bias[...].shape), jnp.float32)
+        params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+        h = np.concatenate([x, y], -1)
+        if hidden:
+            for layer in model.features.layers:
+                layer.bias[...] = jnp.asarray(rng.normal(size=layer.bias[...].shape), jnp.float32)
+            params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+            layers = params["features"]["layers"]
+            for i in sorted(layers):
+                h = _gelu(h @ np.asarray(layers[i]["kernel"], np.float64) + np.asarray(layers[i]["bias"], np.float64))
+            assert h.shape == (n, hidden[-1])
+        kernel, bias = (np.asarray(params["head"][k], np.float64) for k in ("kernel", "bias"))
+        expected = np.sum(h * (z @ kernel + bias), -1)
+        got = np.asarray(model.reward(f32(x), f32(y), {"z": f32(z)}))
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+        assert np.ptp(expected) > 0.1
+    # with no hidden layer and no bias, z and -z rank any two responses oppositely
+    model.head.bias[...] = jnp.zeros_like(model.head.bias[...])
+    za = f32(np.broadcast_to(z[0], (n, latent)))
+    ra, rb = (np.asarray(model.reward(f32(x), f32(y), {"z": s * za})) for s in (1.0, -1.0))
+    np.testing.assert_allclose(ra, -rb, rtol=1e-5, atol=1e-6)
+    assert np.ptp(ra) > 0.1
+
+
 def test_vpl_from_the_cli(tiny, tmp_path):
     _, d = tiny
     run = tmp_path / "vpl"
