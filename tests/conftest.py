@@ -27,6 +27,9 @@ SLOW_CASES = {
     "test_families.py::test_seeds_at_once_equal_a_seed_alone[fewshot]",
     "test_families.py::test_seeds_at_once_equal_a_seed_alone[palette]",
     "test_families.py::test_seeds_at_once_equal_a_seed_alone[maxmin]",
+    "test_families.py::test_seeds_at_once_equal_a_seed_alone[pal-b]",
+    "test_families.py::test_seeds_at_once_equal_a_seed_alone[micro]",
+    "test_families.py::test_seeds_at_once_equal_a_seed_alone[dpl]",
 }
 
 

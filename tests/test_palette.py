@@ -69,7 +69,7 @@ def test_shared_content_is_one_reward_that_every_communitys_pairs_train():
         before, _ = model.community_rewards(x, y, dropped)
         if share:  # one content reward for all three communities
             np.testing.assert_allclose(np.asarray(before[0]), np.asarray(before[2]), rtol=1e-6)
-        grads = nnx.grad(lambda m: m.loss(only_a, jax.random.key(0), 0)[0])(model)  # pairs of community a alone
+        grads = nnx.jit(nnx.grad(lambda m: m.loss(only_a, jax.random.key(0), 0)[0]))(model)  # community a's pairs alone
         nnx.update(model, jax.tree.map(lambda p, g: p - 0.1 * g, nnx.state(model, nnx.Param), grads))
         after, _ = model.community_rewards(x, y, dropped)
         moved[share] = float(jnp.abs(after[1] - before[1]).max())  # community b's content reward

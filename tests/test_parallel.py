@@ -46,7 +46,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.slow  # two processes, ~30 s; run with pytest -m slow
 def test_two_processes_run_one_grid_and_write_the_single_process_tables(tmp_path):
     """The smoke grid (2 learning rates x 2 seeds: 4 replicas of one program) run by two processes of one CPU
     device each, the replicas split over the two: process 0 writes results.parquet, equal to a single-process

@@ -21,11 +21,13 @@ from plural.train import train
 
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory):
-    """3 groups (0.6 / 0.3 / 0.1), no prompt (one fixed context), 60 seen + 30 unseen users."""
+    """3 groups (0.6 / 0.3 / 0.1), no prompt (one fixed context), 60 seen + 30 unseen users. The decoder is
+    pinned to (64, 64), its width before the suite chose (256, 256): these claims do not need the wider
+    decoder, and the default test run's time does (experiments/suite.py measures the default)."""
     pop = simulate_ideal_point(IdealPointConfig(n_prompts=0, test_pairs=80, seed=0))
     d = pop.write(tmp_path_factory.mktemp("vpl_pop"))
     tr, te = read_table(d / "train.parquet"), read_table(d / "test.parquet")
-    c = configs_for("vpl")
+    c = configs_for("vpl", ["model.decoder_hidden=(64,64)"])
     result = train(get_family("vpl"), c["model"], c["train"], tr, progress=False)
     return pop, tr, te, result
 
