@@ -163,13 +163,11 @@ def test_bilinear_decoder_matches_a_numpy_forward():
         model = VPL({"dim": dy, "prompt_dim": dx, "n_users": 2, "attr_names": []},
                     VPLHparams(latent_dim=latent, width=8, heads=2, pair_hidden=(8,), decoder_hidden=hidden,
                                decoder="bilinear"), nnx.Rngs(0))
-        model.head.bias[...] = jnp.asarray(rng.normal(size=model.head.bias[...].shape), jnp.float32)
+        for layer in [model.head, *(model.features.layers if hidden else [])]:  # biases start at zero
+            layer.bias[...] = jnp.asarray(rng.normal(size=layer.bias[...].shape), jnp.float32)
         params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
         h = np.concatenate([x, y], -1)
         if hidden:
-            for layer in model.features.layers:
-                layer.bias[...] = jnp.asarray(rng.normal(size=layer.bias[...].shape), jnp.float32)
-            params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
             layers = params["features"]["layers"]
             for i in sorted(layers):
                 h = _gelu(h @ np.asarray(layers[i]["kernel"], np.float64) + np.asarray(layers[i]["bias"], np.float64))
