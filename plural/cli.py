@@ -137,6 +137,7 @@ def _parser() -> argparse.ArgumentParser:
     bg.add_argument("--out", required=True)
     bs = bsub.add_parser("startup", help="first and second plural fit / evaluate of small shapes (compilation cache)")
     bs.add_argument("--steps", type=int, default=20)
+    bs.add_argument("--repeats", type=int, default=3, help="second runs of each command (median and best reported)")
     bs.add_argument("--out", default=None)
     ba = bsub.add_parser("adapt", help="time to adapt a new user from K shots (jitted adapt), per user")
     ba.add_argument("--models", default="pal-a,pal-b,vpl,micro,maxmin,fewshot:maml,fewshot:reptile,fewshot:lore,fewshot:gpo",
@@ -366,7 +367,7 @@ def _dispatch(args) -> int:
             bench.bench_grid(args.seeds, args.dim, args.pairs, args.steps, args.model, args.overrides, args.points,
                              args.out)
         elif args.bench == "startup":
-            bench.bench_startup(args.steps, args.out)
+            bench.bench_startup(args.steps, args.out, args.repeats)
         elif args.bench == "adapt":
             bench.bench_adapt(tuple(args.models.split(",")), args.shots, args.dim, args.users, args.out)
         elif args.bench == "palette":

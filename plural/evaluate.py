@@ -24,7 +24,7 @@ from plural.data import PreferenceData
 from plural.data.batching import eval_rows, shot_contexts, user_positions
 from plural.errors import PluralError
 from plural.models.base import view_of
-from plural.train import ADAPT_STREAM, TrainResult, seed_key
+from plural.train import ADAPT_STREAM, TrainResult, seed_keys
 
 CHUNK = 8192  # rows per scoring call (bounds memory for any table size)
 
@@ -152,7 +152,7 @@ def _adapt_rows(result: TrainResult, rows: dict, ctx_rows: np.ndarray, seed_inde
     n, k = ctx_rows.shape
     calls = -(-n // ADAPT_CHUNK)
     size = -(-n // calls)  # users per call: n itself when n <= ADAPT_CHUNK
-    base = seed_key(result.seeds[seed_index], ADAPT_STREAM)
+    base = np.asarray(seed_keys([result.seeds[seed_index]], ADAPT_STREAM))[0]
     mask = np.ones((size, k), np.float32)
     out = []
     for lo in range(0, n, size):

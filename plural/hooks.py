@@ -87,7 +87,7 @@ class Validation(Hook):
 
     def start(self, trainer, state: LoopState) -> None:
         S = len(trainer.seeds)
-        state.best = jax.tree.map(jnp.copy, state.params)
+        state.best = _keep_best(state.params, state.params, np.ones(S, bool))  # a copy, by the program used below
         state.early = {"best_score": [-math.inf] * S, "best_step": [0] * S, "bad": [0] * S, "stopped_step": [None] * S}
 
     def __call__(self, trainer, state: LoopState) -> None:
@@ -95,7 +95,7 @@ class Validation(Hook):
         state.history[-1]["val_loss"] = np.asarray(loss, np.float64).tolist()
         state.history[-1]["val_accuracy"] = np.asarray(acc, np.float64).tolist()
         improved = self._record(state.early, state.step, loss, acc, state.failed)
-        state.best = _keep_best(state.best, state.params, jnp.asarray(improved))
+        state.best = _keep_best(state.best, state.params, improved)
         state.done = _all_done(state)
 
     def _record(self, early: dict, step: int, loss, acc, failed=None) -> np.ndarray:

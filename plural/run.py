@@ -14,7 +14,6 @@ from pathlib import Path
 
 import jax
 import numpy as np
-from flax import nnx
 
 from plural.checkpoint import read_json
 from plural.files import atomic_path, write_atomic
@@ -24,7 +23,7 @@ from plural.data.arrays import holdout
 from plural.errors import PluralError
 from plural.models import get_family
 from plural.models.base import view_of
-from plural.train import TrainResult, restore_params, train
+from plural.train import TrainResult, graphdef_of, restore_params, train
 
 
 def dumps(obj) -> str:
@@ -100,7 +99,7 @@ def fit(model, data_path: str | Path, out: str | Path, seed: int = 0, resume: bo
             raise PluralError(f"{data.source}: one pair cannot be split for validation; "
                               "pass --val PATH or --set data.val_fraction=0")
         data = held
-    nnx.eval_shape(lambda: family(data.spec(), cfgs["model"], nnx.Rngs(0)))  # the family's own checks, before writing
+    graphdef_of(family, data.spec(), cfgs["model"])  # the family's own checks, before writing
     out = Path(out)
     config = {
         "model": family.name,

@@ -58,8 +58,19 @@ INIT_STREAM, TRAIN_STREAM, ADAPT_STREAM = 0, 1, 2
 
 
 def seed_key(seed: int, stream: int) -> jax.Array:
-    """The raw uint32 key of `stream` for `seed`."""
+    """The raw uint32 key (2,) of `stream` for `seed`."""
     return jax.random.fold_in(jax.random.PRNGKey(seed), stream)
+
+
+@jax.jit
+def _seed_keys(seeds, stream):
+    return jax.vmap(lambda s: jax.random.fold_in(jax.random.PRNGKey(s), stream))(seeds)
+
+
+def seed_keys(seeds, stream: int) -> jax.Array:
+    """`seed_key(s, stream)` of every seed in `seeds`, stacked (S, 2): one compiled program for any stream,
+    where the per-seed eager calls compile five small ones (start-up time, `plural bench startup`)."""
+    return _seed_keys(np.asarray(seeds, np.int32), np.uint32(stream))
 
 
 def make_optimizer(cfg: TrainConfig, multipliers: dict[str, float] | None = None,
@@ -134,6 +145,25 @@ def init_state(family: type[RewardModel], hp, spec: dict, tx: optax.GradientTran
     return params, rest, tx.init(params)
 
 
+_GRAPHDEFS: dict = {}
+
+
+def graphdef_of(family: type[RewardModel], spec: dict, hp):
+    """The NNX graph definition of `family(spec, hp)`, built abstractly (no arrays), which also runs the family's
+    own checks of its settings against the data. Kept per process by (family, spec, hp): `plural fit` asks for it
+    before writing anything and again in the trainer."""
+    key = (family, json.dumps(spec, sort_keys=True, default=str), repr(hp))
+    if key not in _GRAPHDEFS:
+        _GRAPHDEFS[key] = nnx.split(nnx.eval_shape(lambda: family(spec, hp, nnx.Rngs(0))))[0]
+    return _GRAPHDEFS[key]
+
+
+@jax.jit
+def _take_replica(tree, i):
+    """Replica `i` of every leaf (leading axis), as one program rather than an eager slice per leaf."""
+    return jax.tree.map(lambda x: x[i], tree)
+
+
 @dataclasses.dataclass
 class TrainResult:
     """What `train` returns. Leaves of `params`, `rest` and `seen` carry a leading seed axis (S, ...)."""
@@ -161,8 +191,8 @@ class TrainResult:
 
     def model(self, i: int = 0) -> RewardModel:
         """The NNX module of seed (replica) index `i`, with its own traced model settings."""
-        take = partial(jax.tree.map, lambda x: x[i])
-        model = nnx.merge(self.graphdef, take(self.params), take(self.rest))
+        params, rest = _take_replica((self.params, self.rest), i)
+        model = nnx.merge(self.graphdef, params, rest)
         if hasattr(model, "hp"):  # this replica's settings (a grid cell's own, where one program trained several)
             model.hp = with_traced(self.hp, self.cfg, self.values(i))[0]
         return model
@@ -234,7 +264,7 @@ class Trainer:
             self.mesh = training_mesh(len(self.seeds), self.batches.size, cfg.mesh)
         except ValueError as e:
             raise PluralError(f"--set train.mesh={cfg.mesh}: {e}")
-        self.h = self.place_replicas({k: jnp.asarray(v) for k, v in self.traced.items()})  # (R,) per traced setting
+        self.h = self.place_replicas(self.traced)  # (R,) per traced setting
         self.dd = device_data(data, replicated(self.mesh))
         self.vd = self.vu = None  # validation rows: seen users' (or, without any, every row); unseen users' shots
         if cfg.val_shots and (val is None or cfg.eval_every == 0):
@@ -244,12 +274,12 @@ class Trainer:
             rows = eval_rows(val, data.users, data.groups)
             seen = rows["user"] >= 0
             if cfg.val_shots:
-                self.vu = self.place(jax.tree.map(jnp.asarray, _shot_rows(val, rows, cfg.val_shots)))
+                self.vu = self.place(_shot_rows(val, rows, cfg.val_shots))
             if seen.any() or self.vu is None:  # seen users' held-out pairs, each scored with its own state
-                self.vd = self.place(jax.tree.map(jnp.asarray, {k: v[seen] for k, v in rows.items()} if seen.any() else rows))
-        self.adapt_keys = self.place_replicas(jnp.stack([seed_key(s, ADAPT_STREAM) for s in self.seeds]))
+                self.vd = self.place({k: v[seen] for k, v in rows.items()} if seen.any() else rows)
+        self.adapt_keys = self.place_replicas(seed_keys(self.seeds, ADAPT_STREAM))
         self.tx = optimizer_for(family, hp, cfg)
-        self.graphdef = nnx.split(nnx.eval_shape(lambda: family(self.spec, hp, nnx.Rngs(0))))[0]
+        self.graphdef = graphdef_of(family, self.spec, hp)
         self._chunks: dict[int, Callable] = {}  # compiled programs live (and die) with the Trainer
         self._compiled: dict[int, Callable] = {}
         self._mode: str | None = None  # seed_batching=auto's measured choice (batching())
@@ -413,18 +443,19 @@ class Trainer:
 
     def init(self):
         """(params, rest, opt_state, train_keys), each with a leading replica axis."""
-        keys = jnp.stack([seed_key(s, INIT_STREAM) for s in self.seeds])
+        keys = seed_keys(self.seeds, INIT_STREAM)
         params, rest, opt_state = jax.jit(jax.vmap(self._init_one, in_axes=(0, None)))(keys, self.dd)
-        train_keys = jnp.stack([seed_key(s, TRAIN_STREAM) for s in self.seeds])
+        train_keys = seed_keys(self.seeds, TRAIN_STREAM)
         return self.place_replicas((params, rest, opt_state, train_keys))
 
     def place(self, tree):
-        """Replicate a pytree over the mesh (a no-op on one device)."""
-        return tree if self.mesh is None else jax.device_put(tree, replicated(self.mesh))
+        """A pytree of host or device arrays on the device, replicated over the mesh if there is one.
+        (`device_put`, not `jnp.asarray`, which compiles a small copying program per shape.)"""
+        return jax.device_put(tree) if self.mesh is None else jax.device_put(tree, replicated(self.mesh))
 
     def place_replicas(self, tree):
-        """Split a pytree with a leading replica axis over the mesh's 'replica' axis (a no-op on one device)."""
-        return tree if self.mesh is None else jax.device_put(tree, by_replica(self.mesh))
+        """A pytree with a leading replica axis on the device, split over the mesh's 'replica' axis if there is one."""
+        return jax.device_put(tree) if self.mesh is None else jax.device_put(tree, by_replica(self.mesh))
 
     def seen_states(self, params, rest):
         def one(p, r, hh):
@@ -434,7 +465,7 @@ class Trainer:
     def pairs_per_step(self) -> int:
         """Comparison slots in one replica's training batch: the entries of its `mask`s (pair batches: the
         batch; per-user batches: context and target slots)."""
-        batch = jax.eval_shape(lambda k: self.batches.sample(k, self.dd), jax.random.PRNGKey(0))
+        batch = jax.eval_shape(lambda k: self.batches.sample(k, self.dd), jax.ShapeDtypeStruct((2,), jnp.uint32))
         masks = [leaf for path, leaf in jax.tree_util.tree_leaves_with_path(batch)
                  if getattr(path[-1], "key", None) == "mask"]
         return int(sum(np.prod(m.shape) for m in masks))
@@ -527,9 +558,9 @@ def restore_params(family: type[RewardModel], hp, spec: dict, cfg: TrainConfig, 
 
     With validation, `params` are the best ones (the "best" item), which is what training returned.
     The same named restore as resuming (plural.checkpoint): a changed family fails in one line."""
-    graphdef = nnx.split(nnx.eval_shape(lambda: family(spec, hp, nnx.Rngs(0))))[0]
+    graphdef = graphdef_of(family, spec, hp)
     init_one = partial(init_state, family, hp, spec, optimizer_for(family, hp, cfg))
-    keys = jnp.stack([seed_key(s, INIT_STREAM) for s in seeds])
+    keys = seed_keys(seeds, INIT_STREAM)
     params, rest, opt_state = jax.eval_shape(jax.vmap(init_one), keys)
     mngr = checkpoint.manager(workdir)
     try:

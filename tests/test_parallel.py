@@ -87,6 +87,9 @@ def test_bench_grid_times_replicas_against_one_by_one(tmp_path, capsys):
     for k in ("one_by_one_s", "vmap_s", "map_s", "mesh_auto_s", "one_compile_s", "mesh_auto_compile_s"):
         assert res[k] > 0, k
     assert res["vmap_over_one_by_one"] == pytest.approx(res["vmap_s"] / res["one_by_one_s"])
+    assert res["pairs_per_step"] == 16  # 2 replicas x 10 steps x 16 pairs trained in mesh_auto_s seconds:
+    assert res["mesh_auto_pairs_per_s"] == pytest.approx(2 * 10 * 16 / res["mesh_auto_s"])
+    assert res["mesh_auto_pairs_per_s_per_replica"] == pytest.approx(10 * 16 / res["mesh_auto_s"])
     assert res["mesh"] == {"replica": 2, "data": 1} and res["overrides"] == ["model.hidden=(8,)"]
     out = tmp_path / "p.json"
     assert main(["bench", "grid", "--points", "2", "--seeds", "2", "--steps", "10", "--model", "bt",
@@ -143,7 +146,8 @@ def test_the_command_keeps_compiled_programs_in_the_cache_folder(tiny, tmp_path)
 def test_bench_startup_times_the_first_chunk_inside_each_fit(tmp_path):
     from plural.bench import bench_startup
 
-    res = bench_startup(steps=20, out=str(tmp_path / "s.json"))
-    for run in ("first", "second"):
+    res = bench_startup(steps=20, out=str(tmp_path / "s.json"), repeats=2)
+    for run in ("first", "second", "second_best"):
         assert 0 < res[f"fit_{run}_first_chunk_s"] < res[f"fit_{run}_s"]  # measured inside the process, before exit
+    assert len(res["fit_second_runs_s"]) == 2 and res["fit_second_best_s"] == pytest.approx(min(res["fit_second_runs_s"]), abs=1e-3)
     assert res["cache_mb"] > 0 and json.loads((tmp_path / "s.json").read_text())["benchmark"] == "startup"

@@ -17,7 +17,7 @@ from plural.errors import PluralError
 from plural.data import device_data, read_table, sample_pairs, sample_users
 from plural.models import get_family
 from plural.run import configs_for, fit
-from plural.train import Trainer, train
+from plural.train import Trainer, seed_keys, train
 
 FAST = ["model.hidden=(16,)", "train.steps=200", "train.log_every=50", "train.ckpt_every=100", "batch.batch_size=64"]
 
@@ -195,6 +195,14 @@ def test_a_replica_whose_loss_turns_non_finite_fails_alone(tiny):
     assert not np.isfinite(together.history[-1]["loss"][1])
     for a, b in zip(jax.tree.leaves(together.params), jax.tree.leaves(alone.params), strict=True):
         np.testing.assert_allclose(np.asarray(a[0]), np.asarray(b[0]), atol=1e-5, rtol=1e-5)
+
+
+def test_seed_keys_in_one_program_equal_each_seed_s_own_key():
+    seeds = [0, 1, 7, 12345, 2**31 - 1]
+    for stream in (0, 1, 2):
+        expected = np.stack([np.asarray(jax.random.fold_in(jax.random.PRNGKey(s), stream)) for s in seeds])
+        got = np.asarray(seed_keys(seeds, stream))
+        assert got.dtype == np.uint32 and np.array_equal(got, expected)
 
 
 def test_pair_batches_are_a_pure_function_of_the_key(tiny):
