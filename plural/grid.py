@@ -90,7 +90,7 @@ from plural.evaluate import predict
 from plural.files import atomic_path
 from plural.models import get_family
 from plural.run import configs_for
-from plural.train import traced_keys, train
+from plural.train import check_seeds, traced_keys, train
 
 
 def load_spec(path: str | Path) -> dict:
@@ -314,6 +314,7 @@ def _check_shape(spec: dict) -> None:
     if not isinstance(spec.get("grid", {}), dict):
         raise PluralError(f"spec grid: expected a dict {{key: [values]}}, not {type(spec['grid']).__name__}")
     _int_list(spec, "seeds", [0], 0)
+    check_seeds(spec.get("seeds", [0]))
     _int_list(spec, "shots", [0], 0)
 
 

@@ -23,7 +23,7 @@ from plural.data.arrays import holdout
 from plural.errors import PluralError
 from plural.models import get_family
 from plural.models.base import view_of
-from plural.train import TrainResult, graphdef_of, restore_params, train
+from plural.train import TrainResult, check_seeds, graphdef_of, restore_params, train
 
 
 def dumps(obj) -> str:
@@ -81,6 +81,7 @@ def fit(model, data_path: str | Path, out: str | Path, seed: int = 0, resume: bo
     no user has two pairs, as in anonymous data), so that a table given alone stops early by default.
     `data.val_fraction=0` (or `train.eval_every=0` with it) trains on every pair without validation.
     """
+    check_seeds([seed])
     family = family_of(model)
     cfgs = configs_for(family, overrides)
     data = view_of(family, data if data is not None else read_table(data_path))

@@ -67,9 +67,17 @@ def _seed_keys(seeds, stream):
     return jax.vmap(lambda s: jax.random.fold_in(jax.random.PRNGKey(s), stream))(seeds)
 
 
+def check_seeds(seeds) -> None:
+    """Refuse a seed outside int32: JAX's 32-bit keys would alias it with another (2**33 gets seed 0's key)."""
+    for s in seeds:
+        if not -2**31 <= int(s) < 2**31:
+            raise PluralError(f"seed {s}: outside the 32-bit range of JAX's keys (-2**31 .. 2**31 - 1)")
+
+
 def seed_keys(seeds, stream: int) -> jax.Array:
     """`seed_key(s, stream)` of every seed in `seeds`, stacked (S, 2): one compiled program for any stream,
     where the per-seed eager calls compile five small ones (start-up time, `plural bench startup`)."""
+    check_seeds(seeds)
     return _seed_keys(np.asarray(seeds, np.int32), np.uint32(stream))
 
 

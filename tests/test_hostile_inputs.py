@@ -123,6 +123,13 @@ def test_huge_embedding_values_stop_fit_with_the_seed_step_and_cause(tmp_path, c
     assert not [p for p in (tmp_path / "run" / "checkpoints").glob("*") if p.name.isdigit()]  # no NaN checkpoint
 
 
+def test_a_seed_beyond_32_bits_is_refused_before_anything_is_written(tmp_path, capsys):
+    """JAX's 32-bit keys would give seed 2**33 seed 0's key: refused, not aliased."""
+    f = _jsonl(tmp_path / "t.jsonl", _rows())
+    refused(capsys, fit(f, tmp_path / "run", "--seed", str(2**33)), "seed 8589934592", "32-bit")
+    assert not (tmp_path / "run").exists()
+
+
 # -- settings --------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("setting, needle", [
@@ -194,6 +201,8 @@ def _spec(tmp_path, body: str):
     (f"    return {{'datasets': {{'d': {{'simulate': {{'n_users': 0}}}}}}, 'methods': {{'bt': {{'model': 'bt'}}}}}}",
      "n_users"),
     (f"    return {{'datasets': {{'d': {SIM!r}}}, 'methods': {{'bt': {{'model': 'bt'}}}}, 'shots': [-1]}}", "shots"),
+    (f"    return {{'datasets': {{'d': {SIM!r}}}, 'methods': {{'bt': {{'model': 'bt'}}}}, 'seeds': [0, 2**33]}}",
+     "seed 8589934592: outside the 32-bit range"),
     (f"    return {{'datasets': {{'d': {SIM!r}}}, 'methods': {{'bt': {{'model': 'bt', 'set': {{'train.lr': -1}}}}}}}}",
      "train.lr=-1"),
 ])

@@ -203,6 +203,8 @@ def test_seed_keys_in_one_program_equal_each_seed_s_own_key():
         expected = np.stack([np.asarray(jax.random.fold_in(jax.random.PRNGKey(s), stream)) for s in seeds])
         got = np.asarray(seed_keys(seeds, stream))
         assert got.dtype == np.uint32 and np.array_equal(got, expected)
+    with pytest.raises(PluralError, match="seed 8589934592: outside"):  # would alias seed 0's key
+        seed_keys([2**33], 0)
 
 
 def test_pair_batches_are_a_pure_function_of_the_key(tiny):
