@@ -85,3 +85,59 @@ def test_group_condition_needs_a_group_column(tmp_path, tiny, capsys):
                  "--set", "model.condition=group", "--set", "train.steps=10"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "group" in err[0]
+
+
+def test_user_only_settings_are_refused_with_another_condition():
+    import pytest
+
+    from plural.errors import PluralError
+
+    for condition in ("none", "group"):
+        for setting in ("model.user_dim=8", "model.adapt_init=seen", "model.adapt_l2=1.0"):
+            with pytest.raises(PluralError, match=f"applies to model.condition=user, not {condition}"):
+                configs_for("bt", [f"model.condition={condition}", setting])
+    assert configs_for("bt", ["model.condition=user", "model.adapt_init=seen"])["model"].adapt_init == "seen"
+
+
+def test_seen_posterior_mean_weighs_seen_states_by_the_shots_likelihood():
+    """Against a numpy computation: linear margins s . (c - r), weights prod_j sigma(m_uj) normalised."""
+    import jax.numpy as jnp
+
+    from plural.models.base import seen_posterior_mean
+
+    rng = np.random.default_rng(0)
+    seen = rng.normal(size=(5, 3)).astype(np.float32)
+    ctx = {"prompt": np.zeros((4, 0), np.float32), "chosen": rng.normal(size=(4, 3)).astype(np.float32),
+           "rejected": rng.normal(size=(4, 3)).astype(np.float32), "mask": np.array([1, 1, 1, 0], np.float32)}
+    got = np.asarray(seen_posterior_mean(lambda s, p, c, r: (c - r) @ s, jnp.asarray(seen), ctx))
+    m = seen @ (ctx["chosen"] - ctx["rejected"])[:3].T  # (5, 3): the masked fourth pair does not count
+    like = np.prod(1 / (1 + np.exp(-m)), axis=1)
+    np.testing.assert_allclose(got, (like / like.sum()) @ seen, rtol=1e-5)
+    none = dict(ctx, mask=np.zeros(4, np.float32))  # no shots: every seen user weighs the same
+    np.testing.assert_allclose(np.asarray(seen_posterior_mean(lambda s, p, c, r: (c - r) @ s, jnp.asarray(seen), none)),
+                               seen.mean(0), rtol=1e-5)
+
+
+def test_user_bt_seen_start_begins_a_new_user_at_the_seen_user_its_shots_fit():
+    """adapt_init=seen: with no gradient steps, a new user whose 20 shots were labelled by seen user A's
+    reward starts at (nearly) A's embedding; adapt_init=generic starts at e_0."""
+    import jax
+    from flax import nnx
+
+    c = configs_for("bt", ["model.condition=user", "model.hidden=(16,)", "model.user_dim=4", "model.adapt_steps=0"])
+    spec = {"dim": 6, "prompt_dim": 0, "n_users": 2, "groups": [], "users": ["a", "b"]}
+    model = get_family("bt")(spec, c["model"], nnx.Rngs(0))
+    model.offsets[...] = jax.numpy.asarray([[3.0, 0, 0, 0], [0, 0, -3.0, 0]])
+    rng = np.random.default_rng(1)
+    y1, y2 = rng.normal(size=(2, 20, 6)).astype(np.float32)
+    e_a, e_b = np.asarray(model.generic[...]) + np.asarray(model.offsets[...])  # seen users' embeddings
+    prefers = np.asarray(model.reward(np.zeros((20, 0)), y1, np.broadcast_to(e_a, (20, 4)))) > np.asarray(
+        model.reward(np.zeros((20, 0)), y2, np.broadcast_to(e_a, (20, 4))))
+    ctx = {"prompt": np.zeros((20, 0), np.float32), "chosen": np.where(prefers[:, None], y1, y2),
+           "rejected": np.where(prefers[:, None], y2, y1), "mask": np.ones(20, np.float32)}
+    e0 = np.asarray(model.generic[...])
+    np.testing.assert_allclose(np.asarray(model.adapt(ctx, jax.random.PRNGKey(0))), e0, atol=1e-6)
+    model.hp = configs_for("bt", ["model.condition=user", "model.hidden=(16,)", "model.user_dim=4",
+                                  "model.adapt_steps=0", "model.adapt_init=seen"])["model"]
+    start = np.asarray(model.adapt(ctx, jax.random.PRNGKey(0)))
+    assert np.linalg.norm(start - e_a) < 0.1 * np.linalg.norm(e_a - e_b)

@@ -21,6 +21,7 @@ import pytest
 from plural.cli import main
 from plural.data import PreferenceData, read_table
 from plural.data.batching import eval_rows
+from plural.errors import PluralError
 from plural.evaluate import predict, user_states
 from plural.models import FAMILIES, demo_models, family_table, get_family, register
 from plural.models.base import view_of
@@ -177,12 +178,19 @@ def _value(c, key):
 
 
 def _other_point(name, c) -> dict:
-    """Another value of every setting the family lets replicas of one program differ in (traced_keys): the
-    learning rate doubled, weight decay 0.01 more, each traced model field halved plus 0.05 (within range)."""
+    """Another value of every setting the family lets replicas of one program differ in (traced_keys) and this
+    configuration reads (`bt`'s user settings only with condition=user: others are refused): the learning rate
+    doubled, weight decay 0.01 more, each traced model field halved plus 0.05 (within range)."""
     out = {}
     for key in traced_keys(get_family(name)):
         v = _value(c, key)
-        out[key] = 2 * v if key == "train.lr" else v + 0.01 if key == "train.weight_decay" else round(0.5 * v + 0.05, 6)
+        new = 2 * v if key == "train.lr" else v + 0.01 if key == "train.weight_decay" else round(0.5 * v + 0.05, 6)
+        try:
+            configs_for(name, _overrides(name, f"{key}={new}"))
+        except PluralError as e:
+            assert "applies to" in str(e), e  # a setting of another variant, not a bad value
+            continue
+        out[key] = new
     return out
 
 

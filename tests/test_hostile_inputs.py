@@ -154,6 +154,23 @@ def test_family_ranges_are_declared_and_checked(tmp_path, capsys, model, setting
                      "--set", setting], setting.split("=")[0], "must be")
 
 
+@pytest.mark.parametrize("model, settings, needle", [
+    ("bt", ["model.user_dim=8"], "applies to model.condition=user, not none"),
+    ("bt", ["model.condition=group", "model.adapt_init=seen"], "applies to model.condition=user, not group"),
+    ("dpl", ["model.n_atoms=20"], "applies to model.variant=categorical, not mean_var"),
+    ("dpl", ["model.variant=categorical", "model.min_sigma=0.1"], "applies to model.variant=mean_var"),
+    ("micro", ["model.router=false", "model.router_hidden=(32,)"], "applies with model.router=true"),
+    ("vpl", ["model.kl_cycle=0", "model.kl_ramp=0.2"], "applies with model.kl_cycle > 0"),
+    ("pal-b", ["model.hinge_margin=2"], "applies with model.loss=hinge, not bt"),
+    ("pal-a", ["model.user_init=random", "model.user_init_strength=5"], "applies with model.user_init=kmeans"),
+    ("pal-b", ["model.prototype_init_std=3"], "applies to pal-a"),
+])
+def test_a_setting_the_chosen_variant_does_not_read_is_refused(tmp_path, capsys, model, settings, needle):
+    """No setting is accepted and then ignored: one the configuration does not read is refused before the data."""
+    argv = ["fit", "--model", model, "--data", str(tmp_path / "none.parquet"), "--out", str(tmp_path / "r")]
+    refused(capsys, argv + [a for s in settings for a in ("--set", s)], settings[-1].split("=")[0], needle)
+
+
 def test_simulate_with_impossible_sizes_is_one_line(tmp_path, capsys):
     refused(capsys, ["simulate", "--out", str(tmp_path / "p"), "--set", "dim=0"], "dim")
     refused(capsys, ["simulate", "--out", str(tmp_path / "p"), "--set", "n_users=0"], "n_users")

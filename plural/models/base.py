@@ -56,6 +56,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from plural.data.batching import PairBatches
+from plural.errors import PluralError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,8 +89,9 @@ class RewardModel(nnx.Module):
 
     @classmethod
     def check_settings(cls, hp, batches) -> None:
-        """Refuse (PluralError, one line) model and batch settings that cannot work together; runs before
-        anything is written or trained. Default: nothing to check."""
+        """Refuse (PluralError, one line) model and batch settings that cannot work together, and settings the
+        chosen variant does not read (`refuse_unread`); runs before anything is written or trained. Default:
+        nothing to check."""
 
     @classmethod
     def resolve(cls, hp):
@@ -185,16 +187,33 @@ def adapt_by_gradient(margin_fn, init_state, context: dict, steps: int = 100, lr
     return state
 
 
-def seen_mixture_start(margin_fn, seen: jax.Array, context: dict) -> jax.Array:
-    """Empirical Bayes start for a new user's mixture weights: the seen users' weights `seen` (U, K)
-    averaged with weights proportional to the likelihood of the context pairs under each (U,) -> (K,).
+def refuse_unread(hp, names, why: str) -> None:
+    """Refuse any of the settings `names` that `hp` changes from its class's default, since the configuration
+    at hand does not read them (no setting is accepted and then ignored): "--set model.<name>=<value>: <why>"."""
+    default = type(hp)()
+    for name in names:
+        if getattr(hp, name) != getattr(default, name):
+            raise PluralError(f"--set model.{name}={getattr(hp, name)}: {why}")
 
-    `margin_fn(logits, prompt, chosen, rejected) -> (S,)` margins of a mixture given by its log-weights;
-    `context` holds (S, ...) arrays and a (S,) `mask`. With no shots every seen user weighs the same (the
-    population's mean mixture). Shared by the mixture families' `adapt` (PAL, LoRe)."""
-    m = jax.vmap(lambda a: margin_fn(jnp.log(a + 1e-9), context["prompt"], context["chosen"], context["rejected"]))(seen)
+
+def seen_posterior_mean(margin_fn, seen, context: dict):
+    """Empirical Bayes start for a new user's state: the seen users' states `seen` (a pytree with a leading
+    user axis U) averaged with weights proportional to the likelihood of the context pairs under each, i.e.
+    the posterior mean of the state when the prior is uniform over the seen users.
+
+    `margin_fn(state, prompt, chosen, rejected) -> (S,)` margins under one state; `context` holds (S, ...)
+    arrays and a (S,) `mask`. With no shots every seen user weighs the same (the seen users' mean state).
+    Memory: U x S margins at once."""
+    m = jax.vmap(lambda s: margin_fn(s, context["prompt"], context["chosen"], context["rejected"]))(seen)  # (U, S)
     post = jax.nn.softmax((jax.nn.log_sigmoid(m) * context["mask"]).sum(-1))  # (U,)
-    return post @ seen
+    return jax.tree.map(lambda x: jnp.tensordot(post, x, axes=1), seen)
+
+
+def seen_mixture_start(margin_fn, seen: jax.Array, context: dict) -> jax.Array:
+    """`seen_posterior_mean` for mixture weights: the seen users' weights `seen` (U, K) -> (K,), with
+    `margin_fn(logits, prompt, chosen, rejected)` taking a mixture by its log-weights. Shared by the mixture
+    families' `adapt` (PAL, LoRe)."""
+    return seen_posterior_mean(lambda a, *pair: margin_fn(jnp.log(a + 1e-9), *pair), seen, context)
 
 
 def user_directions(dd: dict) -> jax.Array:

@@ -16,7 +16,9 @@ as the pluralistic families):
   seen user. Each training pair is scored with the generic e_0 alone with probability `generic_prob` (user
   dropout), so e_0 is trained on every user's pairs; it is what unseen users get at 0 shots. An unseen user
   with K shots gets e_0 + o, o fitted on the shots by `adapt_steps` Adam steps with an L2 pull `adapt_l2` to
-  0 (everything else frozen). `user_l2` penalises the seen users' offsets (shrinkage towards e_0).
+  its start (everything else frozen): 0 (`adapt_init=generic`, e_0 alone), or (`adapt_init=seen`, a departure
+  from the paper) the seen users' offsets averaged in proportion to the likelihood of the K shots under each,
+  the empirical-Bayes start PAL and LoRe use. `user_l2` penalises the seen users' offsets (shrinkage towards e_0).
 
 Defaults (train.lr 1e-3, at most 3000 steps with early stopping; hidden (64,) for `none`) were chosen on
 VALIDATION data of the defaults suite (experiments/defaults.py, results/defaults), with the same budget as
@@ -48,7 +50,8 @@ from flax import nnx
 
 from plural.config import Count, Fraction, NonNegative, Positive, PositiveInt, Rate
 from plural.errors import PluralError
-from plural.models.base import MLP, RewardModel, active, adapt_by_gradient, bt_nll, masked_accuracy
+from plural.models.base import (MLP, RewardModel, active, adapt_by_gradient, bt_nll, masked_accuracy, refuse_unread,
+                                seen_posterior_mean)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,8 +65,13 @@ class BTHparams:
     user_l2: NonNegative = 1e-3  # condition=user: penalty on the mean squared user offset o_u
     adapt_steps: Count = 100  # condition=user: Adam steps fitting a new user's offset from its shots
     adapt_lr: Positive = 0.05
-    adapt_l2: NonNegative = 0.1  # condition=user: pull of a new user's offset towards 0 (e_0)
+    adapt_l2: NonNegative = 0.1  # condition=user: pull of a new user's offset towards its start (adapt_init)
+    adapt_init: Literal["generic", "seen"] = "generic"  # condition=user: a new user's offset starts at 0 (e_0 alone) | the seen users'
+    # offsets weighted by the shots' likelihood. Suite validation (results/bt_user_start): 0.7320 vs 0.7317, generic kept
 
+
+# The settings only `condition=user` reads.
+USER_ONLY = ("user_dim", "generic_prob", "user_l2", "adapt_steps", "adapt_lr", "adapt_l2", "adapt_init")
 
 # The default MLP widths per condition (suite validation: experiments/bt_width.py, results/bt_width).
 WIDTHS = {"none": (64,), "group": (256, 256), "user": (256, 256)}
@@ -79,6 +87,12 @@ class BT(RewardModel):
     Hparams = BTHparams
     traced = ("input_dropout", "generic_prob", "user_l2")
     train_defaults = {"steps": 3000}  # the most steps, as PAL's; early stopping on validation ends sooner
+
+    @classmethod
+    def check_settings(cls, hp: BTHparams, batches) -> None:
+        """The user-embedding settings are read by `condition=user` only: set with another condition, refused."""
+        if hp.condition != "user":
+            refuse_unread(hp, USER_ONLY, f"applies to model.condition=user, not {hp.condition}")
 
     @classmethod
     def resolve(cls, hp: BTHparams) -> BTHparams:
@@ -173,6 +187,9 @@ class BT(RewardModel):
             s = jnp.broadcast_to(e0 + offset, (*chosen.shape[:-1], offset.shape[-1]))
             return self.margin(prompt, chosen, rejected, s)
 
-        offset = adapt_by_gradient(margin_fn, jnp.zeros_like(e0), context, self.hp.adapt_steps, self.hp.adapt_lr,
-                                   self.hp.adapt_l2)
+        if self.hp.adapt_init == "seen":  # empirical Bayes over the seen users (as PAL's and LoRe's starts)
+            start = seen_posterior_mean(margin_fn, jax.lax.stop_gradient(self.offsets[...]), context)
+        else:
+            start = jnp.zeros_like(e0)
+        offset = adapt_by_gradient(margin_fn, start, context, self.hp.adapt_steps, self.hp.adapt_lr, self.hp.adapt_l2)
         return e0 + offset

@@ -55,7 +55,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from plural.config import NonNegative, Positive, PositiveInt, Range, Rate
-from plural.models.base import MLP, RewardModel, active, masked_accuracy
+from plural.models.base import MLP, RewardModel, active, masked_accuracy, refuse_unread
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,6 +87,14 @@ class DPL(RewardModel):
     Hparams = DPLHparams
     traced = ("entropy_bonus", "min_sigma")
     train_defaults = {"steps": 3000}
+
+    @classmethod
+    def check_settings(cls, hp: DPLHparams, batches) -> None:
+        """Each variant's own settings: the atoms' with `categorical`, sigma's floor with `mean_var`."""
+        if hp.variant == "mean_var":
+            refuse_unread(hp, ("n_atoms", "entropy_bonus"), "applies to model.variant=categorical, not mean_var")
+        else:
+            refuse_unread(hp, ("min_sigma",), "applies to model.variant=mean_var, not categorical")
 
     def __init__(self, spec: dict, hp: DPLHparams, rngs: nnx.Rngs):
         self.hp = hp

@@ -83,7 +83,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from plural.config import Positive, PositiveInt
-from plural.models.base import ACTIVATIONS, MLP, RewardModel, bt_nll, masked_accuracy
+from plural.models.base import ACTIVATIONS, MLP, RewardModel, bt_nll, masked_accuracy, refuse_unread
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,6 +106,12 @@ class MiCRo(RewardModel):
     Hparams = MiCRoHparams
     traced = ("router_entropy", "tau")
     train_defaults = {"steps": 3000}
+
+    @classmethod
+    def check_settings(cls, hp: MiCRoHparams, batches) -> None:
+        """The router's widths are read only when there is a router."""
+        if not hp.router:
+            refuse_unread(hp, ("router_hidden",), "applies with model.router=true (the prompt router), not false")
 
     def __init__(self, spec: dict, hp: MiCRoHparams, rngs: nnx.Rngs):
         self.hp = hp

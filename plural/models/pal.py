@@ -65,8 +65,8 @@ from flax import nnx
 
 from plural.cluster import kmeans
 from plural.config import Count, NonNegative, Positive, PositiveInt, Rate
-from plural.models.base import (MLP, RewardModel, active, adapt_by_gradient, bt_nll, masked_accuracy, seen_mixture_start,
-                                user_directions)
+from plural.models.base import (MLP, RewardModel, active, adapt_by_gradient, bt_nll, masked_accuracy, refuse_unread,
+                                seen_mixture_start, user_directions)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,6 +121,14 @@ class PAL(RewardModel):
     train_defaults = {"steps": 3000}
     traced = ("input_dropout", "mixture_entropy", "hinge_margin", "projector_l2")
     reference = "Chen et al., PAL: Sample-Efficient Personalized Reward Modeling for Pluralistic Alignment, ICLR 2025"
+
+    @classmethod
+    def check_settings(cls, hp: PALHparams, batches) -> None:
+        """Settings read only by another choice: the hinge's margin, the k-means start's strength."""
+        if hp.loss != "hinge":
+            refuse_unread(hp, ("hinge_margin",), f"applies with model.loss=hinge, not {hp.loss}")
+        if hp.user_init != "kmeans":
+            refuse_unread(hp, ("user_init_strength",), f"applies with model.user_init=kmeans, not {hp.user_init}")
 
     def __init__(self, spec: dict, hp: PALHparams, rngs: nnx.Rngs):
         self.hp = hp
@@ -265,6 +273,11 @@ class PALB(PAL):
     summary = "K prompt-dependent prototype functions mixed per user; reward = scaled cosine similarity"
     Hparams = PALBHparams
     traced = PAL.traced + ("prompt_l2",)
+
+    @classmethod
+    def check_settings(cls, hp: PALBHparams, batches) -> None:
+        super().check_settings(hp, batches)
+        refuse_unread(hp, ("prototype_init_std",), "applies to pal-a (its orthogonal start), not pal-b")
 
     def __init__(self, spec: dict, hp: PALBHparams, rngs: nnx.Rngs):
         super().__init__(spec, hp, rngs)

@@ -43,7 +43,7 @@ from flax import nnx
 
 from plural.config import Count, Fraction, NonNegative, Positive, PositiveInt
 from plural.data.batching import UserBatches
-from plural.models.base import ACTIVATIONS, MLP, RewardModel, bt_nll, masked_accuracy
+from plural.models.base import ACTIVATIONS, MLP, RewardModel, bt_nll, masked_accuracy, refuse_unread
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +75,12 @@ class VPL(RewardModel):
     traced = ("beta",)
     batches = UserBatches(context_max=32, targets_per_user=16)
     train_defaults = {"steps": 2000}
+
+    @classmethod
+    def check_settings(cls, hp: VPLHparams, batches) -> None:
+        """The annealing ramp is read only with cycles (`kl_cycle` > 0)."""
+        if hp.kl_cycle == 0:
+            refuse_unread(hp, ("kl_ramp",), "applies with model.kl_cycle > 0 (cyclical annealing), not 0 (constant beta)")
 
     def __init__(self, spec: dict, hp: VPLHparams, rngs: nnx.Rngs):
         d_x, d_y, w = spec["prompt_dim"], spec["dim"], hp.width
