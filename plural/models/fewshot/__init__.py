@@ -56,7 +56,7 @@ from flax import nnx
 from plural.data.batching import UserBatches
 from plural.config import Count, Fraction, NonNegative, Positive, PositiveInt
 from plural.errors import PluralError
-from plural.models.base import RewardModel, active
+from plural.models.base import RewardModel, active, refuse_unread
 from plural.models.fewshot.gpo import GPONet
 from plural.models.fewshot.lore import LoReNet
 from plural.models.fewshot.maml import MetaMLP, meta_loss
@@ -116,12 +116,10 @@ OWN = {  # the settings each variant reads, besides `variant`
 
 
 def _check(hp: FewShotHparams) -> None:
-    default = FewShotHparams()
     for f in dataclasses.fields(hp):
-        if f.name != "variant" and f.name not in OWN[hp.variant] and getattr(hp, f.name) != getattr(default, f.name):
+        if f.name != "variant" and f.name not in OWN[hp.variant]:
             users = [v for v, names in OWN.items() if f.name in names]
-            raise PluralError(f"--set model.{f.name}={getattr(hp, f.name)}: applies to variant {' / '.join(users)}, "
-                              f"not {hp.variant}")
+            refuse_unread(hp, (f.name,), f"applies to variant {' / '.join(users)}, not {hp.variant}")
 
 
 def flip_user_pairs(batch: dict, key: jax.Array, p: float) -> dict:
