@@ -63,9 +63,10 @@ def bt_baselines(select: bool = True, probes: bool = True) -> dict:
 
     out = {"bt": method({}, LR), "bt-group": method({"model.condition": "group"}, LR),
            "bt-user": method({"model.condition": "user"}, LR)}
-    if probes:
-        out["bt-linear"] = method({"model.hidden": ()}, PROBE_LR, lr=3e-3)
-        out["bt-group-linear"] = method({"model.hidden": (), "model.condition": "group"}, PROBE_LR, lr=3e-2)
+    if probes:  # the references stay as the suite chose them, without input dropout (not swept for them)
+        out["bt-linear"] = method({"model.hidden": (), "model.input_dropout": 0.0}, PROBE_LR, lr=3e-3)
+        out["bt-group-linear"] = method({"model.hidden": (), "model.condition": "group", "model.input_dropout": 0.0},
+                                        PROBE_LR, lr=3e-2)
     return out
 
 # Two simulated community populations (personas.communities, 19 attributes, D = 64): 8 communities x 4000

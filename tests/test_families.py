@@ -9,6 +9,7 @@ one trainer and the one scorer, on a tiny population:
 - `--shots K` adapts unseen users on their first K rows and scores only the rest.
 And the registry: README table, `--model` help and demo variants are made from it."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -170,6 +171,30 @@ def test_seeds_at_once_equal_a_seed_alone(full_run, tiny):
                                predict(other, list(data.users), te)["margin"], atol=1e-4, rtol=1e-4)
     np.testing.assert_allclose([h["loss"][0] for h in together.history], [h["loss"][0] for h in other.history],
                                rtol=1e-5)
+
+
+DROPOUT = sorted(n for n in FAMILIES if any(f.name == "input_dropout" for f in dataclasses.fields(get_family(n).Hparams)))
+
+
+@pytest.mark.parametrize("name", DROPOUT)
+def test_input_dropout_reaches_training(name, tiny):
+    """Two replicas of one program, the same seed, input_dropout 0 and 0.5: their losses part from the first
+    step (the dropout draw reaches the loss), and a family reading the setting lets replicas differ in it."""
+    _, d = tiny
+    assert "model.input_dropout" in traced_keys(get_family(name))
+    c = configs_for(name, SMALL.get(name, []) + ["train.steps=2", "train.log_every=1", "train.mesh=(1,1)",
+                                                   "train.seed_batching=vmap"])
+    res = train(get_family(name), c["model"], c["train"], read_table(d / "train.parquet"), seeds=(0, 0),
+                progress=False, batches=c["batch"], traced={"model.input_dropout": [0.0, 0.5]})
+    first = np.asarray(res.history[0]["loss"])
+    assert first.shape == (2,) and abs(first[0] - first[1]) > 1e-6, first
+
+
+def test_every_family_but_palette_offers_input_dropout():
+    """Dropout on the response embeddings is the regulariser every family on the defaults suite is swept over
+    (experiments/input_dropout.py); palette, which needs attribute columns and so is not on the suite, has its
+    own attribute dropout and weight decay, chosen on its populations (experiments/palette.py)."""
+    assert set(FAMILIES) - set(DROPOUT) == {"palette"}
 
 
 def _value(c, key):

@@ -134,8 +134,10 @@ def test_lore_with_one_column_is_one_linear_reward_and_pruning_masks_unused_colu
     assert w[1] == 0 and w[3] == 0 and abs(w.sum() - 1) < 1e-5
 
 
-def test_gpo_scores_targets_independently_ignores_context_order_and_refuses_too_many_shots():
-    model = FewShot(SPEC, FewShotHparams(variant="gpo", d_model=16, n_layers=2, n_heads=2, max_context=8), nnx.Rngs(0))
+@pytest.mark.parametrize("readout", ["linear", "dot"])
+def test_gpo_scores_targets_independently_ignores_context_order_and_refuses_too_many_shots(readout):
+    model = FewShot(SPEC, FewShotHparams(variant="gpo", d_model=16, n_layers=2, n_heads=2, max_context=8, readout=readout),
+                    nnx.Rngs(0))
     ctx = _pairs(5, 3)
     state = model.adapt(ctx, None)
     shuffled = model.adapt({k: v[jnp.array([3, 0, 4, 1, 2])] for k, v in ctx.items()}, None)
@@ -154,6 +156,42 @@ def test_gpo_scores_targets_independently_ignores_context_order_and_refuses_too_
     from plural.errors import PluralError
     with pytest.raises(PluralError, match="max_context"):
         model.adapt(_pairs(9, 5), None)
+
+
+def test_gpo_dot_readout_is_the_response_features_dotted_with_the_target_stream():
+    model = FewShot(SPEC, FewShotHparams(variant="gpo", d_model=8, n_layers=1, n_heads=2, max_context=4, readout="dot"),
+                    nnx.Rngs(1))
+    net, t = model.net, _pairs(3, 6)
+    state = jax.tree.map(lambda s: jnp.broadcast_to(s, (3, *s.shape)), model.adapt(_pairs(4, 7), None))
+    r = np.asarray(model.reward(t["prompt"], t["chosen"], state))
+    # by hand: run the linear readout, then add phi(x, y) . LN(t_L) / sqrt(d_model) with the same weights
+    feats = np.concatenate([t["prompt"], t["chosen"]], -1) @ np.asarray(net.features.kernel[...]) + np.asarray(net.features.bias[...])
+    net.readout = "linear"
+    linear = np.asarray(model.reward(t["prompt"], t["chosen"], state))
+    h = t["chosen"].shape[0]
+    stream = net.embed_target(jnp.concatenate([t["prompt"], t["chosen"]], -1))[:, None, :]
+    stream = net.blocks[0].attend(stream, state["k"][:, 0], state["v"][:, 0], state["mask"])
+    out = np.asarray(net.ln(stream[:, 0]))
+    assert out.shape == (h, 8)
+    np.testing.assert_allclose(r, linear + (feats * out).sum(-1) / np.sqrt(8), rtol=1e-4, atol=1e-5)
+    assert np.abs(r - linear).max() > 1e-3  # the dot term is there
+
+
+@pytest.mark.parametrize("variant", ["maml", "reptile", "gpo"])
+def test_input_dropout_perturbs_meta_training_only(variant):
+    sets = {"d_model": 8, "n_layers": 1, "n_heads": 2, "max_context": 8} if variant == "gpo" else {"hidden": (8,)}
+    batch = {"context": _pairs(6, 8, lead=(4,)), "target": _pairs(5, 9, lead=(4,))}
+    losses = {}
+    for rate in (0.0, 0.5):
+        model = FewShot(SPEC, FewShotHparams(variant=variant, input_dropout=rate, **sets), nnx.Rngs(0))
+        losses[rate] = [float(model.loss(batch, jax.random.key(k), 0)[0]) for k in (0, 1)]
+        reward = model.reward(batch["target"]["prompt"][0], batch["target"]["chosen"][0], model.adapt(
+            {k: v[0] for k, v in batch["context"].items()}, None))
+        if rate == 0.0:
+            plain = np.asarray(reward)
+    assert losses[0.0][0] == losses[0.0][1]  # no dropout: the key does not matter
+    assert losses[0.5][0] != losses[0.5][1] and losses[0.5][0] != losses[0.0][0]  # dropout: a fresh draw per key
+    np.testing.assert_array_equal(np.asarray(reward), plain)  # same weights, no dropout outside training
 
 
 def test_flip_augmentation_reverses_whole_users_in_context_and_targets_alike():
@@ -184,7 +222,8 @@ def test_settings_of_another_variant_are_refused(tmp_path, capsys):
     for sets in (["model.rank=4"], ["model.variant=lore", "model.inner_lr=0.5"], ["model.variant=gpo", "model.first_order=true"],
                  ["model.variant=gpo", "model.max_context=8"], ["model.variant=reptile", "model.adapt_params=head"],
                  ["model.variant=lore", "model.flip_users=0.2"], ["model.variant=finetune", "model.flip_users=0.2"],
-                 ["model.variant=gpo", "model.adapt_inner_steps=10"]):
+                 ["model.variant=gpo", "model.adapt_inner_steps=10"], ["model.readout=dot"],
+                 ["model.variant=lore", "model.input_dropout=0.2"]):
         args = ["fit", "--model", "fewshot", "--data", str(tmp_path / "train.parquet"), "--out", str(tmp_path / "r")]
         assert main(args + [a for s in sets for a in ("--set", s)]) == 2
         err = capsys.readouterr().err.strip()

@@ -15,8 +15,9 @@ from plural.run import fit
 
 @pytest.fixture(scope="module")
 def ten_to_one(tmp_path_factory):
-    """A 2-group 10:1 population and fits of BT, MaxMin with 2 heads (trunk (64,): the EM claims do not need
-    the default's width, and the test run's time does) and MaxMin at its defaults."""
+    """A 2-group 10:1 population and fits of BT, MaxMin with 2 heads (trunk (64,) without input dropout: the EM
+    claims do not need the default's width or regulariser, and the test run's time does) and MaxMin at its
+    defaults."""
     from personas import IdealPointConfig, simulate_ideal_point
 
     d = tmp_path_factory.mktemp("ten_to_one")
@@ -24,7 +25,7 @@ def ten_to_one(tmp_path_factory):
     pop.write(d / "pop")
     tr, va, te = (read_table(d / f"pop/{k}.parquet") for k in ("train", "val", "test"))
     fits = {label: fit(model, d / "pop/train.parquet", d / label, data=tr, val=va, overrides=sets, progress=False)
-            for label, model, sets in (("bt", "bt", []), ("K=2", "maxmin", ["model.n_heads=2", "model.hidden=(64,)"]), ("default", "maxmin", []))}
+            for label, model, sets in (("bt", "bt", []), ("K=2", "maxmin", ["model.n_heads=2", "model.hidden=(64,)", "model.input_dropout=0"]), ("default", "maxmin", []))}
     return pop, tr, te, fits
 
 

@@ -227,6 +227,26 @@ def user_directions(dd: dict) -> jax.Array:
     return total / jnp.sqrt(jnp.sum(total ** 2, -1, keepdims=True) + 1e-12)
 
 
+def drop_responses(chosen: jax.Array, rejected: jax.Array, rate, key: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Inverted dropout at `rate` on the response embeddings e(y_w), e(y_l) (any shape (..., D)), each entry
+    dropped independently: training only, so that a reward cannot memorise single responses."""
+    keep = 1.0 - rate
+    k_c, k_r = jax.random.split(key)
+    return (chosen * jax.random.bernoulli(k_c, keep, chosen.shape) / keep,
+            rejected * jax.random.bernoulli(k_r, keep, rejected.shape) / keep)
+
+
+def drop_batch(batch: dict, rate, key: jax.Array) -> dict:
+    """`drop_responses` on a training batch: a pair batch's `chosen` / `rejected` (leading dims any), or a
+    user batch's `context` and `target` pairs, each with a draw of its own."""
+    if "context" in batch:
+        k_c, k_t = jax.random.split(key)
+        return {**batch, "context": drop_batch(batch["context"], rate, k_c),
+                "target": drop_batch(batch["target"], rate, k_t)}
+    chosen, rejected = drop_responses(batch["chosen"], batch["rejected"], rate, key)
+    return {**batch, "chosen": chosen, "rejected": rejected}
+
+
 def bt_nll(margin: jax.Array, mask: jax.Array | None = None) -> jax.Array:
     """Mean Bradley-Terry negative log-likelihood -log sigma(margin) over valid entries."""
     nll = -jax.nn.log_sigmoid(margin)

@@ -60,8 +60,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from plural.data.batching import UserBatches
-from plural.config import PositiveInt
-from plural.models.base import RewardModel, StackedMLP, masked_accuracy
+from plural.config import PositiveInt, Rate
+from plural.models.base import RewardModel, StackedMLP, active, drop_batch, masked_accuracy
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +71,8 @@ class MaxMinHparams:
     activation: Literal["gelu", "relu", "tanh", "silu", "linear"] = "gelu"
     assignment: Literal["hard", "soft"] = "hard"  # hard: the arg-max head (the paper's); soft: posterior weights
     restarts: PositiveInt = 1  # R EM runs in one program; the one with the lowest running NLL is the model
+    input_dropout: Rate = 0.25  # dropout on e(y_w), e(y_l) of the context and target pairs while training.
+    # Suite (results/input_dropout): 0.25 over 0 and 0.5 (validation score 0.7528 / 0.7517 / 0.7504)
 
 
 class MaxMin(RewardModel):
@@ -78,6 +80,7 @@ class MaxMin(RewardModel):
     summary = "EM over users for K reward heads (each user assigned to one); egalitarian max-min policy over candidates"
     reference = "Chowdhury et al., MaxMin-RLHF: Alignment with Diverse Human Preferences, ICML 2024"
     Hparams = MaxMinHparams
+    traced = ("input_dropout",)
     batches = UserBatches(context_min=8, context_max=32, targets_per_user=16)
     train_defaults = {"steps": 3000}
 
@@ -118,6 +121,8 @@ class MaxMin(RewardModel):
         return self._assign(self.head_loglik(prompt, chosen, rejected), mask)
 
     def loss(self, batch, key, step):
+        if active(self.hp.input_dropout):
+            batch = drop_batch(batch, self.hp.input_dropout, jax.random.fold_in(key, 1))
         ctx, tgt = batch["context"], batch["target"]
         ll_c = self.head_loglik(ctx["prompt"], ctx["chosen"], ctx["rejected"], "all")  # (R, U, C, K)
         q = jax.lax.stop_gradient(jax.vmap(jax.vmap(self._assign, in_axes=(0, 0)), in_axes=(0, None))(ll_c, ctx["mask"]))

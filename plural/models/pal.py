@@ -65,8 +65,8 @@ from flax import nnx
 
 from plural.cluster import kmeans
 from plural.config import Count, NonNegative, Positive, PositiveInt, Rate
-from plural.models.base import (MLP, RewardModel, active, adapt_by_gradient, bt_nll, masked_accuracy, refuse_unread,
-                                seen_mixture_start, user_directions)
+from plural.models.base import (MLP, RewardModel, active, adapt_by_gradient, bt_nll, drop_responses, masked_accuracy,
+                                refuse_unread, seen_mixture_start, user_directions)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,10 +165,7 @@ class PAL(RewardModel):
         mix = self.mixture(batch["user"])
         chosen, rejected = batch["chosen"], batch["rejected"]
         if active(self.hp.input_dropout):  # inverted dropout on the response embeddings, training only
-            keep = 1.0 - self.hp.input_dropout
-            k_c, k_r = jax.random.split(key)
-            chosen = chosen * jax.random.bernoulli(k_c, keep, chosen.shape) / keep
-            rejected = rejected * jax.random.bernoulli(k_r, keep, rejected.shape) / keep
+            chosen, rejected = drop_responses(chosen, rejected, self.hp.input_dropout, key)
         m = self.margin(batch["prompt"], chosen, rejected, mix)
         mask = batch["mask"]
         nll = bt_nll(m, mask)

@@ -9,13 +9,19 @@ FSPO, Singh et al. 2025). A transformer neural process:
 - `n_layers` pre-norm transformer blocks (`n_heads` heads, width `d_model`, MLP 4 x d_model). The
   context tokens attend to each other and the null token; a target attends to the context and the null
   token only (never to other targets), so targets are scored independently of each other;
-- the reward r(x, y | context) = w^T LN(t_L) + b, and P(y_w > y_l | context) = sigma(r_w - r_l),
-  trained with the Bradley-Terry loss on each meta-training user's target pairs given its context pairs.
+- the reward r(x, y | context) = w^T LN(t_L) + b (`readout=linear`, the paper's), and P(y_w > y_l |
+  context) = sigma(r_w - r_l), trained with the Bradley-Terry loss on each meta-training user's target
+  pairs given its context pairs.
 
 Because targets never serve as keys, a user's context can be encoded once: its state is every layer's
 keys and values of the context tokens (`max_context` + 1 slots with a mask), and scoring a response
 runs only the target's own stream against them. A user with more pairs than `max_context` is encoded
 from its first `max_context` (seen users, in file order); `evaluate --shots K` needs K <= max_context.
+
+Options beyond the paper: `readout=dot` adds phi(x, y)^T LN(t_L) / sqrt(d_model) to the reward, phi a
+linear map of the target's embeddings, so that a user vector read from the context meets the response in
+one product (a reward linear in the response is then one multiplication away, not an MLP's approximation
+of one); the family's `input_dropout` drops entries of the response embeddings while meta-training.
 
 Departure from the paper: GPO's tokens are LLM embeddings of (question, answer option) with the group's
 preference score, and it predicts scores of single options; here a token is a comparison (and a
@@ -59,7 +65,7 @@ class Block(nnx.Module):
 
 class GPONet(nnx.Module):
     def __init__(self, d_prompt: int, d: int, d_model: int, n_layers: int, n_heads: int, max_context: int,
-                 rngs: nnx.Rngs):
+                 rngs: nnx.Rngs, readout: str = "linear"):
         if d_model % n_heads:
             raise PluralError(f"--set model.d_model={d_model}: must be a multiple of model.n_heads={n_heads}")
         self.max_context, self.d_prompt, self.d = max_context, d_prompt, d
@@ -69,6 +75,9 @@ class GPONet(nnx.Module):
         self.blocks = nnx.List([Block(d_model, n_heads, rngs) for _ in range(n_layers)])
         self.ln = nnx.LayerNorm(d_model, rngs=rngs)
         self.head = nnx.Linear(d_model, 1, rngs=rngs)
+        self.readout = readout
+        if readout == "dot":
+            self.features = nnx.Linear(d_prompt + d, d_model, rngs=rngs)
 
     def encode(self, pairs: dict) -> dict:
         """A user's state from its labelled pairs (n <= max_context, ...) with mask (n,): every layer's keys and
@@ -100,7 +109,11 @@ class GPONet(nnx.Module):
         h = self.embed_target(jnp.concatenate([prompt, response], -1))[..., None, :]  # (..., 1, d)
         for i, block in enumerate(self.blocks):
             h = block.attend(h, state["k"][..., i, :, :], state["v"][..., i, :, :], state["mask"])
-        return self.head(self.ln(h[..., 0, :]))[..., 0]
+        out = self.ln(h[..., 0, :])
+        r = self.head(out)[..., 0]
+        if self.readout == "dot":
+            r = r + jnp.sum(self.features(jnp.concatenate([prompt, response], -1)) * out, -1) / jnp.sqrt(out.shape[-1])
+        return r
 
     def loss(self, batch):
         ctx, tgt = batch["context"], batch["target"]
