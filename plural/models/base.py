@@ -237,14 +237,21 @@ def drop_responses(chosen: jax.Array, rejected: jax.Array, rate, key: jax.Array)
 
 
 def drop_batch(batch: dict, rate, key: jax.Array) -> dict:
-    """`drop_responses` on a training batch: a pair batch's `chosen` / `rejected` (leading dims any), or a
-    user batch's `context` and `target` pairs, each with a draw of its own."""
-    if "context" in batch:
-        k_c, k_t = jax.random.split(key)
-        return {**batch, "context": drop_batch(batch["context"], rate, k_c),
-                "target": drop_batch(batch["target"], rate, k_t)}
-    chosen, rejected = drop_responses(batch["chosen"], batch["rejected"], rate, key)
-    return {**batch, "chosen": chosen, "rejected": rejected}
+    """A family's `input_dropout` on its training batch: `drop_responses` on a pair batch's `chosen` /
+    `rejected` (leading dims any), or on a user batch's `context` and `target` pairs, each with a draw of
+    its own; the batch unchanged where `rate` is inactive. `key` is the loss's key: the draws come from
+    fold_in(key, 1), so the family's other draws from that key stay as they are."""
+    if not active(rate):
+        return batch
+
+    def drop(part, k):
+        if "context" in part:
+            k_c, k_t = jax.random.split(k)
+            return {**part, "context": drop(part["context"], k_c), "target": drop(part["target"], k_t)}
+        chosen, rejected = drop_responses(part["chosen"], part["rejected"], rate, k)
+        return {**part, "chosen": chosen, "rejected": rejected}
+
+    return drop(batch, jax.random.fold_in(key, 1))
 
 
 def bt_nll(margin: jax.Array, mask: jax.Array | None = None) -> jax.Array:

@@ -157,8 +157,7 @@ class DPL(RewardModel):
         return jnp.log(jnp.clip(beats, 1e-7, 1.0))
 
     def loss(self, batch, key, step):
-        if active(self.hp.input_dropout):
-            batch = drop_batch(batch, self.hp.input_dropout, jax.random.fold_in(key, 1))
+        batch = drop_batch(batch, self.hp.input_dropout, key)
         logp = self.preference_logprob(batch["prompt"], batch["chosen"], batch["rejected"])
         mask = batch["mask"]
         nll = -(logp * mask).sum() / jnp.maximum(mask.sum(), 1.0)

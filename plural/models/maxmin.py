@@ -61,7 +61,7 @@ from flax import nnx
 
 from plural.data.batching import UserBatches
 from plural.config import PositiveInt, Rate
-from plural.models.base import RewardModel, StackedMLP, active, drop_batch, masked_accuracy
+from plural.models.base import RewardModel, StackedMLP, drop_batch, masked_accuracy
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,8 +121,7 @@ class MaxMin(RewardModel):
         return self._assign(self.head_loglik(prompt, chosen, rejected), mask)
 
     def loss(self, batch, key, step):
-        if active(self.hp.input_dropout):
-            batch = drop_batch(batch, self.hp.input_dropout, jax.random.fold_in(key, 1))
+        batch = drop_batch(batch, self.hp.input_dropout, key)
         ctx, tgt = batch["context"], batch["target"]
         ll_c = self.head_loglik(ctx["prompt"], ctx["chosen"], ctx["rejected"], "all")  # (R, U, C, K)
         q = jax.lax.stop_gradient(jax.vmap(jax.vmap(self._assign, in_axes=(0, 0)), in_axes=(0, None))(ll_c, ctx["mask"]))

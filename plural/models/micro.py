@@ -83,8 +83,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from plural.config import Positive, PositiveInt, Rate
-from plural.models.base import (ACTIVATIONS, MLP, RewardModel, active, bt_nll, drop_batch, masked_accuracy,
-                                refuse_unread)
+from plural.models.base import ACTIVATIONS, MLP, RewardModel, bt_nll, drop_batch, masked_accuracy, refuse_unread
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,8 +150,7 @@ class MiCRo(RewardModel):
         return self.head_rewards(prompt, chosen) - self.head_rewards(prompt, rejected)
 
     def loss(self, batch, key, step):
-        if active(self.hp.input_dropout):
-            batch = drop_batch(batch, self.hp.input_dropout, jax.random.fold_in(key, 1))
+        batch = drop_batch(batch, self.hp.input_dropout, key)
         log_pi = jax.nn.log_softmax(self.route(batch["prompt"]), -1)  # (B, K)
         m_k = self.head_margins(batch["prompt"], batch["chosen"], batch["rejected"])  # (B, K)
         log_p = jax.nn.logsumexp(log_pi + jax.nn.log_sigmoid(m_k), -1)  # log sum_k pi_k sigma(m_k)

@@ -43,8 +43,7 @@ from flax import nnx
 
 from plural.config import Count, Fraction, NonNegative, Positive, PositiveInt, Rate
 from plural.data.batching import UserBatches
-from plural.models.base import (ACTIVATIONS, MLP, RewardModel, active, bt_nll, drop_batch, masked_accuracy,
-                                refuse_unread)
+from plural.models.base import ACTIVATIONS, MLP, RewardModel, bt_nll, drop_batch, masked_accuracy, refuse_unread
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,8 +135,7 @@ class VPL(RewardModel):
         return hp.beta * jnp.minimum(phase, 1.0)
 
     def loss(self, batch, key, step):
-        if active(self.hp.input_dropout):  # a key of its own: z's draws stay as they were
-            batch = drop_batch(batch, self.hp.input_dropout, jax.random.fold_in(key, 1))
+        batch = drop_batch(batch, self.hp.input_dropout, key)  # draws of its own: z's stay as they were
         ctx, tgt = batch["context"], batch["target"]
         mu, logvar = self.posterior(ctx)  # (U, L)
         z = mu + jnp.exp(0.5 * logvar) * jax.random.normal(key, mu.shape)
