@@ -100,6 +100,7 @@ def fit(model, data_path: str | Path, out: str | Path, seed: int = 0, resume: bo
             raise PluralError(f"{data.source}: one pair cannot be split for validation; "
                               "pass --val PATH or --set data.val_fraction=0")
         data = held
+    cfgs["model"] = family.resolve_data(cfgs["model"], data)  # e.g. input_dropout by table size: config.json holds it
     graphdef_of(family, data.spec(), cfgs["model"])  # the family's own checks, before writing
     out = Path(out)
     config = {

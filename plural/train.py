@@ -264,6 +264,7 @@ class Trainer:
     def __init__(self, family: type[RewardModel], hp, cfg: TrainConfig, data: PreferenceData, seeds=(0,),
                  val: PreferenceData | None = None, batches=None, traced: dict | None = None):
         hp, cfg = check_config(hp, "model"), check_config(cfg, "train")
+        hp = family.resolve_data(hp, data)  # defaults that depend on the table (input_dropout=None)
         self.family, self.hp, self.cfg, self.seeds = family, hp, cfg, tuple(int(s) for s in seeds)
         self.batches = check_config(family.batches if batches is None else batches, "batch")
         self.spec = data.spec()
@@ -296,11 +297,16 @@ class Trainer:
         self.hooks: list[Hook] = []
 
     def _check_traced(self, traced: dict) -> dict:
+        """`traced` checked, as (R,) float32 arrays; a None value (an automatic default, e.g. input_dropout by
+        table size) is the value `resolve_data` gave `hp`."""
         allowed = traced_keys(self.family)
-        for key, values in traced.items():
+        for key in traced:
             if key not in allowed:
                 raise PluralError(f"{key}: not a setting {self.family.name or self.family.__name__} can vary within one "
                                   f"program (traced: {', '.join(allowed)})")
+        own = lambda key: getattr(self.hp if key.startswith("model.") else self.cfg, key.split(".", 1)[1])  # noqa: E731
+        traced = {k: [own(k) if v is None else v for v in values] for k, values in traced.items()}
+        for key, values in traced.items():
             if len(values) != len(self.seeds):
                 raise PluralError(f"{key}: {len(values)} values for {len(self.seeds)} replicas")
             with_traced(self.hp, self.cfg, {key: float(values[0])})  # the field exists

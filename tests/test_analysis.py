@@ -104,3 +104,17 @@ def test_agreement_with_the_oracle_and_the_best_user_blind_predictor():
     assert t["expected"] == t["single"]  # follows the majority exactly: no gap closed, none lost
     flipped = accuracy_table(rows.assign(margin=[1, -1, 1, -1, 1, -1.0]), by=None).iloc[0]
     assert flipped["agree_single"] == 3 / 6 and flipped["agree_oracle"] == 5 / 6
+
+
+def test_validation_scores_by_table_size():
+    """`analysis.table_size.by_size`: one score per cell (a cell's rows repeat it), averaged per method and
+    setting value over the small tables and over the others."""
+    from analysis.table_size import by_size
+
+    cells = [("a", "m", 0.0, 0.70), ("b", "m", 0.0, 0.80), ("c", "m", 0.0, 0.60), ("a", "m", 0.5, 0.65),
+             ("b", "m", 0.5, 0.75), ("c", "m", 0.5, 0.68)]
+    rows = pd.DataFrame([{"cell": f"{d}{v}", "dataset": d, "method": m, "rate": v, "selection_score": s}
+                         for d, m, v, s in cells for _ in range(3)])
+    out = by_size(rows, {"a": False, "b": False, "c": True}, "rate")
+    assert np.isclose(out.loc[("m", False), 0.0], 0.75) and np.isclose(out.loc[("m", False), 0.5], 0.70)
+    assert np.isclose(out.loc[("m", True), 0.0], 0.60) and np.isclose(out.loc[("m", True), 0.5], 0.68)

@@ -19,13 +19,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from personas import IdealPointConfig, simulate_ideal_point
 from plural.cli import main
 from plural.data import PreferenceData, read_table
 from plural.data.batching import eval_rows
 from plural.errors import PluralError
 from plural.evaluate import predict, user_states
 from plural.models import FAMILIES, demo_models, family_table, get_family, register
-from plural.models.base import view_of
+from plural.models.base import SMALL_TABLE, small_table, view_of
 from plural.run import configs_for, fit, load_run
 from plural.train import traced_keys, train
 
@@ -197,6 +198,53 @@ def test_every_family_but_palette_offers_input_dropout():
     assert set(FAMILIES) - set(DROPOUT) == {"palette"}
 
 
+# input_dropout's default by table size (RewardModel.resolve_data): (rate, small-table rate) per family as
+# the defaults suite's validation chose them (results/input_dropout; docs/defaults.md)
+AUTO_DROPOUT = {"bt": (0.25, 0.5), "bt (group)": (0.0, 0.5), "bt (user)": (0.0, 0.5), "vpl": (0.0, 0.5),
+                "pal-a": (0.0, 0.0), "pal-b": (0.0, 0.5), "micro": (0.0, 0.5), "dpl": (0.25, 0.5),
+                "maxmin": (0.0, 0.5), "fewshot": (0.0, 0.0)}
+
+
+def _table(dim, users, pairs):
+    """The training table of a small simulated population (users x pairs comparisons of dimension dim)."""
+    df = simulate_ideal_point(IdealPointConfig(dim=dim, n_users=users, n_unseen=2, train_pairs=pairs, test_pairs=4,
+                                               seed=5)).train
+    emb = {c: np.stack(df[c].to_numpy()).astype(np.float32) for c in ("chosen_embedding", "rejected_embedding")}
+    return PreferenceData.from_frame(df.drop(columns=list(emb)), emb)
+
+
+def test_small_table_is_fewer_than_13_pairs_per_dimension():
+    """The boundary of `small_table`: 13 x D training pairs make a large table, one fewer a small one."""
+    assert SMALL_TABLE == 13.0
+    assert small_table(_table(dim=8, users=13, pairs=8 - 1)) and not small_table(_table(dim=8, users=13, pairs=8))
+    assert small_table(_table(dim=64, users=12, pairs=20)) and not small_table(_table(dim=4, users=12, pairs=20))
+
+
+@pytest.mark.parametrize("label", sorted(AUTO_DROPOUT))
+def test_input_dropout_default_follows_the_table_size(label):
+    """Each family's default input dropout: its small-table rate on 240 pairs of D = 64 (3.75 per dimension),
+    its other rate on 240 pairs of D = 4 (60); a rate that is set is kept on either."""
+    name, sets = (label.split(" (")[0], [f"model.condition={label.split('(')[1][:-1]}"]) if "(" in label else (label, [])
+    family = get_family(name)
+    hp = configs_for(name, sets)["model"]
+    small, large = _table(dim=64, users=12, pairs=20), _table(dim=4, users=12, pairs=20)
+    assert (family.resolve_data(hp, large).input_dropout, family.resolve_data(hp, small).input_dropout) == AUTO_DROPOUT[label]
+    given = configs_for(name, sets + ["model.input_dropout=0.1"])["model"]
+    assert family.resolve_data(given, small).input_dropout == family.resolve_data(given, large).input_dropout == 0.1
+
+
+def test_fit_records_the_input_dropout_it_trained_with(tmp_path):
+    """`plural fit` resolves the automatic default on the table it trains on (after holding out validation
+    pairs) and writes the rate to config.json; the trainer runs at it."""
+    for dim, rate in ((64, 0.5), (4, 0.25)):
+        simulate_ideal_point(IdealPointConfig(dim=dim, n_users=12, n_unseen=2, train_pairs=20, test_pairs=4, seed=5)).write(tmp_path / str(dim))
+        result = fit("bt", tmp_path / str(dim) / "train.parquet", tmp_path / f"run{dim}", progress=False,
+                     overrides=["train.steps=10", "train.eval_every=10", "train.log_every=10", "model.hidden=(8,)"])
+        config = json.loads((tmp_path / f"run{dim}" / "config.json").read_text())
+        assert config["model_hparams"]["input_dropout"] == result.hp.input_dropout == rate
+        assert config["validation"] == {"held_out_fraction": 0.1}
+
+
 def _value(c, key):
     section, field = key.split(".")
     return getattr(c[section], field)
@@ -209,6 +257,7 @@ def _other_point(name, c) -> dict:
     out = {}
     for key in traced_keys(get_family(name)):
         v = _value(c, key)
+        v = 0.3 if v is None else v  # an automatic default (input_dropout by table size): any other rate
         new = 2 * v if key == "train.lr" else v + 0.01 if key == "train.weight_decay" else round(0.5 * v + 0.05, 6)
         try:
             configs_for(name, _overrides(name, f"{key}={new}"))

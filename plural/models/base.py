@@ -15,6 +15,9 @@ A family is one `RewardModel` subclass in one file, registered by name in `plura
   make them depend on the model's settings (a variant's learning rate), and `resolve(hp)` fills model
   defaults that depend on other model settings (`bt`'s width on its condition); `check_settings(hp, batches)`
   refuses model and batch settings that cannot work together, before anything runs.
+- `auto_dropout = (rate, small-table rate)`: for a family whose `input_dropout` defaults to None ("auto"),
+  the rate `resolve_data(hp, data)` fills in from the training table (`small_table`); the trainer, `plural
+  fit` and `plural grid` resolve it before anything is built, so config.json holds the rate used.
 - `loss(batch, key, step) -> (scalar, {name: scalar})`: the training objective on one batch.
 - `reward(prompt, response, state) -> (...)`: the scalar reward of responses for users described by
   `state` (a pytree whose leaves carry the same leading dims as `prompt`).
@@ -76,6 +79,7 @@ class RewardModel(nnx.Module):
     train_defaults: ClassVar[dict] = {}  # the family's own defaults for `train.*` (before --set)
     reads_attributes: ClassVar[bool] = False  # responses arrive as [e(y), attribute scores] (`view_of`)
     traced: ClassVar[tuple[str, ...]] = ()  # Hparams fields replicas of one program may differ in (plural.train)
+    auto_dropout: ClassVar[tuple[float, float] | None] = None  # `input_dropout=None`: (rate, small-table rate)
 
     def loss(self, batch: dict, key: jax.Array, step: jax.Array) -> tuple[jax.Array, dict]:
         raise NotImplementedError  # abstract: each family defines its objective
@@ -99,6 +103,21 @@ class RewardModel(nnx.Module):
         its `condition`); `configs_for` applies it after `--set`, so config.json holds the values used.
         Default: `hp` unchanged."""
         return hp
+
+    @classmethod
+    def dropout_for(cls, hp) -> tuple[float, float]:
+        """(rate, small-table rate) that `input_dropout=None` resolves to (default: `auto_dropout`)."""
+        return cls.auto_dropout
+
+    @classmethod
+    def resolve_data(cls, hp, data):
+        """`hp` with the defaults that depend on the training table filled in: `input_dropout=None` ("auto")
+        becomes the family's small-table rate on a table with fewer than SMALL_TABLE pairs per embedding
+        dimension (`small_table`), its other rate otherwise (`dropout_for`). Unchanged where given."""
+        if getattr(hp, "input_dropout", 0.0) is not None:
+            return hp
+        rate, small = cls.dropout_for(hp)
+        return dataclasses.replace(hp, input_dropout=small if small_table(data) else rate)
 
     @classmethod
     def train_defaults_for(cls, hp) -> dict:
@@ -135,7 +154,25 @@ def active(value) -> bool:
     """Whether an optional term with weight (or rate) `value` is computed: not for a Python 0 (skipped), always
     for a traced value (replicas of one program that differ in it, `RewardModel.traced`; a traced 0 then adds
     exactly nothing)."""
+    if value is None:  # a data-dependent default the caller has not resolved: a bug, not a user's error
+        raise PluralError("an automatic setting (None) reached the model unresolved: build it from "
+                          "RewardModel.resolve_data(hp, data)")
     return not isinstance(value, (int, float)) or value != 0
+
+
+# Input dropout's automatic default (`input_dropout=None`) tells small tables from large ones by their training
+# pairs per embedding dimension. On the defaults suite (experiments/input_dropout.py, results/input_dropout) the
+# real-text tables have 4.7 (persona statements: 1800 pairs, D = 384) and 5.9 (HH: 2264 pairs, D = 384) and
+# validation prefers dropout 0.5 on them for every family but PAL-A, while the simulated populations have 28
+# to 150 (sphere2: 1800 pairs, D = 64) and validation prefers 0 (0.25 for the plain BT and DPL, by < 0.001).
+# Any threshold between 5.9 and 28 splits the suite the same way; 13 is their geometric mean.
+SMALL_TABLE = 13.0
+
+
+def small_table(data) -> bool:
+    """Whether a training table (`PreferenceData`) has fewer than SMALL_TABLE pairs per embedding dimension,
+    where a reward network on the embeddings can memorise its training responses."""
+    return data.n_pairs < SMALL_TABLE * max(data.dim, 1)
 
 
 def view_of(family, data):

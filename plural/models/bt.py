@@ -35,10 +35,13 @@ results/bt_user: user_dim 8 / 32, generic_prob 0.2 / 0.5, user_l2 1e-3 / 0.1, ad
 points): validation selects user_dim 32 (suite validation score 0.729 against 0.726 for the old point; the
 other changes score 0.706-0.726). Not swept: `adapt_steps`, `adapt_lr`.
 Input dropout was swept on the same suite for every condition (experiments/input_dropout.py,
-results/input_dropout: 0 / 0.25 / 0.5; suite validation score none 0.670 / 0.668 / 0.674, group 0.797 /
-0.796 / 0.790, user 0.732 / 0.739 / 0.728): 0.5 for `none`, 0 for `group`, 0.25 for `user` (DROPOUT). On
-persona statements alone it is worth far more (user 0.698 / 0.757 / 0.778, group 0.799 / 0.808 / 0.837);
-the simulated populations, where nothing is memorised, lose a little from it.
+results/input_dropout: 0 / 0.25 / 0.5). Its default depends on the training table (`input_dropout=None`,
+`plural.models.base.small_table`): validation scores on the suite's small real-text tables (persona
+statements and HH, fewer than 13 pairs per embedding dimension), none 0.606 / 0.597 / 0.617, group 0.683 /
+0.693 / 0.711, user 0.618 / 0.659 / 0.660, and on its simulated populations none 0.6964 / 0.6967 / 0.6963,
+group 0.842 / 0.837 / 0.821, user 0.778 / 0.770 / 0.755, so 0.5 on small tables for every condition and
+0.25 (none) or 0 (group, user) on larger ones (DROPOUT): on small tables the MLP memorises its training
+responses, on the simulated populations, where every pair's items are fresh, dropout only costs.
 
 Departure from P-RLHF: the paper conditions an LLM on the user embedding as soft-prompt tokens; here the
 embedding is an input of the reward MLP over frozen embeddings, as every family in this library is.
@@ -64,7 +67,7 @@ class BTHparams:
     hidden: tuple[PositiveInt, ...] | None = None  # MLP widths; () = a linear probe; None: WIDTHS[condition]
     activation: Literal["gelu", "relu", "tanh", "silu", "linear"] = "gelu"
     condition: Literal["none", "group", "user"] = "none"  # none | group (one head per group label) | user (P-RLHF user embeddings)
-    input_dropout: Rate | None = None  # dropout rate on e(y_w), e(y_l) while training; None: DROPOUT[condition]
+    input_dropout: Rate | None = None  # dropout rate on e(y_w), e(y_l) while training; None: DROPOUT[condition] by table size
     user_dim: PositiveInt = 32  # condition=user: size of the user embedding. Suite (results/bt_user): 32 over 8
     generic_prob: Fraction = 0.2  # condition=user: share of training pairs scored with the generic e_0 alone
     user_l2: NonNegative = 1e-3  # condition=user: penalty on the mean squared user offset o_u
@@ -80,8 +83,9 @@ USER_ONLY = ("user_dim", "generic_prob", "user_l2", "adapt_steps", "adapt_lr", "
 
 # The default MLP widths per condition (suite validation: experiments/bt_width.py, results/bt_width).
 WIDTHS = {"none": (64,), "group": (256, 256), "user": (256, 256)}
-# ... and input dropout per condition (suite validation: experiments/input_dropout.py, results/input_dropout).
-DROPOUT = {"none": 0.5, "group": 0.0, "user": 0.25}
+# ... and input dropout per condition, (rate, small-table rate) (`RewardModel.resolve_data`; suite validation:
+# experiments/input_dropout.py, results/input_dropout).
+DROPOUT = {"none": (0.25, 0.5), "group": (0.0, 0.5), "user": (0.0, 0.5)}
 
 
 class BT(RewardModel):
@@ -103,10 +107,12 @@ class BT(RewardModel):
 
     @classmethod
     def resolve(cls, hp: BTHparams) -> BTHparams:
-        """The condition's default width (WIDTHS) and input dropout (DROPOUT) where they are not given."""
-        if hp.hidden is None:
-            hp = dataclasses.replace(hp, hidden=WIDTHS[hp.condition])
-        return hp if hp.input_dropout is not None else dataclasses.replace(hp, input_dropout=DROPOUT[hp.condition])
+        """The condition's default width (WIDTHS) where it is not given."""
+        return hp if hp.hidden is not None else dataclasses.replace(hp, hidden=WIDTHS[hp.condition])
+
+    @classmethod
+    def dropout_for(cls, hp: BTHparams) -> tuple[float, float]:
+        return DROPOUT[hp.condition]
 
     def __init__(self, spec: dict, hp: BTHparams, rngs: nnx.Rngs):
         hp = self.resolve(hp)
