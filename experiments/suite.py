@@ -3,7 +3,7 @@ table behind "defaults travel", with CIs across seeds. Every family runs at its 
 on this suite's validation data (docs/defaults.md); the linear probes use the learning rates the suite
 selected for them (user-blind 3e-3, group-told 3e-2).
 
-    plural grid experiments/suite.py --out results/suite     # about 35 min on 2 CPU cores
+    plural grid experiments/suite.py --out results/suite     # about 45 min on 2 CPU cores
 """
 
 from common import SUITE, bt_baselines

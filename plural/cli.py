@@ -32,7 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")
     f.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="hyper-parameter override, e.g. train.steps=2000 or model.hidden=(128,); repeatable")
+                   help="hyper-parameter override, e.g. train.steps=2000 or model.hidden=(128,); repeatable, or several after one --set")
 
     e = sub.add_parser("evaluate", help="score a table with a fitted model")
     e.add_argument("--run", required=True)
@@ -81,7 +81,7 @@ def _parser() -> argparse.ArgumentParser:
     af.add_argument("--seed", type=int, default=0)
     af.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")
     af.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                    help="e.g. model.hidden=32, train.steps=3000, train.weight_decay=0.1; repeatable")
+                    help="e.g. model.hidden=32, train.steps=3000, train.weight_decay=0.1; repeatable, or several after one --set")
     asc = asub.add_parser("score", help="add chosen_attr_<a> / rejected_attr_<a> (standardised scores) to a table")
     asc.add_argument("--scorers", required=True, help="a folder written by plural attributes fit, or a shipped name (persona)")
     asc.add_argument("input", help="preference table (as plural fit reads it: texts or embeddings)")
@@ -133,7 +133,7 @@ def _parser() -> argparse.ArgumentParser:
     bg.add_argument("--points", type=int, default=0, help="H > 0: H lr x weight-decay points x --seeds seeds on the "
                     "3-group population in one program vs each point as its own program, compile included")
     bg.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                    help="model / train settings, e.g. model.hidden=(32,); repeatable")
+                    help="model / train settings, e.g. model.hidden=(32,); repeatable, or several after one --set")
     bg.add_argument("--out", required=True)
     bs = bsub.add_parser("startup", help="first and second plural fit / evaluate of small shapes (compilation cache)")
     bs.add_argument("--steps", type=int, default=20)
@@ -182,8 +182,22 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def expand_sets(argv: list[str]) -> list[str]:
+    """`--set a=1 b=2` as `--set a=1 --set b=2`: every KEY=VALUE token that follows a `--set` value (until the
+    first token that is an option or has no '=') is a setting of its own, so both spellings work and a
+    positional argument after the settings stays positional."""
+    out, taking = [], False
+    for i, tok in enumerate(argv):
+        if taking and not tok.startswith("-") and "=" in tok:
+            out += ["--set", tok]
+            continue
+        taking = tok.startswith("--set=") or (i > 0 and argv[i - 1] == "--set")
+        out.append(tok)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = _parser().parse_args(expand_sets(sys.argv[1:] if argv is None else list(argv)))
     from plural.errors import PluralError
 
     try:

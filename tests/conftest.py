@@ -30,9 +30,11 @@ SLOW_CASES = {
     "test_families.py::test_seeds_at_once_equal_a_seed_alone[pal-b]",
     "test_families.py::test_seeds_at_once_equal_a_seed_alone[micro]",
     "test_families.py::test_seeds_at_once_equal_a_seed_alone[dpl]",
+    "test_families.py::test_seeds_at_once_equal_a_seed_alone[pal-a]",
     "test_pal.py::test_training_from_a_random_start_recovers_the_groups[pal-b]",  # (pal-a's stays in the default run)
-    # input dropout's wiring: bt, dpl (pair batches) and maxmin (user batches) stay in the default run
-    *(f"test_families.py::test_input_dropout_reaches_training[{n}]" for n in ("vpl", "micro", "pal-a", "pal-b", "fewshot")),
+    # input dropout's wiring: bt and dpl (pair batches) stay in the default run
+    *(f"test_families.py::test_input_dropout_reaches_training[{n}]"
+      for n in ("vpl", "micro", "pal-a", "pal-b", "fewshot", "maxmin")),
 }
 
 

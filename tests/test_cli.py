@@ -99,3 +99,20 @@ def test_fit_records_its_tables_by_absolute_path(tiny, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert config["data_path"] == str(d / "train.parquet") and (tmp_path / config["data_path"]).exists()
     assert config["validation"]["path"] == str(d / "val.parquet")
+
+
+def test_several_settings_after_one_set(tmp_path):
+    """`--set a=1 b=2` (the contract's `[--set key=value ...]`) means `--set a=1 --set b=2`: the same tables,
+    byte for byte, and a refused value in the second position is still refused; a positional after the
+    settings stays positional."""
+    one = ["--set", "n_users=9", "n_unseen=3", "dim=6", "train_pairs=5", "test_pairs=4"]
+    each = ["--set", "n_users=9", "--set", "n_unseen=3", "--set", "dim=6", "--set", "train_pairs=5", "--set", "test_pairs=4"]
+    assert main(["simulate", "--out", str(tmp_path / "a")] + one) == 0
+    assert main(["simulate"] + each + ["--out", str(tmp_path / "b")]) == 0
+    for name in ("train", "val", "test"):
+        assert (tmp_path / f"a/{name}.parquet").read_bytes() == (tmp_path / f"b/{name}.parquet").read_bytes()
+    assert len(pd.read_parquet(tmp_path / "a/train.parquet")) == 45
+    assert main(["simulate", "--out", str(tmp_path / "c"), "--set", "n_users=9", "dim=abc"]) == 2
+    out = tmp_path / "s"
+    assert main(["split", "--set", "seed=1", "unseen_fraction=0.3", str(tmp_path / "a/train.parquet"), str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["test.parquet", "train.parquet", "val.parquet"]
