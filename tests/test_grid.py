@@ -319,3 +319,33 @@ def test_paired_differences_with_each_of_several_baselines(tmp_path):
     line = sel[(sel.method == "probe") & (sel.group == "all") & (sel.split == "seen") & (sel.seed == 0) & (sel.shots == 0)]
     got = ab.loc[("ideal3", 0, 0, "seen", "all"), "accuracy_a"]
     assert np.isclose(got, line["accuracy"].iloc[0])
+
+
+AUTO = '''
+def get_config():
+    sim = {"n_users": 12, "n_unseen": 6, "train_pairs": 20, "test_pairs": 12, "seed": 0}
+    return {
+        "datasets": {"small": {"simulate": {**sim, "dim": 64}}, "large": {"simulate": {**sim, "dim": 4}}},
+        "methods": {"bt": {"model": "bt", "set": {"model.hidden": (16,), "train.steps": 40, "batch.batch_size": 64},
+                           "grid": {"model.input_dropout": [None, 0.25, 0.5]}}},
+        "seeds": [0],
+        "shots": [0],
+    }
+'''
+
+
+def test_grid_cells_at_the_automatic_dropout_train_at_the_tables_rate(tmp_path):
+    """A cell at input_dropout's automatic default trains, in one program with cells at fixed rates, at the
+    rate of its table's size: on 240 pairs of D = 64 (small) the same numbers as the cell at 0.5, on 240
+    pairs of D = 4 the same as the cell at 0.25 (the plain BT's larger-table rate), and not the other's."""
+    spec = tmp_path / "auto.py"
+    spec.write_text(AUTO)
+    assert main(["grid", str(spec), "--out", str(tmp_path / "g")]) == 0
+    r = pd.read_parquet(tmp_path / "g" / "results.parquet")
+    r = r[(r.group == "all") & (r.split == "all")]
+    assert set(r.drop_duplicates("cell")["program_cells"]) == {3}  # the three rates train as one program
+    for dataset, same, other in (("small", "0.5", "0.25"), ("large", "0.25", "0.5")):
+        t = r[r.dataset == dataset]
+        by = {h: t[t.hparams == f'{{"model.input_dropout": {h}}}']["log_loss"].to_numpy() for h in ("null", same, other)}
+        np.testing.assert_array_equal(by["null"], by[same])
+        assert not np.array_equal(by["null"], by[other])
