@@ -506,24 +506,18 @@ def _run_program(j: int, cells: list[Cell], spec: dict, out: Path, seeds: tuple,
     """Train the cells of one program as replicas (cells x seeds) of one compiled program, then score and write
     each cell. A refused dataset, or a cell whose loss turns non-finite, is written as a failed cell (its error
     and step) and the rest go on. Returns a one-line status."""
-    first = cells[0]
-    family = get_family(first.model)
-    try:
-        data = _tables(first.dataset, spec, out, tables)
-    except PluralError as e:
-        for c in cells if jax.process_index() == 0 else []:
-            _write_failed(out, c, seeds, str(e), None)
-        return f"{len(cells)} cells failed: {e}"
-    # the defaults that depend on the training table (input_dropout=None), before the traced values are read
-    cells = [dataclasses.replace(c, configs={**c.configs, "model": family.resolve_data(c.configs["model"], data["train"])})
-             for c in cells]
-    first = cells[0]
-    varying = [k for k in traced_keys(family) if len({_value(c.configs, k) for c in cells}) > 1]
+    family = get_family(cells[0].model)
     S = len(seeds)
-    pad = padding(len(cells) * S, first.configs["train"].mesh)  # copies of the last replica, dropped after training
-    traced = {k: [_value(c.configs, k) for c in cells for _ in seeds] + [_value(cells[-1].configs, k)] * pad
-              for k in varying}
+    pad = padding(len(cells) * S, cells[0].configs["train"].mesh)  # copies of the last replica, dropped after training
     try:
+        data = _tables(cells[0].dataset, spec, out, tables)
+        # the defaults that depend on the training table (input_dropout=None), before the traced values are read
+        cells = [dataclasses.replace(c, configs={**c.configs, "model": family.resolve_data(c.configs["model"], data["train"])})
+                 for c in cells]
+        first = cells[0]
+        varying = [k for k in traced_keys(family) if len({_value(c.configs, k) for c in cells}) > 1]
+        traced = {k: [_value(c.configs, k) for c in cells for _ in seeds] + [_value(cells[-1].configs, k)] * pad
+                  for k in varying}
         result = train(family, first.configs["model"], first.configs["train"], data["train"],
                        seeds=seeds * len(cells) + seeds[-1:] * pad, progress=progress, val=data["val"],
                        batches=first.configs["batch"], traced=traced or None)
