@@ -50,11 +50,11 @@ def _group_states(graphdef, params, groups):
 
 
 @partial(jax.jit, static_argnums=0)
-def _adapt(graphdef, params, ctx, base, first):
+def _adapt(graphdef, params, ctx, base, first, seen):
     """Users first .. first + n - 1 adapted at once (vmap over the leading axis of `ctx`), user j with the key
-    fold_in(base, j)."""
+    fold_in(base, j); `seen`: the seen users' states (`RewardModel.adapt`)."""
     keys = jax.vmap(lambda j: jax.random.fold_in(base, j))(first + jnp.arange(ctx["mask"].shape[0], dtype=jnp.uint32))
-    return jax.vmap(lambda c, key: nnx.merge(graphdef, params).adapt(c, key))(ctx, keys)
+    return jax.vmap(lambda c, key: nnx.merge(graphdef, params).adapt(c, key, seen))(ctx, keys)
 
 
 class RowStates(NamedTuple):
@@ -153,6 +153,7 @@ def _adapt_rows(result: TrainResult, rows: dict, ctx_rows: np.ndarray, seed_inde
     calls = -(-n // ADAPT_CHUNK)
     size = -(-n // calls)  # users per call: n itself when n <= ADAPT_CHUNK
     base = np.asarray(seed_keys([result.seeds[seed_index]], ADAPT_STREAM))[0]
+    seen = _take(result.seen, seed_index)
     mask = np.ones((size, k), np.float32)
     out = []
     for lo in range(0, n, size):
@@ -161,7 +162,7 @@ def _adapt_rows(result: TrainResult, rows: dict, ctx_rows: np.ndarray, seed_inde
             idx = np.concatenate([idx, np.repeat(idx[-1:], size - len(idx), 0)])
         ctx = {name: v[idx] for name, v in rows.items()}
         ctx["mask"] = mask
-        out.append(_adapt(graphdef, params, ctx, base, np.uint32(lo)))
+        out.append(_adapt(graphdef, params, ctx, base, np.uint32(lo), seen))
     return jax.tree.map(lambda *t: np.concatenate([np.asarray(x) for x in t])[:n], *out)
 
 

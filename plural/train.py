@@ -434,13 +434,13 @@ class Trainer:
         (unlike `evaluate`, which works in chunks): fine for validation tables of thousands of rows."""
         def one(p, r, hh, key):
             model = self._merge(p, r, hh)
-            parts = []
+            parts, seen = [], model.seen_states(dd)
             if vd is not None:
-                states = row_states(model, model.seen_states(dd), vd["user"], vd["group"])
+                states = row_states(model, seen, vd["user"], vd["group"])
                 parts.append(model.margin(vd["prompt"], vd["chosen"], vd["rejected"], states))
             if vu is not None:
                 ctx, tgt = vu["context"], vu["target"]
-                users = jax.vmap(model.adapt)(ctx, jax.vmap(lambda j: jax.random.fold_in(key, j))(
+                users = jax.vmap(lambda c, k: model.adapt(c, k, seen))(ctx, jax.vmap(lambda j: jax.random.fold_in(key, j))(
                     jnp.arange(ctx["mask"].shape[0], dtype=jnp.uint32)))
                 states = jax.tree.map(lambda s: s[tgt["slot"]], users)
                 parts.append(model.margin(tgt["prompt"], tgt["chosen"], tgt["rejected"], states))

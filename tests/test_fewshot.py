@@ -36,7 +36,7 @@ def _pairs(n, seed=0, lead=()):
 @pytest.mark.parametrize("inner_loss", ["mean", "sum"])
 def test_one_inner_step_of_the_head_is_the_hand_computed_gradient_step(inner_loss):
     model = FewShot(SPEC, FewShotHparams(hidden=(4,), adapt_params="head", inner_steps=1, inner_lr=0.5,
-                                         inner_loss=inner_loss), nnx.Rngs(0))
+                                         inner_loss=inner_loss, adapt_init="population"), nnx.Rngs(0))
     net, ctx = model.net, _pairs(6)
     w = {k: np.asarray(v, np.float64) for k, v in net.weights().items()}
 
@@ -61,7 +61,7 @@ def test_one_inner_step_of_the_head_is_the_hand_computed_gradient_step(inner_los
 def test_adapt_inner_steps_adapts_by_that_many_steps(variant):
     """`adapt_inner_steps` (steps outside meta-training) = 10 adapts like 5 steps and 5 more from where they
     ended (plain gradient steps on one batch have no state); 0 keeps `inner_steps`."""
-    hp = FewShotHparams(variant=variant, hidden=(4,), inner_steps=5, inner_lr=0.3)
+    hp = FewShotHparams(variant=variant, hidden=(4,), inner_steps=5, inner_lr=0.3, adapt_init="population")
     five, ten = (FewShot(SPEC, dataclasses.replace(hp, adapt_inner_steps=k), nnx.Rngs(0)) for k in (0, 10))
     ctx = _pairs(6)
     twice = five.net.inner(five.adapt(ctx, None), ctx, 5, True)
@@ -72,6 +72,57 @@ def test_adapt_inner_steps_adapts_by_that_many_steps(variant):
     same = FewShot(SPEC, dataclasses.replace(hp, adapt_inner_steps=5), nnx.Rngs(0)).adapt(ctx, None)
     for k in once:
         np.testing.assert_allclose(np.asarray(same[k]), np.asarray(once[k]), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("variant", ["maml", "finetune"])
+def test_a_new_user_starts_from_the_seen_users_heads_weighted_by_the_shots_likelihood(variant):
+    """`adapt_init=seen`: the start is the seen users' adapted heads averaged with weights proportional to the
+    likelihood of the shots under each (written out here in numpy), then the inner steps run from there; at
+    inner rate 0 the adapted state is that start. `population` starts from the meta-learned head."""
+    hp = FewShotHparams(variant=variant, hidden=(4,), adapt_params="head", inner_lr=0.0, adapt_init="seen")
+    model = FewShot(SPEC, hp, nnx.Rngs(0))
+    w = {k: np.asarray(v, np.float64) for k, v in model.net.weights().items()}
+    ctx = _pairs(6, 4)
+
+    def features(p, y):
+        return np.asarray(jax.nn.gelu(jnp.asarray(np.concatenate([p, y], -1) @ w["w0"] + w["b0"])), np.float64)
+
+    diff = features(ctx["prompt"], ctx["chosen"]) - features(ctx["prompt"], ctx["rejected"])
+    heads = np.stack([diff[:5].mean(0), -diff[:5].mean(0), np.zeros(4)]) * 3.0  # agrees, disagrees, indifferent
+    seen = {"w1": jnp.asarray(heads[:, :, None], jnp.float32), "b1": jnp.asarray([[0.5], [-1.0], [2.0]], jnp.float32)}
+    loglik = (-np.log1p(np.exp(-(diff @ heads.T))) * np.asarray(ctx["mask"])[:, None]).sum(0)  # (3,)
+    post = np.exp(loglik - loglik.max())
+    post /= post.sum()
+    assert 0.5 < post[0] < 0.999  # the first leads without taking everything: the average is tested
+    got = model.adapt(ctx, None, seen)
+    np.testing.assert_allclose(np.asarray(got["w1"])[:, 0], post @ heads, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(got["b1"]), post @ np.asarray([[0.5], [-1.0], [2.0]]), rtol=1e-4, atol=1e-6)
+    stepped = FewShot(SPEC, dataclasses.replace(hp, inner_lr=0.5), nnx.Rngs(0))
+    expected = stepped.net.inner(got, ctx, 5, True)  # the same 5 steps as from theta, from the start
+    for k, v in stepped.adapt(ctx, None, seen).items():
+        np.testing.assert_allclose(np.asarray(v), np.asarray(expected[k]), rtol=1e-5, atol=1e-6)
+    own = FewShot(SPEC, dataclasses.replace(hp, adapt_init="population"), nnx.Rngs(0)).adapt(ctx, None, seen)
+    np.testing.assert_allclose(np.asarray(own["w1"]), w["w1"], atol=1e-7)  # rate 0 from theta: theta
+    with pytest.raises(PluralError, match="adapt_init=seen"):  # a caller that forgets the seen users
+        model.adapt(ctx, None)
+
+
+@pytest.mark.parametrize("start", ["seen", "population"])
+def test_seen_users_are_adapted_from_the_meta_learned_weights_whatever_a_new_users_start(start):
+    """A seen user's state is its inner loop from theta on all its pairs (the padding masked), for either
+    `adapt_init`: the empirical-Bayes start is built from these states, not the other way round."""
+    hp = FewShotHparams(hidden=(4,), adapt_params="head", inner_lr=0.3, adapt_init=start)
+    model = FewShot(SPEC, hp, nnx.Rngs(0))
+    p = _pairs(7, 5)
+    dd = {"prompt": p["prompt"], "chosen": p["chosen"], "rejected": p["rejected"],
+          "user_rows": jnp.asarray([[0, 1, 2, 0], [3, 4, 5, 6]]), "user_count": jnp.asarray([3, 4])}
+    states = model.seen_states(dd)
+    theta = model.net.theta()
+    for u, rows in enumerate(([0, 1, 2], [3, 4, 5, 6])):
+        one = {k: p[k][jnp.asarray(rows)] for k in ("prompt", "chosen", "rejected")}
+        alone = model.net.inner(theta, {**one, "mask": jnp.ones(len(rows))}, 5, True)
+        for k in alone:
+            np.testing.assert_allclose(np.asarray(states[k][u]), np.asarray(alone[k]), rtol=1e-5, atol=1e-6)
 
 
 def test_reptile_inner_minibatches_take_the_valid_pairs_in_turn():
@@ -179,7 +230,8 @@ def test_gpo_dot_readout_is_the_response_features_dotted_with_the_target_stream(
 
 @pytest.mark.parametrize("variant", ["maml", "reptile", "gpo"])
 def test_input_dropout_perturbs_meta_training_only(variant):
-    sets = {"d_model": 8, "n_layers": 1, "n_heads": 2, "max_context": 8} if variant == "gpo" else {"hidden": (8,)}
+    sets = ({"d_model": 8, "n_layers": 1, "n_heads": 2, "max_context": 8} if variant == "gpo"
+            else {"hidden": (8,), "adapt_init": "population"})
     batch = {"context": _pairs(6, 8, lead=(4,)), "target": _pairs(5, 9, lead=(4,))}
     losses = {}
     for rate in (0.0, 0.5):
@@ -259,6 +311,9 @@ def test_meta_learning_beats_fine_tuned_bt_with_the_same_shots_and_steps(ideal):
     assert maml[0] < maml[4] < maml[16] and maml[16] > 0.6, maml
     assert maml[16] > tuned[16] + 0.3, (maml, tuned)
     assert abs(maml[0]) < 0.2 and abs(tuned[0]) < 0.2  # 0 shots: a user-blind reward either way
+    # the same meta-learned weights, each new user's steps starting at theta (the paper's start): worse at few shots
+    theta = _curve(ideal, "maml-theta", ["model.inner_lr=0.3", "model.adapt_init=population"])
+    assert theta[4] < maml[4] - 0.03 and theta[16] < maml[16], (theta, maml)
 
 
 def test_lore_places_a_new_user_by_the_seen_users_who_answer_alike(ideal):

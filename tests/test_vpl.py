@@ -185,6 +185,41 @@ def test_bilinear_decoder_matches_a_numpy_forward():
     assert np.ptp(ra) > 0.1
 
 
+def test_a_new_user_from_the_seen_users_is_their_posteriors_weighted_by_the_shots_likelihood():
+    """`adapt_init=seen`: z is the seen users' posterior means averaged with weights proportional to the
+    likelihood of the shots under each, var the mixture's variance; recomputed in numpy with a bilinear decoder
+    without hidden layer or bias, whose margin under z is ([x, y_w] - [x, y_l])^T W z (W: the head's kernel, transposed)."""
+    from flax import nnx
+
+    from plural.errors import PluralError
+    from plural.models.vpl import VPL, VPLHparams
+
+    rng = np.random.default_rng(2)
+    k, dx, dy, latent = 6, 3, 5, 2
+    hp = VPLHparams(latent_dim=latent, width=8, heads=2, pair_hidden=(8,), decoder_hidden=(), decoder="bilinear",
+                    adapt_init="seen")
+    model = VPL({"dim": dy, "prompt_dim": dx, "n_users": 3, "attr_names": []}, hp, nnx.Rngs(0))
+    model.head.bias[...] = jnp.zeros_like(model.head.bias[...])
+    kernel = np.asarray(nnx.to_pure_dict(nnx.state(model, nnx.Param))["head"]["kernel"], np.float64).T  # (D_phi, L)
+    ctx = {"prompt": rng.normal(size=(k, dx)), "chosen": rng.normal(size=(k, dy)), "rejected": rng.normal(size=(k, dy))}
+    mask = np.array([1, 1, 1, 1, 1, 0.0])
+    diff = np.concatenate([ctx["prompt"], ctx["chosen"]], -1) - np.concatenate([ctx["prompt"], ctx["rejected"]], -1)
+    z_seen = np.stack([diff[:5].mean(0) @ kernel, -(diff[:5].mean(0) @ kernel), np.zeros(latent)])  # (3, L)
+    z_seen = z_seen / np.abs(z_seen).max() * 0.6
+    var_seen = np.array([[0.1, 0.2], [0.3, 0.1], [1.0, 1.0]])
+    loglik = (-np.log1p(np.exp(-(diff @ kernel @ z_seen.T))) * mask[:, None]).sum(0)
+    w = np.exp(loglik - loglik.max())
+    w /= w.sum()
+    assert w.max() < 0.99 and w.min() > 0.01  # no seen user takes everything: the average is what is tested
+    z = w @ z_seen
+    seen = {"z": jnp.asarray(z_seen, jnp.float32), "var": jnp.asarray(var_seen, jnp.float32)}
+    got = model.adapt({**{n: jnp.asarray(v, jnp.float32) for n, v in ctx.items()}, "mask": jnp.asarray(mask)}, None, seen)
+    np.testing.assert_allclose(np.asarray(got["z"]), z, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(got["var"]), w @ (var_seen + z_seen ** 2) - z ** 2, rtol=1e-4, atol=1e-6)
+    with pytest.raises(PluralError, match="adapt_init=seen"):
+        model.adapt({**{n: jnp.asarray(v, jnp.float32) for n, v in ctx.items()}, "mask": jnp.asarray(mask)}, None)
+
+
 def test_vpl_from_the_cli(tiny, tmp_path):
     _, d = tiny
     run = tmp_path / "vpl"

@@ -33,8 +33,11 @@ A user state is an array or a flat dict of arrays (it is stored in an .npz file)
   only in them as replicas of one compiled program (`model.hp` then holds traced scalars).
 - `reads_attributes`: True for families that read the table's attribute scores; they get responses as
   [e(y), a_1(y) .. a_A(y)] (`view_of`), spec["dim"] = D + A.
-- `adapt(context, key) -> state`: a new user's state from K labelled pairs `context` (dict of (K, ...)
-  arrays with a (K,) `mask`), without touching the shared parameters. BT's adapt is the identity.
+- `adapt(context, key, seen) -> state`: a new user's state from K labelled pairs `context` (dict of (K, ...)
+  arrays with a (K,) `mask`), without touching the shared parameters. BT's adapt is the identity. `seen`
+  holds the seen users' states (`seen_states`, leading axis U), which every caller passes, so that a family
+  may start a new user from the seen users who answer alike (`seen_posterior_mean`); most families read
+  their own parameters instead and ignore it.
 
 Optional hooks:
 - `param_group(path) -> str` (a classmethod) names the learning-rate group of the parameter at `path` (a tuple of
@@ -146,7 +149,7 @@ class RewardModel(nnx.Module):
         pop = self.population_state()
         return jax.tree.map(lambda s: jnp.broadcast_to(s, (*group.shape, *jnp.shape(s))), pop)
 
-    def adapt(self, context: dict, key: jax.Array) -> Any:
+    def adapt(self, context: dict, key: jax.Array, seen: Any = None) -> Any:
         return self.group_state(context["group"][0])
 
 

@@ -190,7 +190,7 @@ class BT(RewardModel):
         known = (group >= 0)[..., None]
         return jnp.where(known, jax.nn.one_hot(group, self.n_groups), self.shares[...])
 
-    def adapt(self, context, key):
+    def adapt(self, context, key, seen=None):
         if self.hp.condition != "user":
             return self.group_state(context["group"][0])
         e0 = jax.lax.stop_gradient(self.generic[...])

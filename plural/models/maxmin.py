@@ -151,7 +151,7 @@ class MaxMin(RewardModel):
         share = jnp.maximum(self.head_share[...][self.best()], 0.0)
         return share / jnp.maximum(share.sum(), 1e-6)
 
-    def adapt(self, context, key):
+    def adapt(self, context, key, seen=None):
         return self.assign(context["prompt"], context["chosen"], context["rejected"], context["mask"])
 
 

@@ -186,7 +186,7 @@ class MiCRo(RewardModel):
     def population_state(self):
         return jnp.zeros((self.hp.n_heads,))
 
-    def adapt(self, context, key):
+    def adapt(self, context, key, seen=None):
         return self.hedge_shift(context["prompt"], context["chosen"], context["rejected"], context["mask"])
 
 

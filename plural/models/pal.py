@@ -199,7 +199,7 @@ class PAL(RewardModel):
     def population_state(self):
         return jax.nn.softmax(self.w[...], axis=-1).mean(0)  # the seen users' mean mixture (K,)
 
-    def adapt(self, context, key):
+    def adapt(self, context, key, seen=None):
         """Fit a new user's K logits on the context pairs; f, P / g (and W) stay frozen."""
         protos = jax.lax.stop_gradient(self.prototypes_at(context["prompt"]))  # (S, K, d)
         feats = {"prompt": protos, "mask": context["mask"],

@@ -217,7 +217,7 @@ class Palette(RewardModel):
         first = dd["user_rows"][:, 0]
         return jax.nn.one_hot(jnp.maximum(dd["group"][first], 0), self.share.shape[0])
 
-    def adapt(self, context, key):
+    def adapt(self, context, key, seen=None):
         """Bayes over the communities: prior = their shares, likelihood = the K pairs' under each model."""
         rw, _ = self.community_rewards(context["prompt"], context["chosen"])
         rl, _ = self.community_rewards(context["prompt"], context["rejected"])

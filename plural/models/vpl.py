@@ -43,7 +43,9 @@ from flax import nnx
 
 from plural.config import Count, Fraction, NonNegative, Positive, PositiveInt, Rate
 from plural.data.batching import UserBatches
-from plural.models.base import ACTIVATIONS, MLP, RewardModel, bt_nll, drop_batch, masked_accuracy, refuse_unread
+from plural.errors import PluralError
+from plural.models.base import (ACTIVATIONS, MLP, RewardModel, bt_nll, drop_batch, masked_accuracy, refuse_unread,
+                                seen_posterior_mean)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +69,9 @@ class VPLHparams:
     logvar_min: float = -6.0  # log sigma^2 clamped to [logvar_min, logvar_max]
     logvar_max: float = 1.0
     eval_context: PositiveInt = 32  # training pairs used to infer a seen user's posterior (~ batch.context_max)
+    adapt_init: Literal["encoder", "seen"] = "encoder"  # a new user's z from K shots: the amortised encoder's
+    # posterior (the paper's), or empirical Bayes over the seen users' posteriors, weighted by the shots'
+    # likelihood under each (`seen_latent_posterior`)
 
 
 class VPL(RewardModel):
@@ -158,8 +163,26 @@ class VPL(RewardModel):
     def population_state(self):
         return {"z": jnp.zeros(self.hp.latent_dim), "var": jnp.ones(self.hp.latent_dim)}
 
-    def adapt(self, context, key):
-        return self.state_from_context(context)
+    def adapt(self, context, key, seen=None):
+        if self.hp.adapt_init == "encoder":
+            return self.state_from_context(context)
+        if seen is None:  # a caller that does not pass the seen users' states: a bug, not a user's error
+            raise PluralError("model.adapt_init=seen: VPL's adaptation needs the seen users' states")
+        return seen_latent_posterior(self, seen, context)
+
+
+def seen_latent_posterior(model: VPL, seen: dict, context: dict) -> dict:
+    """`adapt_init=seen`: a new user's state as empirical Bayes over the seen users: the prior is uniform over
+    the U seen users' posteriors (z_u, var_u), reweighted by the likelihood of the K shots under z_u, w_u ∝
+    prod_j sigma(r(x_j, y_w,j, z_u) - r(x_j, y_l,j, z_u)). z = sum_u w_u z_u, and var is the mixture's
+    variance, sum_u w_u (var_u + z_u^2) - z^2 (so that few or ambiguous shots keep it wide). seen: {"z", "var":
+    (U, L)}; context: (K, ...) arrays with mask (K,); returns {"z", "var": (L,)}."""
+    def margin_fn(state, prompt, chosen, rejected):
+        z = jnp.broadcast_to(state["z"], (*chosen.shape[:-1], state["z"].shape[-1]))
+        return model.margin(prompt, chosen, rejected, {"z": z})
+
+    mean = seen_posterior_mean(margin_fn, {"z": seen["z"], "second": seen["var"] + seen["z"] ** 2}, context)
+    return {"z": mean["z"], "var": jnp.maximum(mean["second"] - mean["z"] ** 2, 0.0)}
 
 
 def spo_reward(model: VPL, prompt, response, state, references) -> jax.Array:

@@ -14,6 +14,11 @@ With `inner_loss=sum` L_C is the sum over C instead of the mean, so a step moves
 proportion to how many pairs they gave: one step is then, to first order, a MAP step under a Gaussian prior
 of variance alpha around theta (Grant et al., Recasting gradient-based meta-learning as hierarchical Bayes, ICLR
 2018), where the mean takes as long a step from 1 pair as from 32.
+Departure: a new user's inner loop starts (`adapt_init=seen`, the default, chosen on validation in
+experiments/meta_start.py) not at theta[A] but at the seen users' adapted weights phi_S(u) averaged with
+weights proportional to the likelihood of the new user's pairs under each, prod_j sigma(margin_j under
+phi_S(u)) (empirical Bayes over the seen users, `seen_posterior_mean`; `FewShot.adapt`): meta-training is
+unchanged, and the seen users' states themselves start at theta. The papers' start is `adapt_init=population`.
 Departure: each inner gradient is clipped to global norm `inner_clip` (10; it does not bind on unit-norm
 embeddings, and keeps the inner loop finite on embeddings of large norm, where plain SGD steps diverge).
 
