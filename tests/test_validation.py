@@ -57,17 +57,19 @@ def test_a_stopped_seed_does_not_depend_on_the_seeds_beside_it(tiny):
     np.testing.assert_allclose(a, b, atol=1e-5)
 
 
-@pytest.mark.slow  # about 27 s: run with -m slow
-def test_val_shots_adds_unseen_users_adapted_from_their_shots(tiny):
+@pytest.mark.slow  # about 27 s per family: run with -m slow
+@pytest.mark.parametrize("family,own", [("pal-a", []), ("fewshot", ["model.adapt_params=head"])])
+def test_val_shots_adds_unseen_users_adapted_from_their_shots(tiny, family, own):
     """`train.val_shots=K`: each evaluation's score is the mean of the seen users' val accuracy and the
     val-unseen users' accuracy on their rows after the first K, adapted from those K; checked at the best
     step against `predict` (the `plural evaluate` path) with PAL-A, a family whose adapted state depends on
-    the shots."""
+    the shots, and MAML, whose new users start from the seen users' states (`adapt_init=seen`)."""
     _, d = tiny
     data, val = read_table(d / "train.parquet"), read_table(d / "val.parquet")
-    sets = ["train.steps=120", "train.eval_every=40", "train.early_stopping=0", "train.log_every=40"]
-    c = configs_for("pal-a", sets + ["train.val_shots=5"])
-    result = train(get_family("pal-a"), c["model"], c["train"], data, seeds=(0, 1), progress=False, val=val)
+    sets = ["train.steps=120", "train.eval_every=40", "train.early_stopping=0", "train.log_every=40"] + own
+    c = configs_for(family, sets + ["train.val_shots=5"])
+    result = train(get_family(family), c["model"], c["train"], data, seeds=(0, 1), progress=False, val=val,
+                   batches=c["batch"])
     for i in range(2):  # each replica with its own parameters
         m = result.seed_metrics(i)
         seen = predict(result, list(data.users), val, seed_index=i)
@@ -77,8 +79,8 @@ def test_val_shots_adds_unseen_users_adapted_from_their_shots(tiny):
         want = (seen.loc[seen.seen, "correct"].mean() + unseen["correct"].mean()) / 2
         assert np.isclose(m["best_val_accuracy"], want, atol=1e-6)
     m = result.seed_metrics(0)
-    plain = train(get_family("pal-a"), configs_for("pal-a", sets)["model"], configs_for("pal-a", sets)["train"], data,
-                  progress=False, val=val).seed_metrics(0)
+    plain = train(get_family(family), configs_for(family, sets)["model"], configs_for(family, sets)["train"], data,
+                  progress=False, val=val, batches=c["batch"]).seed_metrics(0)
     assert [h["val_accuracy"] for h in plain["history"]] != [h["val_accuracy"] for h in m["history"]]
 
 
