@@ -75,7 +75,8 @@ def alone(fitted, table):
     data = table
     model = result.model(0)
     rows = eval_rows(data, users, result.spec.get("groups", []))
-    adapt = jax.jit(lambda c, key: model.adapt(c, key))
+    seen = jax.tree.map(lambda s: s[0], result.seen)
+    adapt = jax.jit(lambda c, key: model.adapt(c, key, seen))
     base = seed_key(result.seeds[0], ADAPT_STREAM)
     out, j = {}, 0
     for u in range(data.n_users):

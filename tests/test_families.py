@@ -102,7 +102,7 @@ def test_states_and_margins_have_the_protocol_shapes(full_run, tiny):
         assert g.shape == (N, *p.shape)
     K = 4
     ctx = {k: jnp.asarray(v[:K]) for k, v in rows.items()} | {"mask": jnp.ones((K,), jnp.float32)}
-    adapted = model.adapt(ctx, jax.random.PRNGKey(0))
+    adapted = model.adapt(ctx, jax.random.PRNGKey(0), seen)  # the protocol: every caller passes the seen users
     assert jax.tree.structure(adapted) == jax.tree.structure(pop)
     for a, p in zip(jax.tree.leaves(adapted), jax.tree.leaves(pop), strict=True):
         assert a.shape == p.shape and np.isfinite(np.asarray(a)).all()

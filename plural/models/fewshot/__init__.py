@@ -26,22 +26,20 @@ not tell the users apart). Test-unseen users at 10 shots: MAML 0.78, Meta-SGD 0.
 selecting the family's defaults on the defaults suite is still to do.
 
 Results (experiments/fewshot.py, results/fewshot: test, 3 seeds, unseen users, gap closed on the same
-rows at every K). 3-group ideal-point population, K = 10 / 16: LoRe 0.88 / 0.88, MAML (last layer,
-inner rate 1.0) 0.65 / 0.74, Meta-SGD 0.65 / 0.73, GPO (2 x 64) 0.55 / 0.62, Reptile 0.45 / 0.57,
-fine-tuned BT 0.04 / 0.13; PAL-A (K = 3) 0.87 / 0.88, VPL 0.81 / 0.91. Only LoRe closes 0.7 of the gap at
-10 shots; MAML and Meta-SGD do at 16 (more inner steps do not help: 10 or 20 instead of 5 lowered MAML's
-validation gap closed at 10 shots, experiments/maml_steps.py). 30 groups of 4 seen users, K = 16: LoRe
-(rank 32) 0.47, MAML 0.35, Meta-SGD 0.36, Reptile 0.32, against PAL-A with 3 / 4 / 6 / 8 prototypes 0.10 / 0.10 / 0.17 / 0.17 and
-PAL-B 0.09 / 0.08 / 0.15 / 0.24. Why the others fall short: Reptile's update is the pooled BT gradient
-plus a small meta term (the pooled part cancels only when tasks are symmetric, as with shuffled class
-labels, not for three groups of unequal size); GPO's validation accuracy peaks within a few hundred steps
-and falls, the in-context model learning 60 training users' answers rather than how to read a context.
-Meta-learners need many training users (experiments/fewshot_users.py, results/fewshot_users: 120 test-unseen
-users, 2 seeds): at 10 shots with 60 / 240 / 960 seen users of the same population MAML closes 0.69 / 0.78 /
+rows at every K). 3-group ideal-point population, K = 10 / 16: LoRe 0.88 / 0.88, Meta-SGD 0.75 / 0.81, MAML
+(last layer, inner rate 1.0) 0.74 / 0.81, Reptile 0.71 / 0.76, GPO (2 x 64) 0.55 / 0.62, fine-tuned BT (the
+same start and steps) 0.11 / 0.25; PAL-A (K = 3) 0.87 / 0.88. Every variant but GPO closes 0.7 of the gap at
+10 shots (from theta, before the seen start: MAML and Meta-SGD 0.65, experiments/meta_start.py). 30 groups of
+4 seen users, K = 16: LoRe (rank 32) 0.47, Meta-SGD and Reptile 0.39, MAML 0.38, against PAL-A with 3 / 4 / 6 /
+8 prototypes 0.10 / 0.10 / 0.17 / 0.17 and PAL-B 0.08 / 0.11 / 0.16 / 0.24. Why GPO falls short: its
+validation accuracy peaks within a few hundred steps and falls, the in-context model learning 60 training
+users' answers rather than how to read a context (Reptile, the weakest gradient learner, moves theta by the
+pooled BT gradient plus a small meta term: the pooled part cancels only when tasks are symmetric, as with
+shuffled class labels, not for three groups of unequal size). Meta-learners need many training users
+(experiments/fewshot_users.py, results/fewshot_users: 120 test-unseen users, 2 seeds, run with the start at
+theta): at 10 shots with 60 / 240 / 960 seen users of the same population MAML closes 0.69 / 0.78 /
 0.75 of the gap, Meta-SGD 0.69 / 0.79 / 0.75, GPO 0.48 / 0.75 / 0.88, Reptile (`inner_batches` 5) 0.60 / 0.72 / 0.71 and LoRe
-0.86 / 0.94 / 0.91: from 240 training users every meta-learner closes 0.7 of the gap at 10 shots. Reptile's
-numbers in results/fewshot predate its minibatched inner loop (`inner_batches` 1 there; 5 now, chosen on
-validation in experiments/reptile_batches.py). Tried on validation and not adopted: the inner loss as a sum over the pairs
+0.86 / 0.94 / 0.91: from 240 training users every meta-learner closes 0.7 of the gap at 10 shots. Tried on validation and not adopted: the inner loss as a sum over the pairs
 (`inner_loss=sum`, experiments/maml_inner_loss.py), early stopping on new users' 10-shot accuracy
 (`train.val_shots`, experiments/val_shots.py), more inner steps (experiments/maml_steps.py), meta-augmentation
 (`flip_users`, experiments/meta_augment.py: 60 seen users, validation-unseen users at 10 shots MAML 0.71 at
